@@ -1,0 +1,139 @@
+#include "cells.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+
+namespace txray {
+
+HashCells::HashCells() : slots_(1024, Slot{kEmpty, 0, 0.0}), shift_(64 - 10) {}
+
+void HashCells::grow() {
+  std::vector<Slot> old(slots_.size() * 2, Slot{kEmpty, 0, 0.0});
+  old.swap(slots_);
+  --shift_;
+  size_ = 0;
+  for (const Slot& s : old)
+    if (s.key != kEmpty) add(s.key, s.count, s.sum);
+}
+
+CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
+    : n_neurons_(n_neurons), n_features_(n_features), dense_(dense) {
+  if (dense_) {
+    count_.assign(size_t(n_neurons) * size_t(n_features), 0);
+    sum_.assign(size_t(n_neurons) * size_t(n_features), 0.0);
+  }
+}
+
+void CellTable::merge(const CellTable& other) {
+  if (dense_ && other.dense_) {
+    for (size_t i = 0; i < count_.size(); ++i) {
+      count_[i] += other.count_[i];
+      sum_[i] += other.sum_[i];
+    }
+    return;
+  }
+  const Cells cells = other.sorted();
+  for (size_t i = 0; i < cells.count.size(); ++i)
+    add(cells.neuron[i], cells.feature[i], cells.count[i], cells.sum[i]);
+}
+
+// Bucket the non-empty cells by neuron (a counting sort), features ascending
+// within each neuron.
+static Cells bucket_by_neuron(int64_t n_neurons, std::vector<uint64_t> keys, const std::vector<int64_t>& count,
+                              const std::vector<double>& sum) {
+  // keys are feature * n_neurons + neuron, already in increasing order.
+  std::vector<int64_t> start(n_neurons + 1, 0);
+  for (uint64_t key : keys) ++start[key % n_neurons + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  Cells out;
+  out.neuron.resize(keys.size());
+  out.feature.resize(keys.size());
+  out.count.resize(keys.size());
+  out.sum.resize(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const int64_t n = int64_t(keys[i] % n_neurons);
+    const int64_t at = start[n]++;
+    out.neuron[at] = int32_t(n);
+    out.feature[at] = int32_t(keys[i] / n_neurons);
+    out.count[at] = count[i];
+    out.sum[at] = sum[i];
+  }
+  return out;
+}
+
+Cells CellTable::sorted() const {
+  std::vector<uint64_t> keys;
+  std::vector<int64_t> count;
+  std::vector<double> sum;
+  if (dense_) {
+    for (size_t key = 0; key < count_.size(); ++key) {
+      if (count_[key] == 0) continue;
+      keys.push_back(key);
+      count.push_back(count_[key]);
+      sum.push_back(sum_[key]);
+    }
+  } else {
+    std::vector<std::pair<uint64_t, std::pair<int64_t, double>>> entries;
+    entries.reserve(hash_.size());
+    hash_.for_each([&](uint64_t key, int64_t c, double s) { entries.push_back({key, {c, s}}); });
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    keys.reserve(entries.size());
+    for (const auto& e : entries) {
+      keys.push_back(e.first);
+      count.push_back(e.second.first);
+      sum.push_back(e.second.second);
+    }
+  }
+  return bucket_by_neuron(n_neurons_, std::move(keys), count, sum);
+}
+
+size_t CellTable::bytes() const {
+  return dense_ ? count_.size() * (sizeof(int64_t) + sizeof(double)) : hash_.bytes();
+}
+
+FeatureRows::FeatureRows(int64_t n_neurons, int64_t n_features)
+    : n_neurons_(n_neurons), row_of_(size_t(n_features), -1) {}
+
+int32_t FeatureRows::row_for(int64_t feature) {
+  int32_t& r = row_of_[feature];
+  if (r < 0) {
+    r = int32_t(feature_of_.size());
+    feature_of_.push_back(feature);
+    sums_.resize(sums_.size() + size_t(n_neurons_), 0.0);
+  }
+  return r;
+}
+
+void FeatureRows::merge(const FeatureRows& other) {
+  for (size_t r = 0; r < other.feature_of_.size(); ++r) {
+    const double* src = other.sums_.data() + r * n_neurons_;
+    double* dst = row(row_for(other.feature_of_[r]));
+    for (int64_t n = 0; n < n_neurons_; ++n) dst[n] += src[n];
+  }
+}
+
+Cells FeatureRows::sorted(const std::vector<int64_t>& freq) const {
+  std::vector<int64_t> features;
+  for (size_t f = 0; f < row_of_.size(); ++f)
+    if (row_of_[f] >= 0) features.push_back(int64_t(f));
+  const size_t nf = features.size();
+  Cells out;
+  out.neuron.resize(nf * n_neurons_);
+  out.feature.resize(nf * n_neurons_);
+  out.count.resize(nf * n_neurons_);
+  out.sum.resize(nf * n_neurons_);
+  for (size_t j = 0; j < nf; ++j) {
+    const double* src = sums_.data() + size_t(row_of_[features[j]]) * n_neurons_;
+    for (int64_t n = 0; n < n_neurons_; ++n) {
+      const size_t at = size_t(n) * nf + j;
+      out.neuron[at] = int32_t(n);
+      out.feature[at] = int32_t(features[j]);
+      out.count[at] = freq[features[j]];
+      out.sum[at] = src[n];
+    }
+  }
+  return out;
+}
+
+}  // namespace txray

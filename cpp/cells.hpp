@@ -1,0 +1,115 @@
+// Accumulators for one feature kind: an int64 count and a float64 sum per
+// (neuron, feature) cell.
+//
+// CellTable (modes max1 and topk) is dense when neurons x features fits the
+// memory limit and a hash table otherwise, so that memory is bounded by the
+// number of distinct cells that ever won, never by corpus length.
+// FeatureRows (mode all) keeps one dense row of sums per feature seen: in
+// that mode every neuron records every token, so a seen feature fills its
+// whole row, and its count is the feature's corpus frequency.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace txray {
+
+// Cells in neuron-major order, the layout of Profile tables.
+struct Cells {
+  std::vector<int32_t> neuron;
+  std::vector<int32_t> feature;
+  std::vector<int64_t> count;
+  std::vector<double> sum;
+};
+
+// Open-addressing hash table keyed by feature * n_neurons + neuron.
+class HashCells {
+ public:
+  HashCells();
+  void add(uint64_t key, int64_t count, double sum) {
+    if ((size_ + 1) * 2 > slots_.size()) grow();
+    const uint64_t mask = slots_.size() - 1;
+    for (uint64_t i = slot_of(key);; i = (i + 1) & mask) {
+      Slot& s = slots_[i];
+      if (s.key == key) {
+        s.count += count;
+        s.sum += sum;
+        return;
+      }
+      if (s.key == kEmpty) {
+        s = Slot{key, count, sum};
+        ++size_;
+        return;
+      }
+    }
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Slot& s : slots_)
+      if (s.key != kEmpty) f(s.key, s.count, s.sum);
+  }
+  std::size_t size() const { return size_; }
+  std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int64_t count;
+    double sum;
+  };
+  static constexpr uint64_t kEmpty = ~uint64_t(0);
+  uint64_t slot_of(uint64_t key) const { return (key * 0x9E3779B97F4A7C15ull) >> shift_; }
+  void grow();
+
+  std::vector<Slot> slots_;
+  std::size_t size_ = 0;
+  unsigned shift_ = 0;
+};
+
+class CellTable {
+ public:
+  CellTable(int64_t n_neurons, int64_t n_features, bool dense);
+  void add(int32_t neuron, int64_t feature, int64_t count, double sum) {
+    const uint64_t key = uint64_t(feature) * uint64_t(n_neurons_) + uint64_t(neuron);
+    if (dense_) {
+      count_[key] += count;
+      sum_[key] += sum;
+    } else {
+      hash_.add(key, count, sum);
+    }
+  }
+  void merge(const CellTable& other);
+  Cells sorted() const;
+  bool dense() const { return dense_; }
+  std::size_t bytes() const;
+
+ private:
+  int64_t n_neurons_;
+  int64_t n_features_;
+  bool dense_;
+  std::vector<int64_t> count_;  // dense: [feature * n_neurons + neuron]
+  std::vector<double> sum_;
+  HashCells hash_;
+};
+
+class FeatureRows {
+ public:
+  FeatureRows(int64_t n_neurons, int64_t n_features);
+  // Row index of a feature, allocating a zero row on first sight. Not
+  // thread-safe: rows are assigned before the parallel accumulation.
+  int32_t row_for(int64_t feature);
+  double* row(int32_t r) { return sums_.data() + int64_t(r) * n_neurons_; }
+  void merge(const FeatureRows& other);
+  // Cells of every seen feature; `freq` gives their counts.
+  Cells sorted(const std::vector<int64_t>& freq) const;
+  std::size_t bytes() const { return sums_.capacity() * sizeof(double) + row_of_.size() * sizeof(int32_t); }
+
+ private:
+  int64_t n_neurons_;
+  std::vector<int32_t> row_of_;  // feature -> row, -1 if unseen
+  std::vector<int64_t> feature_of_;
+  std::vector<double> sums_;     // [row * n_neurons + neuron]
+};
+
+}  // namespace txray
