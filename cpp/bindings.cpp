@@ -112,8 +112,7 @@ PYBIND11_MODULE(_native, m) {
         return to_numpy(std::move(f));
       })
       .def("mass", [](const txray::Recorder& r) {
-        auto m = r.mass();
-        return to_numpy(std::move(m));
+        return to_numpy(r.mass());
       })
       .def("dense", &txray::Recorder::dense)
       .def_property_readonly("tokens", &txray::Recorder::tokens)

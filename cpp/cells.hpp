@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace txray {
@@ -93,23 +94,43 @@ class CellTable {
   HashCells hash_;
 };
 
+// Cache-line aligned storage, so that threads owning different slices of a
+// row never write to the same line.
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlign); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+
 class FeatureRows {
  public:
   FeatureRows(int64_t n_neurons, int64_t n_features);
   // Row index of a feature, allocating a zero row on first sight. Not
   // thread-safe: rows are assigned before the parallel accumulation.
   int32_t row_for(int64_t feature);
-  double* row(int32_t r) { return sums_.data() + int64_t(r) * n_neurons_; }
+  double* row(int32_t r) { return sums_.data() + int64_t(r) * stride_; }
   void merge(const FeatureRows& other);
+  // out[n] += sum of all rows at n.
+  void add_rows_to(double* out) const;
   // Cells of every seen feature; `freq` gives their counts.
   Cells sorted(const std::vector<int64_t>& freq) const;
   std::size_t bytes() const { return sums_.capacity() * sizeof(double) + row_of_.size() * sizeof(int32_t); }
 
  private:
   int64_t n_neurons_;
+  int64_t stride_;               // n_neurons rounded up to a cache line of doubles
   std::vector<int32_t> row_of_;  // feature -> row, -1 if unseen
   std::vector<int64_t> feature_of_;
-  std::vector<double> sums_;     // [row * n_neurons + neuron]
+  std::vector<double, CacheAligned<double>> sums_;  // [row * stride + neuron]
 };
 
 }  // namespace txray

@@ -170,14 +170,26 @@ void Recorder::record_winners(const ActivationView& acts, const std::vector<int6
 }
 
 // Mode all: every neuron records every token. Threads split the neuron axis,
-// so each owns a disjoint slice of every sum row and of the mass.
+// so each owns a disjoint slice of every sum row. (The mass is not kept: it
+// is the sum of any one kind's rows, see mass().) Tokens are
+// visited grouped by their feature of the largest vocabulary: a run of one
+// feature then updates a row that stays in cache, instead of one random row
+// of a large table per token. Within a group tokens keep corpus order.
 void Recorder::record_all(const ActivationView& acts, const std::vector<int64_t>& tokens,
                           const std::vector<const int64_t*>& features) {
   const size_t n_kinds = rows_.size();
+  const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
+  std::vector<uint64_t> keyed(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) keyed[i] = (uint64_t(features[widest][tokens[i]]) << 32) | i;
+  std::sort(keyed.begin(), keyed.end());
+
   const int64_t n_tokens = int64_t(tokens.size());
-  std::vector<std::vector<int32_t>> row_of(n_kinds, std::vector<int32_t>(size_t(n_tokens)));
-  for (size_t kind = 0; kind < n_kinds; ++kind)
-    for (int64_t i = 0; i < n_tokens; ++i) row_of[kind][i] = rows_[kind].row_for(features[kind][tokens[i]]);
+  std::vector<int64_t> order(static_cast<size_t>(n_tokens));
+  std::vector<std::vector<int32_t>> row_of(n_kinds, std::vector<int32_t>(static_cast<size_t>(n_tokens)));
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    order[i] = tokens[keyed[i] & 0xffffffffu];
+    for (size_t kind = 0; kind < n_kinds; ++kind) row_of[kind][i] = rows_[kind].row_for(features[kind][order[i]]);
+  }
 
   dispatch_dtype(acts.dtype, [&](auto e) {
     using E = decltype(e);
@@ -188,14 +200,12 @@ void Recorder::record_all(const ActivationView& acts, const std::vector<int64_t>
 #else
       const int64_t n_threads = 1, me = 0;
 #endif
-      // Slices are multiples of 16 neurons so that threads never share a cache line.
-      const int64_t per = ((n_neurons_ + n_threads - 1) / n_threads + 15) / 16 * 16;
+      // Slices are multiples of 8 neurons: a cache line of doubles.
+      const int64_t per = ((n_neurons_ + n_threads - 1) / n_threads + 7) / 8 * 8;
       const int64_t lo = std::min(n_neurons_, me * per), hi = std::min(n_neurons_, lo + per);
       std::vector<float> x(size_t(std::max<int64_t>(hi - lo, 0)));
-      double* mass = mass_.data();
       for (int64_t i = 0; i < n_tokens && lo < hi; ++i) {
-        load_row<E>(row_ptr<E>(acts, tokens[i]) + lo * acts.col_stride, hi - lo, acts.col_stride, x.data());
-        for (int64_t n = lo; n < hi; ++n) mass[n] += double(x[n - lo]);
+        load_row<E>(row_ptr<E>(acts, order[i]) + lo * acts.col_stride, hi - lo, acts.col_stride, x.data());
         for (size_t kind = 0; kind < n_kinds; ++kind) {
           double* sum = rows_[kind].row(row_of[kind][i]);
           for (int64_t n = lo; n < hi; ++n) sum[n] += double(x[n - lo]);
@@ -213,8 +223,15 @@ void Recorder::merge(const Recorder& other) {
   for (size_t i = 0; i < rows_.size(); ++i) rows_[i].merge(other.rows_[i]);
   for (size_t i = 0; i < freq_.size(); ++i)
     for (size_t f = 0; f < freq_[i].size(); ++f) freq_[i][f] += other.freq_[i][f];
-  for (size_t n = 0; n < mass_.size(); ++n) mass_[n] += other.mass_[n];
+  for (size_t n = 0; n < mass_.size(); ++n) mass_[n] += other.mass_[n];  // zero in mode all
   tokens_ += other.tokens_;
+}
+
+std::vector<double> Recorder::mass() const {
+  if (mode_ != Mode::All) return mass_;
+  std::vector<double> mass(size_t(n_neurons_), 0.0);
+  rows_[0].add_rows_to(mass.data());
+  return mass;
 }
 
 Cells Recorder::cells(size_t kind) const {

@@ -33,7 +33,7 @@ class Recorder {
 
   Cells cells(size_t kind) const;
   const std::vector<int64_t>& frequencies(size_t kind) const { return freq_.at(kind); }
-  const std::vector<double>& mass() const { return mass_; }
+  std::vector<double> mass() const;
   int64_t tokens() const { return tokens_; }
   int64_t n_neurons() const { return n_neurons_; }
   bool dense(size_t kind) const;
@@ -56,7 +56,7 @@ class Recorder {
   std::vector<CellTable> cells_;     // max1, topk
   std::vector<FeatureRows> rows_;    // all
   std::vector<std::vector<int64_t>> freq_;
-  std::vector<double> mass_;
+  std::vector<double> mass_;         // max1, topk
   int64_t tokens_ = 0;
 };
 
