@@ -1,0 +1,162 @@
+"""Shared helpers for the txray benchmark scripts: timing, bandwidth, tables.
+
+Nothing here imports txray; the helpers only need NumPy (and PyTorch, when it
+is installed, for a multi-threaded read-bandwidth probe).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+GB = 1e9  # bandwidths are reported in decimal GB/s (10^9 bytes per second)
+
+
+def now() -> float:
+    """Monotonic wall clock in seconds (perf_counter)."""
+    return time.perf_counter()
+
+
+def prefaulted_zeros(shape, dtype) -> np.ndarray:
+    """np.zeros whose pages are already touched.
+
+    np.zeros maps lazily-zeroed pages, so the first timed writes would pay the
+    page faults; baselines allocate their accumulators with this helper outside
+    the timed region, so that their timings measure the recording work only.
+    """
+    out = np.empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+# --------------------------------------------------------------------------
+# memory bandwidth
+
+
+@dataclass
+class Bandwidth:
+    label: str      # how it was measured
+    gbps: float     # best of the repeats, GB/s
+    counts: str     # which bytes the number counts ("read" or "read+written")
+
+
+def _best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = now()
+        fn()
+        best = min(best, now() - t0)
+    return best
+
+
+def measure_bandwidth(gib: float = 1.0, repeats: int = 5, threads: int = 2) -> list[Bandwidth]:
+    """Measure this machine's memory bandwidth several ways (best of `repeats`).
+
+    A `gib` GiB float32 buffer (far larger than any cache) is
+      - copied with np.copyto into a second buffer (bytes read + written / s),
+      - summed by NumPy on one thread, and on `threads` threads over halves,
+      - reduced with np.max on `threads` threads over halves,
+      - summed by torch.sum with torch's `threads` intra-op threads.
+    The pure reads are what a recording pass does with its activations, so the
+    largest read number is the one to build the floor from.
+    """
+    n = int(gib * 2**30) // 4
+    src = prefaulted_zeros(n, np.float32)
+    src += 1.0
+    dst = prefaulted_zeros(n, np.float32)
+    nbytes = src.nbytes
+    results = []
+
+    t = _best_time(lambda: np.copyto(dst, src), repeats)
+    results.append(Bandwidth(f"np.copyto of a {gib:g} GiB float32 buffer", 2 * nbytes / t / GB,
+                             "read+written"))
+    del dst
+
+    t = _best_time(lambda: src.sum(), repeats)
+    results.append(Bandwidth(f"numpy a.sum(), 1 thread, {gib:g} GiB float32", nbytes / t / GB, "read"))
+
+    parts = np.array_split(src, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        t_sum = _best_time(lambda: list(pool.map(np.sum, parts)), repeats)
+        t_max = _best_time(lambda: list(pool.map(np.max, parts)), repeats)
+    results.append(Bandwidth(f"numpy a.sum() on {threads} threads (halves), {gib:g} GiB float32",
+                             nbytes / t_sum / GB, "read"))
+    t = t_max
+    results.append(Bandwidth(f"numpy a.max() on {threads} threads (halves), {gib:g} GiB float32",
+                             nbytes / t / GB, "read"))
+    try:
+        import torch
+    except ImportError:
+        return results
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ts = torch.from_numpy(src)
+    t = _best_time(lambda: ts.sum(), repeats)
+    results.append(Bandwidth(f"torch.sum, {threads} threads, {gib:g} GiB float32", nbytes / t / GB, "read"))
+    torch.set_num_threads(old)
+    return results
+
+
+def merge_bandwidth(old: list[Bandwidth], new: list[Bandwidth]) -> list[Bandwidth]:
+    """Per probe, the better of two measurements (bandwidth is re-measured during a run,
+    so that a moment of contention on a shared machine does not set the floor)."""
+    best = {b.label: b for b in old}
+    for b in new:
+        if b.label not in best or b.gbps > best[b.label].gbps:
+            best[b.label] = b
+    return list(best.values())
+
+
+def best_read(bandwidths: list[Bandwidth]) -> Bandwidth:
+    """The largest pure-read bandwidth measured."""
+    return max((b for b in bandwidths if b.counts == "read"), key=lambda b: b.gbps)
+
+
+# --------------------------------------------------------------------------
+# plain-text tables
+
+
+def render_table(headers: list[str], rows: list[list[str]], title: str | None = None) -> str:
+    """Columns separated by ' | ', first column left-aligned, the rest right-aligned."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+
+    def line(cells):
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths)):
+            out.append(str(c).ljust(w) if i == 0 else str(c).rjust(w))
+        return " | ".join(out).rstrip()
+
+    lines = [title] if title else []
+    lines.append(line(headers))
+    lines.append("-+-".join("-" * w for w in widths))
+    lines.extend(line(r) for r in rows)
+    return "\n".join(lines)
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 100:
+        return f"{s:.0f}"
+    if s >= 10:
+        return f"{s:.1f}"
+    if s >= 0.1:
+        return f"{s:.3f}"
+    return f"{s:.4f}"
+
+
+def fmt_rate(x: float) -> str:
+    """Compact rate: 1.23e6 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def fmt_ratio(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
