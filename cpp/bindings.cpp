@@ -10,6 +10,9 @@
 #endif
 
 #include "recorder.hpp"
+#ifdef TXRAY_HAS_CUDA
+#include "cuda/device_recorder.hpp"
+#endif
 
 namespace py = pybind11;
 using txray::ActivationView;
@@ -89,6 +92,135 @@ py::tuple cells(const txray::Recorder& rec, size_t kind) {
                         to_numpy(std::move(c.sum)));
 }
 
+// -- DLPack -----------------------------------------------------------------
+// The DLPack ABI (dlpack.h, v0.8 and v1.x), declared here so that no header is
+// needed. Only read: the capsule keeps ownership (txray never renames it to
+// "used_dltensor"), so the producer frees the tensor when the capsule dies;
+// the Python layer keeps the capsule alive until the device is done with it.
+struct DLDevice {
+  int32_t device_type;
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+struct DLPackVersion {
+  uint32_t major;
+  uint32_t minor;
+};
+struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensorVersioned*);
+  uint64_t flags;
+  DLTensor dl_tensor;
+};
+
+// {"ptr", "shape", "strides" (elements), "dtype" (a NumPy-style name or
+// "bfloat16"), "device_type" (DLPack code: 1 CPU, 2 CUDA, 3 CUDA host,
+// 13 CUDA managed), "device_id"} of an unconsumed DLPack capsule.
+py::dict dlpack_info(const py::capsule& capsule) {
+  const DLTensor* t = nullptr;
+  const std::string name = capsule.name() ? capsule.name() : "";
+  if (name == "dltensor") {
+    t = &static_cast<DLManagedTensor*>(capsule.get_pointer())->dl_tensor;
+  } else if (name == "dltensor_versioned") {
+    const auto* v = static_cast<DLManagedTensorVersioned*>(capsule.get_pointer());
+    if (v->version.major != 1) throw txray::InputError("unsupported DLPack major version " + std::to_string(v->version.major));
+    t = &v->dl_tensor;
+  } else {
+    throw txray::InputError("not an unconsumed DLPack capsule (name '" + name + "')");
+  }
+  std::string dtype;
+  const DLDataType d = t->dtype;
+  if (d.lanes != 1) throw txray::InputError("vector DLPack dtypes are not supported");
+  if (d.code == 2 && (d.bits == 32 || d.bits == 16 || d.bits == 64)) dtype = "float" + std::to_string(d.bits);
+  else if (d.code == 4 && d.bits == 16) dtype = "bfloat16";
+  else if (d.code == 0 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64)) dtype = "int" + std::to_string(d.bits);
+  else if (d.code == 1 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64)) dtype = "uint" + std::to_string(d.bits);
+  else if (d.code == 6 && d.bits == 8) dtype = "bool";
+  else dtype = "dlpack(code=" + std::to_string(d.code) + ",bits=" + std::to_string(d.bits) + ")";
+  py::list shape, strides;
+  int64_t expect = 1;
+  std::vector<int64_t> contiguous(size_t(t->ndim));
+  for (int i = t->ndim - 1; i >= 0; --i) {
+    contiguous[size_t(i)] = expect;
+    expect *= t->shape[i];
+  }
+  for (int i = 0; i < t->ndim; ++i) {
+    shape.append(t->shape[i]);
+    strides.append(t->strides ? t->strides[i] : contiguous[size_t(i)]);
+  }
+  py::dict out;
+  out["ptr"] = reinterpret_cast<uintptr_t>(static_cast<const char*>(t->data) + t->byte_offset);
+  out["shape"] = py::tuple(shape);
+  out["strides"] = py::tuple(strides);
+  out["dtype"] = dtype;
+  out["device_type"] = t->device.device_type;
+  out["device_id"] = t->device.device_id;
+  return out;
+}
+
+#ifdef TXRAY_HAS_CUDA
+// features: per kind either an int (device pointer to contiguous int64 ids)
+// or a contiguous int64 NumPy array; mask: None, an int (device pointer to
+// one byte per token) or a contiguous bool/uint8 NumPy array.
+int64_t device_update(txray::cuda::DeviceRecorder& rec, uintptr_t data, int64_t rows, int64_t cols,
+                      int64_t row_stride, int64_t col_stride, const std::string& dtype, const py::object& mask,
+                      const std::vector<py::object>& features, uintptr_t stream) {
+  txray::cuda::DeviceBatch b;
+  b.data = data;
+  b.rows = rows;
+  b.cols = cols;
+  b.row_stride = row_stride;
+  b.col_stride = col_stride;
+  b.dtype = parse_dtype(dtype);
+  b.stream = stream;
+  std::vector<py::array> keep;
+  for (const py::object& f : features) {
+    if (py::isinstance<py::int_>(f)) {
+      b.ids.push_back(f.cast<uintptr_t>());
+      b.host_ids.push_back(nullptr);
+      continue;
+    }
+    py::array a = py::array::ensure(f);
+    if (!a || !a.dtype().is(py::dtype::of<int64_t>()) || a.ndim() != 1 || a.shape(0) != rows ||
+        !(a.flags() & py::array::c_style))
+      throw txray::InputError("feature ids must be contiguous 1-D int64 arrays, one id per token");
+    b.ids.push_back(0);
+    b.host_ids.push_back(static_cast<const int64_t*>(a.data()));
+    keep.push_back(a);
+  }
+  if (py::isinstance<py::int_>(mask)) {
+    b.mask = mask.cast<uintptr_t>();
+  } else if (!mask.is_none()) {
+    py::array a = py::array::ensure(mask);
+    if (!a || a.itemsize() != 1 || a.ndim() != 1 || a.shape(0) != rows || !(a.flags() & py::array::c_style))
+      throw txray::InputError("mask must be a contiguous 1-D bool array, one entry per token");
+    b.host_mask = static_cast<const uint8_t*>(a.data());
+    keep.push_back(a);
+  }
+  py::gil_scoped_release release;
+  return rec.update(b);
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -137,5 +269,52 @@ PYBIND11_MODULE(_native, m) {
     return false;
 #endif
   });
+  m.def("dlpack_info", &dlpack_info, py::arg("capsule"),
+        "pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)");
+
+#ifdef TXRAY_HAS_CUDA
+  // has_cuda: the CUDA kernels were compiled. Whether a device can be used
+  // is cuda_device_count() > 0 (the runtime is linked statically; without a
+  // driver these report 0 and the reason, and nothing else touches CUDA
+  // until a DeviceRecorder is made).
+  m.attr("has_cuda") = true;
+  py::register_exception<txray::cuda::DeviceError>(m, "DeviceError", PyExc_RuntimeError);
+  m.def("cuda_device_count", &txray::cuda::device_count);
+  m.def("cuda_status", &txray::cuda::status, "'' when a CUDA device is usable, otherwise the reason");
+  m.def("cuda_pointer_device", [](uintptr_t p) { return txray::cuda::pointer_device(p); });
+  using txray::cuda::DeviceRecorder;
+  py::class_<DeviceRecorder>(m, "DeviceRecorder")
+      .def(py::init([](int device, int64_t n_neurons, std::vector<std::string> kinds, std::vector<int64_t> sizes,
+                       const std::string& mode, int k, int64_t dense_limit_bytes) {
+             return new DeviceRecorder(device, n_neurons, std::move(kinds), std::move(sizes), parse_mode(mode), k,
+                                       dense_limit_bytes);
+           }),
+           py::arg("device"), py::arg("n_neurons"), py::arg("kinds"), py::arg("vocab_sizes"), py::arg("mode"),
+           py::arg("k"), py::arg("dense_limit_bytes"))
+      .def("update", &device_update, py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+           py::arg("col_stride"), py::arg("dtype"), py::arg("mask"), py::arg("features"), py::arg("stream"))
+      .def("merge", &DeviceRecorder::merge, py::call_guard<py::gil_scoped_release>())
+      .def("idle", &DeviceRecorder::idle)
+      .def("synchronize", &DeviceRecorder::synchronize, py::call_guard<py::gil_scoped_release>())
+      .def("take_error", &DeviceRecorder::take_error, py::call_guard<py::gil_scoped_release>())
+      .def("cells", [](DeviceRecorder& r, size_t kind) {
+        txray::Cells c;
+        {
+          py::gil_scoped_release release;
+          c = r.cells(kind);
+        }
+        return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)),
+                              to_numpy(std::move(c.count)), to_numpy(std::move(c.sum)));
+      })
+      .def("frequencies", [](DeviceRecorder& r, size_t kind) { return to_numpy(r.frequencies(kind)); })
+      .def("mass", [](DeviceRecorder& r) { return to_numpy(r.mass()); })
+      .def("dense", &DeviceRecorder::dense)
+      .def_property_readonly("tokens", &DeviceRecorder::tokens)
+      .def_property_readonly("nbytes", &DeviceRecorder::bytes)
+      .def_property_readonly("device", &DeviceRecorder::device);
+#else
   m.attr("has_cuda") = false;
+  m.def("cuda_device_count", []() { return 0; });
+  m.def("cuda_status", []() { return std::string("txray was built without CUDA (TXRAY_CUDA=OFF or no nvcc)"); });
+#endif
 }

@@ -40,7 +40,7 @@ void CellTable::merge(const CellTable& other) {
 
 // Bucket the non-empty cells by neuron (a counting sort), features ascending
 // within each neuron.
-static Cells bucket_by_neuron(int64_t n_neurons, std::vector<uint64_t> keys, const std::vector<int64_t>& count,
+Cells bucket_by_neuron(int64_t n_neurons, std::vector<uint64_t> keys, const std::vector<int64_t>& count,
                               const std::vector<double>& sum) {
   // keys are feature * n_neurons + neuron, already in increasing order.
   std::vector<int64_t> start(n_neurons + 1, 0);

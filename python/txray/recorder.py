@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -12,6 +13,48 @@ from .profile import KindCells, Profile
 
 MODES = ("max1", "topk", "all")
 DEFAULT_DENSE_LIMIT = 256 << 20
+
+
+def cuda_available() -> bool:
+    """Whether ``Recorder(device="cuda")`` can run here: the CUDA kernels
+    were compiled (``txray._native.has_cuda``) and a CUDA device is usable
+    at runtime (a driver and at least one GPU)."""
+    return bool(_native.has_cuda) and _native.cuda_device_count() > 0
+
+
+def _parse_device(device: Any) -> int | None:
+    """None for the CPU, else the CUDA device ordinal."""
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        index, text = device, f"cuda:{device}"
+    else:
+        text = str(device)
+        match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
+        if not match:
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+        if match[1] == "cpu":
+            return None
+        index = int(match[2]) if match[2] is not None else None
+    if not _native.has_cuda:
+        raise RuntimeError(
+            f"Recorder(device={text!r}): this txray was built without CUDA kernels ({_native.cuda_status()}); "
+            "rebuild with nvcc on PATH (TXRAY_CUDA=ON makes a missing nvcc an error), or record on the CPU"
+        )
+    count = _native.cuda_device_count()
+    if count == 0:
+        raise RuntimeError(
+            f"Recorder(device={text!r}): no usable CUDA device ({_native.cuda_status()}); "
+            "record on the CPU with device='cpu'"
+        )
+    if index is None:
+        index = 0
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            index = torch.cuda.current_device()
+    if not 0 <= index < count:
+        raise ValueError(f"Recorder(device={text!r}): CUDA device {index} does not exist ({count} visible)")
+    return index
 
 
 class Recorder:
@@ -34,6 +77,16 @@ class Recorder:
         A feature kind whose ``n_neurons x size`` cells fit in this many
         bytes (16 per cell) is kept in a dense array, otherwise in a hash
         table of the cells that occurred. Memory never grows with the corpus.
+        On a CUDA device the same limit chooses between dense device arrays
+        and a device hash table (mode ``all``: 8 bytes a cell, dense rows or
+        rows for the features seen).
+    device:
+        ``None`` or ``"cpu"`` (default): record on the CPU. ``"cuda"`` or
+        ``"cuda:N"``: keep the statistics in device memory and record
+        device arrays (torch CUDA tensors, ``__cuda_array_interface__`` or
+        DLPack) on the caller's stream, with no host synchronisation per
+        batch; input errors found on the device are raised at the next
+        synchronisation point (see :meth:`synchronize`).
 
     Examples
     --------
@@ -50,6 +103,7 @@ class Recorder:
         mode: str = "max1",
         k: int | None = None,
         dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
+        device: Any = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -66,7 +120,8 @@ class Recorder:
         self.features = {str(kind): int(size) for kind, size in features.items()}
         self.mode = mode
         self.k = int(k) if mode == "topk" else (1 if mode == "max1" else None)
-        self._native = _native.Recorder(
+        self._device = _parse_device(device)
+        args = (
             self.n_neurons,
             list(self.features),
             list(self.features.values()),
@@ -74,18 +129,59 @@ class Recorder:
             self.k if self.k is not None else 1,
             int(dense_limit_bytes),
         )
+        if self._device is None:
+            self._native = _native.Recorder(*args)
+        else:
+            self._native = _native.DeviceRecorder(self._device, *args)
+            self._leads: dict[int, tuple[int, ...]] = {}  # leading shape of each update since the last check
+            self._inflight: list[Any] = []  # inputs the device may still be reading
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``: where the statistics are kept."""
+        return "cpu" if self._device is None else f"cuda:{self._device}"
 
     @property
     def tokens(self) -> int:
-        """Number of (unmasked) tokens recorded so far."""
+        """Number of (unmasked) tokens recorded so far (on a device: waits
+        for the device and raises a pending input error)."""
+        self.synchronize()
         return self._native.tokens
+
+    def synchronize(self) -> None:
+        """Wait for recorded work and raise any input error found since the
+        last call.
+
+        On the CPU every update is checked and recorded before it returns,
+        so this does nothing. On a CUDA device ``update()`` only enqueues
+        work; an id out of range or a non-finite activation is found by the
+        kernels and raised here, at the next of: ``synchronize()``,
+        ``tokens``, ``profile()``, ``merge()``. The error names the update
+        (counting from 1) and the token; the failing update and every later
+        one until the error is raised are not recorded, so the statistics
+        hold exactly the updates before it.
+        """
+        if self._device is None:
+            return
+        update, message = self._native.take_error()
+        self._inflight.clear()
+        leads, self._leads = self._leads, {}
+        if update:
+            lead = leads.get(update, ())
+            message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), message)
+            later = max(leads) - update if leads else 0
+            raise ValueError(
+                f"update {update}: {message}. Nothing of that update"
+                + (f" or of the {later} after it" if later else "")
+                + " was recorded."
+            )
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulators."""
         return self._native.nbytes
 
-    def update(self, acts: Any, features: Mapping[str, Any], mask: Any = None) -> None:
+    def update(self, acts: Any, features: Mapping[str, Any], mask: Any = None, *, stream: Any = None) -> None:
         """Record one batch.
 
         ``acts`` has shape ``(..., n_neurons)`` (for example ``(tokens, N)``
@@ -94,7 +190,23 @@ class Recorder:
         and ``mask`` have the leading shape ``acts.shape[:-1]``; tokens where
         ``mask`` is False (padding) are skipped. On an input error (an id
         out of range, a NaN) nothing of the batch is recorded.
+
+        On a CUDA recorder ``acts`` is a device array (a torch CUDA tensor,
+        or anything with ``__cuda_array_interface__`` or DLPack) on the
+        recorder's device; ids and mask may be device or host arrays (host
+        ones are copied through pinned memory; device ids should be int64
+        and masks bool/uint8 to avoid a conversion). The kernels run on
+        ``stream`` (a handle or a stream object), by default torch's current
+        stream for torch tensors, the producer's stream for
+        ``__cuda_array_interface__``, and the legacy default stream for
+        DLPack. Input errors found on the device are raised later, see
+        :meth:`synchronize`.
         """
+        if self._device is not None:
+            self._update_device(acts, features, mask, _inputs.stream_handle(stream))
+            return
+        if stream is not None:
+            raise ValueError("stream is only used by CUDA recorders (Recorder(..., device='cuda'))")
         flat, dtype, lead = _inputs.activations(acts, self.n_neurons)
         ids = _inputs.feature_ids(features, self.features, lead)
         valid = _inputs.token_mask(mask, lead)
@@ -103,6 +215,43 @@ class Recorder:
         except _native.InputError as err:
             message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), str(err))
             raise ValueError(message) from None
+
+    def _update_device(self, acts: Any, features: Mapping[str, Any], mask: Any, stream: int | None) -> None:
+        arr, row_stride, lead = _inputs.device_activations(acts, self.n_neurons, stream)
+        if arr.device is not None and arr.device != self._device:
+            raise ValueError(f"activations are on cuda:{arr.device}, the recorder on cuda:{self._device}")
+        if stream is None:
+            stream = arr.stream if arr.stream is not None else 0
+        if not isinstance(features, Mapping):
+            raise TypeError("features must be a mapping {kind: ids}, e.g. {'token': ids}")
+        missing = [k for k in self.features if k not in features]
+        extra = [k for k in features if k not in self.features]
+        if missing or extra:
+            raise ValueError(
+                f"features must have exactly the kinds {list(self.features)}; missing {missing}, unexpected {extra}"
+            )
+        ids, keep = [], [arr.keep]
+        for kind in self.features:
+            value, held = _inputs.device_ids(features[kind], kind, lead, stream)
+            ids.append(value)
+            keep.append(held if held is not None else value)
+        valid, held = _inputs.device_mask(mask, lead, stream)
+        keep.append(held)
+        rows = 1
+        for n in lead:
+            rows *= n
+        if self._inflight and self._native.idle():
+            self._inflight.clear()
+        try:
+            update = self._native.update(
+                arr.ptr, rows, self.n_neurons, row_stride, arr.strides[-1], arr.dtype, valid, ids, stream
+            )
+        except _native.InputError as err:
+            message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), str(err))
+            raise ValueError(message) from None
+        if update:
+            self._leads[update] = lead
+            self._inflight.append(keep)
 
     def merge(self, other: "Recorder") -> "Recorder":
         """Add another recorder's statistics to this one (same shape); returns self."""
@@ -113,6 +262,13 @@ class Recorder:
                 "cannot merge recorders of different shapes: "
                 f"{self._shape()} vs {other._shape()}"
             )
+        if self._device != other._device:
+            raise ValueError(
+                f"cannot merge a recorder on {other.device} into one on {self.device}; "
+                "merge their profiles instead (a.profile().merge(b.profile()))"
+            )
+        self.synchronize()
+        other.synchronize()
         self._native.merge(other._native)
         return self
 
@@ -160,4 +316,5 @@ class Recorder:
         return f"(n_neurons={self.n_neurons}, features={self.features}, mode={self.mode!r}, k={self.k})"
 
     def __repr__(self) -> str:
-        return f"Recorder{self._shape()[:-1]}, tokens={self.tokens})"
+        where = "" if self._device is None else f", device={self.device!r}"
+        return f"Recorder{self._shape()[:-1]}{where}, tokens={self.tokens})"
