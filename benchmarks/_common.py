@@ -6,6 +6,7 @@ is installed, for a multi-threaded read-bandwidth probe).
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,39 @@ def prefaulted_zeros(shape, dtype) -> np.ndarray:
     out = np.empty(shape, dtype)
     out.fill(0)
     return out
+
+
+class OtherLoad:
+    """CPU seconds that other processes used while this one ran (Linux /proc/stat).
+
+    A benchmark on a shared 2-core machine is only as good as its quiet: the
+    scripts print this after each table so that a noisy run can be recognised.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait, steal included
+        t = os.times()
+        return now(), busy / hz, t.user + t.system
+
+    def report(self) -> str:
+        end = self._sample()
+        if self.start is None or end is None:
+            return "load of other processes: unknown"
+        wall = end[0] - self.start[0]
+        others = max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2]))
+        cpus = os.cpu_count() or 1
+        return (f"other processes used {others:.1f} CPU-s over these {wall:.0f} s "
+                f"({100 * others / (wall * cpus):.0f}% of {cpus} cpus; near 0 means the timings are clean)")
 
 
 # --------------------------------------------------------------------------

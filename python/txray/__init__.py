@@ -12,6 +12,9 @@ from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, matc
 from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile
 from .recorder import Recorder
 from .threads import get_num_threads, set_num_threads
+from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
+from .prune import prune, pruning_sets, pruning_table
+from .report import write_report
 
 __all__ = [
     "__version__",
@@ -29,4 +32,44 @@ __all__ = [
     "MATCH_SCHEMA",
     "set_num_threads",
     "get_num_threads",
+    "analysis",
+    "prune",
+    "pruning_sets",
+    "pruning_table",
+    "write_report",
+]
+
+# Recording real models (issue 3). Corpus, features and NeuroX reading need no
+# torch; the parts that do are imported on first use, so `import txray` stays
+# light where torch is not installed.
+from .corpus import Corpus, split_whitespace, split_words
+from .features import Column, Feature, Label, Ngram, Pos, Prediction, Token, Vocabulary
+from .neurox import read_neurox, record_neurox
+from .taggers import FlairTagger, SpacyTagger, Tagger
+
+_TORCH_EXPORTS = {
+    "record_model": "pipeline",
+    "Capture": "capture",
+    "Layer": "capture",
+    "mlp_layers": "capture",
+    "WordTokenizer": "words",
+    "HFWordTokenizer": "words",
+    "VocabTokenizer": "words",
+}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_TORCH_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'txray' has no attribute {name!r}")
+
+
+__all__ += [
+    "Corpus", "split_words", "split_whitespace",
+    "Feature", "Token", "Pos", "Label", "Column", "Ngram", "Prediction", "Vocabulary",
+    "Tagger", "SpacyTagger", "FlairTagger",
+    "read_neurox", "record_neurox",
+    *_TORCH_EXPORTS,
 ]

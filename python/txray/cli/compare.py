@@ -1,0 +1,51 @@
+"""``txray compare``: neuron-by-neuron comparison of two profiles of the same layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..compare import compare, summary
+from ._common import check_output, load_profiles, write_table
+
+EXAMPLE = """example:
+  txray compare epoch1.parquet epoch48.parquet --kind token -o cmp.parquet
+
+Prints the shared / avoided / gained / dead counts and the mean and median
+Hellinger distance; -o writes one row per neuron (Parquet or CSV).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare two profiles of the same layer, neuron by neuron",
+        description=__doc__.splitlines()[0].replace("``", ""),
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("a", metavar="A.parquet", help="profile of stage A (before)")
+    parser.add_argument("b", metavar="B.parquet", help="profile of stage B (after)")
+    parser.add_argument("--kind", default="token", help="feature kind to compare (default: token)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the per-neuron table (.parquet or .csv)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output(args.output)
+    a, b = load_profiles([args.a, args.b], args.kind)
+    table = compare(a, b, args.kind)
+    info = summary(table)
+    if args.json:
+        print(json.dumps({**info, "kind": args.kind, "a": a.name, "b": b.name}))
+    else:
+        print(f"{a.name} -> {b.name}: {info['neurons']} neurons, feature kind {args.kind!r}")
+        print("  ".join(f"{state} {info[state]}" for state in ("shared", "avoided", "gained", "dead")))
+        if info["mean_hellinger"] is not None:
+            mean, median = info["mean_hellinger"], info["median_hellinger"]
+            print(f"Hellinger of shared neurons: mean {mean:.4f}, median {median:.4f}")
+    if args.output:
+        write_table(table, args.output)
+        print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,111 @@
+"""``txray record``: record a Hugging Face model's layers over a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from . import UsageError
+
+EXAMPLE = """\
+example:
+  txray record sentence-transformers/all-MiniLM-L6-v2 wiki.txt --layer mlp \\
+      --feature token --feature pos --limit-tokens 400000 --out profiles/minilm
+
+  Writes one profile per layer, e.g. profiles/minilm/encoder.layer.0.intermediate.parquet.
+  MODEL is a local directory or a hub name (offline: set HF_HUB_OFFLINE=1 and use a path).
+  CORPUS is a text file (one sequence a line), a .csv/.tsv/.parquet file (see --text).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "record",
+        help="record what each neuron of a model's layers prefers over a corpus",
+        description="Record what each neuron of a Hugging Face model's layers prefers over a corpus; "
+        "one profile (Parquet) per layer.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="Hugging Face model directory or hub name")
+    parser.add_argument("corpus", metavar="CORPUS", help="text, CSV, TSV or Parquet file")
+    parser.add_argument("--layer", action="append", required=True, metavar="NAME",
+                        help="module to record (repeatable); 'mlp' = every MLP layer, "
+                        "e.g. encoder.layer.0.intermediate")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the profiles")
+    parser.add_argument("--feature", action="append", metavar="KIND",
+                        help="token (default), pos, label, ngramN, column:NAME (repeatable)")
+    parser.add_argument("--tagger", default="spacy", help="POS tagger: spacy, spacy:MODEL, flair:NAME_OR_PATH")
+    parser.add_argument("--text", default="text", metavar="COLUMN", help="text column of a table corpus")
+    parser.add_argument("--label", default="label", metavar="COLUMN", help="label column for --feature label")
+    parser.add_argument("--mode", default="max1", choices=("max1", "topk", "all"))
+    parser.add_argument("--k", type=int, help="winners per token with --mode topk")
+    parser.add_argument("--pooling", default="mean", choices=("first", "last", "mean", "max"))
+    parser.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> (token, ngram)")
+    parser.add_argument("--limit-tokens", type=int, metavar="N", help="record only the first N words")
+    parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per forward pass")
+    parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
+    parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import txray
+    from txray.features import Column, Label, Ngram, Pos, Token
+
+    if not Path(args.corpus).is_file():
+        raise UsageError(f"corpus file not found: {args.corpus}")
+    model, tokenizer = _load(args.model, args.device)
+    layers = []
+    for name in args.layer:
+        layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
+    features = []
+    for kind in args.feature or ["token"]:
+        if kind == "token":
+            features.append(Token(min_count=args.min_count))
+        elif kind == "pos":
+            features.append(Pos(args.tagger))
+        elif kind == "label":
+            features.append(Label(args.label))
+        elif re.fullmatch(r"ngram\d+", kind):
+            features.append(Ngram(int(kind[5:]), min_count=args.min_count))
+        elif kind.startswith("column:") and kind[7:]:
+            features.append(Column(kind[7:]))
+        else:
+            raise UsageError(f"unknown --feature {kind!r}; use token, pos, label, ngramN or column:NAME")
+    profiles = txray.record_model(
+        model, tokenizer, txray.Corpus(args.corpus, text=args.text), layers, features,
+        mode=args.mode, k=args.k, pooling=args.pooling, include_special=args.include_special,
+        limit_tokens=args.limit_tokens, max_tokens=args.max_tokens, cache_dir=args.cache_dir,
+        progress=not args.quiet, name=args.model,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for layer, profile in profiles.items():
+        path = out / f"{_file_name(layer)}.parquet"
+        profile.save(path)
+        print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
+    return 0
+
+
+def _load(name: str, device: str):
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        raise UsageError("txray record needs transformers: pip install 'txray[capture]'") from None
+    if os.path.sep in name and not Path(name).exists():
+        raise UsageError(f"model directory not found: {name}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True)
+        model = AutoModel.from_pretrained(name).to(device)
+    except OSError as err:
+        raise UsageError(f"cannot load model {name!r}: {err}") from None
+    return model, tokenizer
+
+
+def _file_name(layer: str) -> str:
+    return re.sub(r"[^\w.\-]", "_", layer)

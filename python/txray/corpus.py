@@ -1,0 +1,224 @@
+"""Corpora that stream: plain text, CSV/Parquet columns, or any iterable.
+
+A corpus yields *records* (dicts): the text of one sequence (or its words,
+already split) plus any other columns (a label, a topic, per-word tags).
+Files are read in record batches, never whole, so memory stays constant
+however large the corpus is.
+
+    corpus = txray.Corpus("wiki.txt")                          # one sequence a line
+    corpus = txray.Corpus("tweets.csv", text="text")           # a CSV column (others kept)
+    corpus = txray.Corpus(dataset_stream, text="sentence")     # any iterable of dicts / strings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+
+Record = Mapping[str, Any]
+WordSplitter = Callable[[str], list[str]]
+
+# Words and punctuation apart ("it's" and "well-known" stay whole): what the
+# paper's word-level models saw, and what a POS tagger expects.
+_WORD = re.compile(r"\w+(?:[-'’]\w+)*|[^\w\s]", re.UNICODE)
+
+TEXT_SUFFIXES = (".txt", ".text", ".tok", ".raw")
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+READ_BATCH_ROWS = 4096
+
+
+def split_words(text: str) -> list[str]:
+    """The default word splitter: words (with inner hyphens/apostrophes) and
+    punctuation marks, e.g. ``"It's well-known, isn't it?"`` ->
+    ``["It's", "well-known", ",", "isn't", "it", "?"]``."""
+    return _WORD.findall(text)
+
+
+def split_whitespace(text: str) -> list[str]:
+    """Split on whitespace only (for corpora that are already tokenized, such as WikiText)."""
+    return text.split()
+
+
+@dataclasses.dataclass
+class Example:
+    """One sequence of the corpus as txray sees it: its words and its record.
+
+    ``index`` is the sequence's position in the corpus; ``tags`` holds the
+    word-level annotations computed for it (e.g. ``tags["pos"]``)."""
+
+    index: int
+    words: list[str]
+    record: Record
+    tags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+class Corpus:
+    """A re-readable stream of sequences.
+
+    Parameters
+    ----------
+    source:
+        A path (``.txt`` and other plain text: one sequence a line, blank lines
+        skipped; ``.csv``/``.tsv``; ``.parquet``), or any iterable of strings,
+        of word lists, or of dicts (e.g. a Hugging Face ``datasets`` stream).
+        A path or a list can be read several times (txray needs that to build
+        vocabularies before recording); a one-shot iterator only once.
+    text:
+        The column holding each sequence's text (or its list of words).
+    split:
+        Turns a text into words (default :func:`split_words`); ignored when
+        the column already holds lists of words.
+    name:
+        Shown in profile metadata; defaults to the file name.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Iterable[Any],
+        text: str = "text",
+        split: WordSplitter = split_words,
+        name: str | None = None,
+    ) -> None:
+        self.text = text
+        self.split = split
+        if isinstance(source, (str, os.PathLike)):
+            self.path: Path | None = Path(source)
+            if not self.path.is_file():
+                raise FileNotFoundError(f"corpus file not found: {self.path}")
+            self._source: Iterable[Any] | None = None
+            self.name = name or self.path.name
+        else:
+            if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
+                raise TypeError(
+                    f"a corpus is a path or an iterable of texts/records, not {type(source).__name__}"
+                )
+            self.path = None
+            self._source = source
+            self.name = name or type(source).__name__
+        self._consumed = False
+
+    @property
+    def reiterable(self) -> bool:
+        """Whether the corpus can be read more than once (a file or a collection, not an iterator)."""
+        return self._source is None or iter(self._source) is not self._source
+
+    def records(self) -> Iterator[Record]:
+        """Yield every record as a dict with (at least) the text column."""
+        if self._source is not None:
+            if not self.reiterable:
+                if self._consumed:
+                    raise ValueError(
+                        f"corpus {self.name!r} is a one-shot iterator that was already read; "
+                        "pass a list, a file, or a re-iterable dataset"
+                    )
+                self._consumed = True
+            return (self._as_record(item) for item in self._source)
+        kind = TABLE_SUFFIXES.get(self.path.suffix.lower())
+        if kind is None:
+            return self._text_records()
+        return self._table_records(kind)
+
+    def examples(self, limit_tokens: int | None = None) -> Iterator[Example]:
+        """Yield the sequences as :class:`Example` (records with their words).
+
+        Sequences without words are skipped. With ``limit_tokens`` the stream
+        stops after that many words, cutting the last sequence short (the
+        paper's "first 400,000 tokens")."""
+        if limit_tokens is not None and limit_tokens < 1:
+            raise ValueError(f"limit_tokens must be a positive number of words, not {limit_tokens}")
+        seen = 0
+        index = 0
+        for record in self.records():
+            words = self._words(record)
+            if not words:
+                continue
+            if limit_tokens is not None and seen + len(words) > limit_tokens:
+                words = words[: limit_tokens - seen]
+            yield Example(index, words, record)
+            index += 1
+            seen += len(words)
+            if limit_tokens is not None and seen >= limit_tokens:
+                return
+
+    def _words(self, record: Record) -> list[str]:
+        try:
+            value = record[self.text]
+        except KeyError:
+            raise KeyError(
+                f"corpus {self.name!r} has no column {self.text!r}; its records have {sorted(record)}"
+            ) from None
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return self.split(value)
+        if isinstance(value, Sequence):
+            return [str(w) for w in value]
+        raise TypeError(f"column {self.text!r} must hold a text or a list of words, not {type(value).__name__}")
+
+    def _as_record(self, item: Any) -> Record:
+        if isinstance(item, Mapping):
+            return item
+        if isinstance(item, (str, list, tuple)):
+            return {self.text: item}
+        raise TypeError(
+            f"corpus {self.name!r} yielded a {type(item).__name__}; items must be texts, word lists or dicts"
+        )
+
+    def _text_records(self) -> Iterator[Record]:
+        with open(self.path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                line = line.rstrip("\n")
+                if line.strip():
+                    yield {self.text: line}
+
+    def _table_records(self, kind: str) -> Iterator[Record]:
+        for batch in _read_table_batches(self.path, kind):
+            if self.text not in batch.schema.names:
+                raise KeyError(
+                    f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}"
+                )
+            columns = {name: _column_values(batch.column(name)) for name in batch.schema.names}
+            for row in range(batch.num_rows):
+                yield {name: values[row] for name, values in columns.items()}
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.name!r}, text={self.text!r})"
+
+
+def as_corpus(corpus: Corpus | str | os.PathLike | Iterable[Any], **options: Any) -> Corpus:
+    """Return ``corpus`` if it is a :class:`Corpus`, else wrap it in one."""
+    return corpus if isinstance(corpus, Corpus) else Corpus(corpus, **options)
+
+
+def take(iterable: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Consecutive lists of up to ``n`` items."""
+    iterator = iter(iterable)
+    while chunk := list(itertools.islice(iterator, n)):
+        yield chunk
+
+
+def _read_table_batches(path: Path, kind: str) -> Iterator[pa.RecordBatch]:
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS)
+        return
+    import pyarrow.csv as pacsv
+
+    parse = pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",")
+    reader = pacsv.open_csv(path, parse_options=parse)
+    yield from reader
+
+
+def _column_values(column: pa.Array) -> list[Any]:
+    # Real CSV files hold stray non-UTF-8 bytes (pyarrow then types the column
+    # as binary); decode them leniently instead of failing on one tweet.
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return [None if v is None else v.decode("utf-8", errors="replace") for v in column.to_pylist()]
+    return column.to_pylist()

@@ -1,0 +1,132 @@
+"""Every figure builds on small recorded profiles and on 10,000 synthetic neurons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("plotly")
+
+from txray import plots  # noqa: E402
+
+import stages as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    return st.recorded_stages()
+
+
+@pytest.fixture(scope="module")
+def large():
+    return [st.synthetic_profile(seed=i, name=f"checkpoint {i}") for i in range(3)]
+
+
+def trace_types(fig) -> set[str]:
+    return {type(t).__name__ for t in fig.data}
+
+
+def axis_titles(fig) -> list[str]:
+    """Titles of every x and y axis that shows tick labels (a shared axis hidden under its twin needs none)."""
+    layout = fig.layout
+    axes = [getattr(layout, k) for k in layout if k.startswith(("xaxis", "yaxis"))]
+    return [ax.title.text for ax in axes if ax.showticklabels is not False]
+
+
+def assert_labelled(fig):
+    titles = axis_titles(fig)
+    assert titles and all(t and any(c.isalpha() for c in t) for t in titles), titles
+
+
+FIGURES = {
+    "hellinger_length": lambda ps: plots.hellinger_length(ps),
+    "length_shift_token": lambda ps: plots.length_shift(ps, "token"),
+    "length_shift_pos": lambda ps: plots.length_shift(ps, "pos"),
+    "feature_mass": lambda ps: plots.feature_mass(ps, "pos"),
+    "mass_curve": lambda ps: plots.mass_curve(ps),
+    "most_changed": lambda ps: plots.changed_neuron_detail(ps, k=3, which="most"),
+    "least_changed": lambda ps: plots.changed_neuron_detail(ps, k=3, which="least"),
+    "timeline": lambda ps: plots.timeline(ps),
+    "nearest": lambda ps: plots.nearest_view(ps[0], ps[-1]),
+}
+SCATTERS = {"hellinger_length", "length_shift_token", "length_shift_pos", "mass_curve"}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_small_figures(small, name):
+    fig = FIGURES[name](small)
+    assert fig.data and fig.layout.title.text
+    assert_labelled(fig)
+    if name in SCATTERS:
+        assert trace_types(fig) == {"Scatter"}  # few points: SVG
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figures_with_10000_neurons(large, name):
+    fig = FIGURES[name](large)
+    assert_labelled(fig)
+    if name in SCATTERS:
+        assert trace_types(fig) == {"Scattergl"}
+    if name == "nearest":
+        assert "Scattergl" in trace_types(fig) and "Histogram" in trace_types(fig)
+
+
+def test_hellinger_length_hover_has_neuron_lengths_and_features(small):
+    fig = plots.hellinger_length(small[:2])
+    trace = fig.data[0]
+    assert trace.mode == "markers" and fig.layout.xaxis.type == "log"
+    assert "neuron %{customdata[0]}" in trace.hovertemplate
+    neuron, la, lb, top_a, top_b = trace.customdata[0]
+    assert isinstance(top_a, str) and top_a.startswith("w") and la >= 1 and lb >= 1
+    assert len(trace.x) == int((small[0].preferred("token") & small[1].preferred("token")).sum())
+
+
+def test_length_shift_colours_and_segments(small):
+    fig = plots.length_shift(small, "token")
+    names = [t.name.split(" ")[0] for t in fig.data]
+    assert names == ["longer", "shorter", "unchanged"]
+    assert fig.data[0].line.color == plots.CHANGE_STYLE["longer"]["color"]
+    assert fig.data[2].line.dash == "dot"
+    # Each neuron's segment is (stage, stage + 1, gap).
+    x = list(fig.data[0].x)
+    assert all(x[i + 1] == x[i] + 1 and x[i + 2] is None for i in range(0, len(x), 3))
+    assert list(fig.layout.xaxis.ticktext) == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_feature_mass_bars(small):
+    fig = plots.feature_mass(small, "pos")
+    assert [t.name for t in fig.data][:2] == ["corpus frequency", "activation mass: epoch 1"]
+    assert len(fig.data) == 4  # one corpus: one frequency series, then a mass series per profile
+    assert sum(fig.data[0].y) == pytest.approx(100)
+
+
+def test_neuron_detail_groups_tokens_by_pos(small):
+    fig = plots.neuron_detail(small, [0, 4], token_pos=st.token_pos(20), top=4)
+    token_bars = [t for t in fig.data if t.xaxis == "x"]
+    tags, tokens = token_bars[0].x
+    assert all(st.token_pos(20)[tok] == tag for tag, tok in zip(tags, tokens))
+    # Tags are contiguous: tokens of one tag sit together.
+    runs = [t for i, t in enumerate(tags) if i == 0 or tags[i - 1] != t]
+    assert len(runs) == len(set(tags))
+    assert len(token_bars) == 3  # one bar series per stage
+    plain = plots.neuron_detail(small, [0], pos_kind=None)
+    assert {t.xaxis for t in plain.data} == {"x"}
+    with pytest.raises(ValueError, match="at least one neuron"):
+        plots.neuron_detail(small, [])
+
+
+def test_changed_detail_titles_name_hellinger(small):
+    fig = plots.changed_neuron_detail(small, k=2, which="most")
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[0].startswith("neuron ") and "H = " in titles[0]
+    with pytest.raises(ValueError, match="which"):
+        plots.changed_neuron_detail(small, which="middle")
+
+
+def test_nearest_view_between_different_widths():
+    a = st.recorded_stages(n_stages=1, n_neurons=12)[0]
+    b = st.recorded_stages(n_stages=1, n_neurons=30, seed=4)[0]
+    fig = plots.nearest_view(a, b)
+    scatter = fig.data[0]
+    assert len(scatter.x) == int(a.preferred("token").sum())
+    assert max(scatter.y) < 30 and np.all(np.asarray(scatter.marker.color) <= 1)
