@@ -18,6 +18,12 @@ namespace {
 // and the accumulation phase; larger batches are recorded in chunks.
 constexpr int64_t kWinnerBufferBytes = 64 << 20;
 
+// Below this many activation values a pass runs on the calling thread: a
+// batch from one forward pass of a small model takes about a millisecond,
+// less than waking a thread team costs, and idle OpenMP threads spinning
+// beside PyTorch's own pool slow the forward pass down.
+constexpr int64_t kParallelValues = int64_t(1) << 22;
+
 template <class E>
 const typename E::storage* row_ptr(const ActivationView& a, int64_t t) {
   return static_cast<const typename E::storage*>(a.data) + t * a.row_stride;
@@ -88,7 +94,7 @@ void Recorder::check_finite(const ActivationView& acts, const std::vector<int64_
   const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
     using E = decltype(e);
     int64_t bad = n;
-#pragma omp parallel for schedule(static) reduction(min : bad)
+#pragma omp parallel for schedule(static) reduction(min : bad) if (n * acts.cols >= kParallelValues)
     for (int64_t i = 0; i < n; ++i)
       if (i < bad && !all_finite<E>(row_ptr<E>(acts, tokens[i]), acts.cols, acts.col_stride)) bad = i;
     return bad;
@@ -132,7 +138,7 @@ void Recorder::record_winners(const ActivationView& acts, const std::vector<int6
     const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
       using E = decltype(e);
       int64_t bad = end;
-#pragma omp parallel
+#pragma omp parallel if ((end - begin) * n_neurons_ >= kParallelValues)
       {
         std::vector<float> buffer(static_cast<size_t>(n_neurons_));
         std::vector<int32_t> scratch;
@@ -155,7 +161,7 @@ void Recorder::record_winners(const ActivationView& acts, const std::vector<int6
     if (first_bad < end) throw InputError(describe_nonfinite(acts, tokens[first_bad]));
 
     const int64_t n_kinds = int64_t(cells_.size());
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((end - begin) * k_ >= kParallelValues / 64)
     for (int64_t kind = 0; kind < n_kinds; ++kind) {
       const int64_t* ids = features[kind];
       CellTable& table = cells_[kind];
@@ -193,7 +199,7 @@ void Recorder::record_all(const ActivationView& acts, const std::vector<int64_t>
 
   dispatch_dtype(acts.dtype, [&](auto e) {
     using E = decltype(e);
-#pragma omp parallel
+#pragma omp parallel if (n_tokens * n_neurons_ >= kParallelValues)
     {
 #ifdef _OPENMP
       const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
