@@ -36,19 +36,35 @@ pages touched) outside the timed region.
 timed on the first S tokens and extrapolated linearly to T tokens; their row
 label says so.
 
+Baselines. max1: NumPy (argmax + take_along_axis, then np.bincount or
+np.add.at on the flat index n*F + f; also add.at with the argmax on 2 threads,
+since NumPy releases the GIL; 'numpy best' is the fastest NumPy row), PyTorch
+(argmax + gather, index_put_(accumulate=True) or index_add_ into float64 / int64
+(N*F) tensors, 2 threads), pandas (row table + groupby), and the original
+per-token loop in three strengths (see PerTokenLoop). all: NumPy sort +
+add.reduceat, scipy.sparse one-hot @ float64 activations, torch index_add_
+into (F, N) float64, pandas melt + groupby (subsampled). All in float64 sums.
+
 Columns: seconds; tokens/s = T / seconds; GB/s read = bytes of activations the
 pass must read (T * N * 4) / seconds; ratio = method seconds / txray
 Recorder.update seconds.
 
-Floor: the machine's read bandwidth is measured in the same run (_common.
-measure_bandwidth: np.copyto, NumPy and torch sums over a 1 GiB buffer); the
-floor is T * N * 4 bytes / the best pure-read bandwidth.
+Floor: the machine's read bandwidth is measured in the same run, at the start
+and again before every mode (_common.measure_bandwidth: np.copyto, NumPy sum
+and max, torch.sum over a 1 GiB buffer; best of 10 each); the floor is
+T * N * 4 bytes / the best pure-read bandwidth seen so far.
+
+Quiet: after each table the script prints the CPU seconds other processes used
+meanwhile (_common.OtherLoad); on this 2-core machine anything far from 0 means
+the numbers are noisy, so rerun when it is idle.
 
 Correctness: every method's counts and sums are compared with txray's
 (prof.table(kind) scattered into dense arrays) on the same input: counts must
 be equal, sums allclose(rtol=1e-9, atol=1e-9). Subsampled methods are compared
 with a txray Recorder run (untimed) on the same subsample. When txray does not
 import, the first baseline is the reference (agreement among baselines).
+--quantize 0.5 rounds the activations so that argmax ties are frequent (checks
+the lowest-index tie rule against NumPy's and torch's argmax).
 
 Usage:  python benchmarks/bench_record.py --size quick|paper|10x --modes max1,all --repeats 3
 """

@@ -191,6 +191,45 @@ class Corpus:
         return f"Corpus({self.name!r}, text={self.text!r})"
 
 
+class Shard:
+    """One of ``count`` disjoint parts of a corpus: the sequences ``i`` with
+    ``i % count == index``.
+
+    ``i`` counts the corpus's sequences (blank ones skipped) after
+    ``limit_tokens`` has cut the stream, so the shards of every ``count``
+    together hold exactly the words a whole run records: no overlap, no gap,
+    whether or not ``count`` divides the number of sequences. Each shard reads
+    the whole stream and keeps its sequences (reading text is cheap beside the
+    forward pass; tagging and the model run on its sequences only).
+    ``seen`` counts the sequences of all shards read so far, so that an empty
+    shard can be told from an empty corpus.
+    """
+
+    def __init__(self, index: int, count: int) -> None:
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"a shard is INDEX/COUNT with 0 <= INDEX < COUNT, not {index}/{count}")
+        self.index, self.count = int(index), int(count)
+        self.seen = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``"3/8"`` -> shard 3 of 8."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise ValueError(f"a shard is written INDEX/COUNT, e.g. 0/8, not {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    def select(self, examples: Iterable[Example]) -> Iterator[Example]:
+        """The examples of this shard (by their ``index``)."""
+        for example in examples:
+            self.seen += 1
+            if example.index % self.count == self.index:
+                yield example
+
+    def __repr__(self) -> str:
+        return f"Shard({self.index}/{self.count})"
+
+
 def as_corpus(corpus: Corpus | str | os.PathLike | Iterable[Any], **options: Any) -> Corpus:
     """Return ``corpus`` if it is a :class:`Corpus`, else wrap it in one."""
     return corpus if isinstance(corpus, Corpus) else Corpus(corpus, **options)

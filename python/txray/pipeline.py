@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
-from .corpus import Corpus, Example, as_corpus, take
+from .corpus import Corpus, Example, Shard, as_corpus, take
 from .features import (
     Feature,
     Prediction,
@@ -57,6 +57,7 @@ def record_model(
     progress: bool = True,
     name: str | None = None,
     dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
+    shard: Shard | tuple[int, int] | None = None,
 ) -> dict[str, Profile]:
     """Record what the neurons of each layer prefer over a corpus.
 
@@ -101,6 +102,14 @@ def record_model(
         Where POS tags are cached (default ``~/.cache/txray``; ``False`` disables).
     name:
         Model name for the metadata; default: the model's ``name_or_path``.
+    shard:
+        ``(index, count)`` or a :class:`txray.corpus.Shard`: record only the
+        sequences ``i`` with ``i % count == index`` (counted after
+        ``limit_tokens``). Vocabularies are still built from the whole corpus,
+        so the parts of all shards merge (:func:`txray.distributed.merge_profiles`,
+        ``txray merge``) into the profile of a whole run. Each part's metadata
+        holds ``"shards": [[index, count]]``; an empty shard (more shards than
+        sequences) returns ``{}``.
 
     Returns ``{layer name: Profile}``; each profile's metadata holds the model,
     layer, corpus, tokenizer, pooling and token count.
@@ -113,7 +122,10 @@ def record_model(
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     run = _Run(model, capture, features, mode, k, pooling, forward or default_forward(model), dense_limit_bytes)
 
-    examples = annotate(corpus.examples(limit_tokens), features, cache)
+    if shard is not None:  # a fresh Shard: it counts the sequences this run reads
+        shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
+    examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
+    examples = annotate(examples, features, cache)
     was_training = model.training
     model.eval()
     bar = tqdm(total=limit_tokens, unit="tok", unit_scale=True, disable=not progress, desc="txray record")
@@ -126,6 +138,8 @@ def record_model(
     finally:
         bar.close()
         model.train(was_training)
+    if not run.recorders and shard is not None and shard.seen:
+        return {}
     if not run.recorders:
         raise ValueError(f"corpus {corpus.name!r} has no words to record")
     metadata = {
@@ -138,6 +152,8 @@ def record_model(
         "words": run.words,
         "txray_version": __version__,
     }
+    if shard is not None:
+        metadata["shards"] = [[shard.index, shard.count]]
     return run.profiles(metadata)
 
 

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules of this package that define a subcommand, in --help order.
-COMMANDS: tuple[str, ...] = ("record", "compare", "nearest", "report", "prune")
+COMMANDS: tuple[str, ...] = ("record", "merge", "compare", "nearest", "report", "prune", "demo")
 
 
 class UsageError(Exception):

@@ -6,8 +6,14 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import UsageError
+
+if TYPE_CHECKING:
+    from txray.corpus import Shard
+    from txray.distributed import Context
+    from txray.features import Feature
 
 EXAMPLE = """\
 example:
@@ -17,6 +23,12 @@ example:
   Writes one profile per layer, e.g. profiles/minilm/encoder.layer.0.intermediate.parquet.
   MODEL is a local directory or a hub name (offline: set HF_HUB_OFFLINE=1 and use a path).
   CORPUS is a text file (one sequence a line), a .csv/.tsv/.parquet file (see --text).
+
+  On 8 GPUs (every rank records its shard; rank 0 merges and writes):
+  torchrun --nproc_per_node=8 -m txray record MODEL wiki.txt --layer mlp --device cuda --out DIR
+
+  As independent jobs (then: txray merge DIR/LAYER.part-*-of-8.parquet -o DIR/LAYER.parquet):
+  txray record MODEL wiki.txt --layer mlp --shard $TASK_ID/8 --out DIR
 """
 
 
@@ -47,22 +59,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit-tokens", type=int, metavar="N", help="record only the first N words")
     parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per forward pass")
     parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
-    parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device for the model; under torchrun 'cuda' is cuda:LOCAL_RANK (NCCL), "
+                        "'cpu' uses gloo")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="record only shard I of N (sequences i with i %% N == I); writes "
+                        "DIR/<layer>.part-I-of-N.parquet for txray merge")
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import txray
-    from txray.features import Column, Label, Ngram, Pos, Token
+    from txray import distributed
+    from txray.corpus import Shard
 
     if not Path(args.corpus).is_file():
         raise UsageError(f"corpus file not found: {args.corpus}")
-    model, tokenizer = _load(args.model, args.device)
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as err:
+        raise UsageError(f"--shard: {err}") from None
+    if not distributed.launched():
+        return _record(args, args.device, shard, None)
+    if shard is not None:
+        raise UsageError("--shard is for independent jobs; under torchrun every rank takes its shard itself")
+    context = distributed.init(args.device)
+    try:
+        return _record(args, context.device, None, context)
+    finally:
+        distributed.shutdown()
+
+
+def _record(args: argparse.Namespace, device: str, shard: Shard | None, context: Context | None) -> int:
+    """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
+    import txray
+    from txray import distributed
+
+    model, tokenizer = _load(args.model, device)
     layers = []
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
+    options = dict(
+        mode=args.mode, k=args.k, pooling=args.pooling, include_special=args.include_special,
+        limit_tokens=args.limit_tokens, max_tokens=args.max_tokens, cache_dir=args.cache_dir,
+        progress=not args.quiet, name=args.model,
+    )
+    corpus = txray.Corpus(args.corpus, text=args.text)
+    if context is not None:
+        profiles = distributed.record_model(model, tokenizer, corpus, layers, _features(args), **options)
+        if not context.is_main:
+            return 0
+    else:
+        profiles = txray.record_model(model, tokenizer, corpus, layers, _features(args), shard=shard, **options)
+    if not profiles:
+        print(f"shard {args.shard} of {args.corpus} has no sequences: nothing written")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = f".part-{shard.index}-of-{shard.count}" if shard is not None else ""
+    paths = {out / f"{_file_name(layer)}{suffix}.parquet": profile for layer, profile in profiles.items()}
+    distributed.save_profiles(paths)
+    for path, profile in paths.items():
+        print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
+    return 0
+
+
+def _features(args: argparse.Namespace) -> list[Feature]:
+    """The --feature options as feature objects."""
+    from txray.features import Column, Label, Ngram, Pos, Token
+
     features = []
     for kind in args.feature or ["token"]:
         if kind == "token":
@@ -77,19 +143,7 @@ def run(args: argparse.Namespace) -> int:
             features.append(Column(kind[7:]))
         else:
             raise UsageError(f"unknown --feature {kind!r}; use token, pos, label, ngramN or column:NAME")
-    profiles = txray.record_model(
-        model, tokenizer, txray.Corpus(args.corpus, text=args.text), layers, features,
-        mode=args.mode, k=args.k, pooling=args.pooling, include_special=args.include_special,
-        limit_tokens=args.limit_tokens, max_tokens=args.max_tokens, cache_dir=args.cache_dir,
-        progress=not args.quiet, name=args.model,
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for layer, profile in profiles.items():
-        path = out / f"{_file_name(layer)}.parquet"
-        profile.save(path)
-        print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
-    return 0
+    return features
 
 
 def _load(name: str, device: str):

@@ -1,0 +1,83 @@
+"""``txray merge``: combine profiles recorded on parts of a corpus into one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..profile import Profile
+from . import UsageError
+
+MERGE_GROUP = 16
+"""Parts read and merged at a time: memory holds one group and the running merge."""
+
+EXAMPLE = """\
+example:
+  txray merge profiles/encoder.layer.0.intermediate.part-*-of-8.parquet \\
+      -o profiles/encoder.layer.0.intermediate.parquet
+
+  The parts come from `txray record ... --shard I/N` (a cluster array job) or any
+  profiles of the same model and layer recorded the same way on disjoint text.
+  Counts add up exactly and sums in float64: the result is the profile one run
+  over all the text gives. Parts of different models, layers, modes or
+  vocabularies are an error; so is a shard given twice. A missing shard is
+  reported (the merged profile's metadata lists the shards it holds).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge",
+        help="combine profiles recorded on parts of a corpus into one",
+        description="Combine profiles recorded on disjoint parts of a corpus (shards) into the profile "
+        "of the whole corpus.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("parts", nargs="+", metavar="PART", help="profile files (.parquet)")
+    parser.add_argument("-o", "--out", required=True, metavar="FILE", help="the merged profile (.parquet)")
+    parser.add_argument("--name", help="name of the merged profile (default: the first part's)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distributed import missing_shards, save_profiles
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".parquet":
+        raise UsageError(f"cannot write {out}: the merged profile must end in .parquet")
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
+    if out.resolve() in {Path(p).resolve() for p in args.parts}:
+        raise UsageError(f"the output {out} is one of the parts; write the merge to a new file")
+    merged = merge_files(args.parts, args.name)
+    save_profiles({out: merged})
+    missing = missing_shards(merged)
+    if missing:
+        print(f"txray merge: warning: shards {missing} of {merged.metadata['shards'][0][1]} are missing",
+              file=sys.stderr)
+    print(f"{out}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
+    return 0
+
+
+def merge_files(paths: Sequence[str], name: str | None = None) -> Profile:
+    """Load and merge profile files, :data:`MERGE_GROUP` at a time."""
+    from ..distributed import check_mergeable, merge_profiles
+
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"part not found: {path}")
+    merged: Profile | None = None
+    for start in range(0, len(paths), MERGE_GROUP):
+        group = paths[start : start + MERGE_GROUP]
+        profiles = [Profile.load(path) for path in group]
+        reference = merged or profiles[0]
+        for path, profile in zip(group, profiles):
+            try:
+                check_mergeable(reference, profile)
+            except ValueError as err:
+                raise UsageError(f"cannot merge {path} with {paths[0]}: {err}") from None
+        merged = merge_profiles(([merged] if merged is not None else []) + profiles, name=name)
+    return merged
