@@ -88,12 +88,18 @@ inline f32x8 load8(F16, const uint16_t* p) {  // half_to_float, 8 lanes at a tim
 // Argmax of a contiguous row. Two 8-lane accumulators keep each lane's
 // running maximum and where it first occurred (strict > keeps the earliest
 // index); across lanes the lowest index holding the maximum wins.
+// Non-finite values are caught by a running sum, which turns NaN or +-inf
+// (and, rarely, an overflow) into a non-finite total: one add per vector
+// instead of a test per value; the exact scan then confirms.
 // Returns false if the row holds a non-finite value.
 template <class E>
 bool argmax_row(const typename E::storage* row, int64_t n, Winner* out) {
   using namespace simd;
-  f32x8 max0, max1;
-  i32x8 at0, at1, idx0, idx1, bad = {};
+  // Prefetching ~1 KiB ahead keeps the stream at the speed of a plain sum;
+  // the hardware prefetcher alone leaves ~15% of the bandwidth unused.
+  constexpr int64_t kAhead = 1024 / sizeof(typename E::storage);
+  f32x8 max0, max1, sum0 = {}, sum1 = {};
+  i32x8 at0, at1, idx0, idx1;
   for (int j = 0; j < 8; ++j) {
     max0[j] = max1[j] = -INFINITY;
     idx0[j] = at0[j] = j;
@@ -101,29 +107,31 @@ bool argmax_row(const typename E::storage* row, int64_t n, Winner* out) {
   }
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
+    __builtin_prefetch(row + i + kAhead);
     const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
     const i32x8 g0 = x0 > max0, g1 = x1 > max1;
     max0 = g0 ? x0 : max0;
     max1 = g1 ? x1 : max1;
     at0 = g0 ? idx0 : at0;
     at1 = g1 ? idx1 : at1;
-    bad |= (x0 - x0 != 0.0f) | (x1 - x1 != 0.0f);  // x - x is NaN for NaN and inf
+    sum0 += x0;
+    sum1 += x1;
     idx0 += 16;
     idx1 += 16;
   }
-  float best = -INFINITY;
+  float best = -INFINITY, total = 0.0f;
   int64_t at = 0;
-  int ok = 1;
+  const f32x8 sum = sum0 + sum1;
   for (int j = 0; j < 8; ++j) {
-    const float v[2] = {max0[j], max1[j]};
-    const int64_t w[2] = {at0[j], at1[j]};
-    for (int h = 0; h < 2; ++h) {
-      if (v[h] > best || (v[h] == best && w[h] < at)) {
-        best = v[h];
-        at = w[h];
-      }
+    if (max0[j] > best || (max0[j] == best && at0[j] < at)) {
+      best = max0[j];
+      at = at0[j];
     }
-    ok &= bad[j] == 0;
+    if (max1[j] > best || (max1[j] == best && at1[j] < at)) {
+      best = max1[j];
+      at = at1[j];
+    }
+    total += sum[j];
   }
   for (; i < n; ++i) {  // the tail has higher indices than every lane
     const float x = E::load(row[i]);
@@ -131,9 +139,9 @@ bool argmax_row(const typename E::storage* row, int64_t n, Winner* out) {
       best = x;
       at = i;
     }
-    ok &= is_finite(x);
+    total += x;
   }
-  if (!ok) return false;
+  if (!is_finite(total) && first_nonfinite<E>(row, n, 1) >= 0) return false;
   out->neuron = static_cast<int32_t>(at);
   out->value = best;
   return true;

@@ -310,3 +310,15 @@ def test_tensors_off_the_cpu_are_refused_with_advice():
         rec.update(meta, {"token": [0, 0], "pos": [0, 0]})
     rec.update(torch.zeros(2, 3, requires_grad=True), {"token": [0, 0], "pos": [0, 0]})
     assert rec.tokens == 2
+
+
+@pytest.mark.parametrize("mode,k", [("max1", None), ("topk", 2), ("all", None)])
+def test_huge_finite_activations_are_not_mistaken_for_infinite(mode, k):
+    # 64 values of 3e38 overflow a float32 running sum; that must not be an error
+    acts = np.full((3, 64), 3e38, np.float32)
+    acts[:, 5] = 3.4e38
+    rec = txray.Recorder(64, {"token": 2}, mode=mode, k=k)
+    rec.update(acts, {"token": [0, 1, 1]})
+    assert rec.tokens == 3
+    if mode == "max1":
+        assert rec.profile().table("token").column("neuron").to_pylist() == [5, 5]
