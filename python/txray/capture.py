@@ -109,12 +109,18 @@ class Capture:
     """Forward hooks on several layers at once; a context manager.
 
     Inside the ``with`` block every forward pass stores each layer's tensor
-    (detached, no copy); :meth:`collect` returns them and clears the store."""
+    (detached, no copy); :meth:`collect` returns them and clears the store.
+    With a ``consumer``, the hook hands each tensor to ``consumer(name,
+    tensor)`` at once and keeps nothing, so the model can reuse the memory of
+    layers already recorded (what makes recording many layers cheap)."""
 
-    def __init__(self, model: nn.Module, layers: Iterable[str | Layer]) -> None:
+    def __init__(self, model: nn.Module, layers: Iterable[str | Layer],
+                 consumer: Callable[[str, torch.Tensor], None] | None = None) -> None:
         self.model = model
         self.layers = resolve_layers(model, layers)
+        self.consumer = consumer
         self._store: dict[str, torch.Tensor] = {}
+        self._consumed: set[str] = set()
         self._handles: list[Any] = []
 
     def __enter__(self) -> "Capture":
@@ -137,26 +143,33 @@ class Capture:
             handle.remove()
         self._handles.clear()
         self._store.clear()
+        self._consumed.clear()
 
     def _hook(self, layer: Layer, module: nn.Module) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             tensor = layer.pick(output) if layer.pick is not None else hidden_states(module, output)
-            self._store[layer.name] = tensor.detach()
+            if self.consumer is None:
+                self._store[layer.name] = tensor.detach()
+            else:
+                self.consumer(layer.name, tensor.detach())
+                self._consumed.add(layer.name)
 
         return hook
 
     def collect(self, model_output: Any = None) -> dict[str, torch.Tensor]:
         """The tensors of the last forward pass, ``{layer name: tensor}``.
 
-        Layers without a module are picked from ``model_output`` here."""
+        Layers without a module are picked from ``model_output`` here; layers
+        already handed to the consumer are left out."""
         out = {}
         for layer in self.layers:
             if layer.module is None:
                 out[layer.name] = layer.pick(model_output).detach()
             elif layer.name in self._store:
                 out[layer.name] = self._store.pop(layer.name)
-            else:
+            elif layer.name not in self._consumed:
                 raise RuntimeError(f"layer {layer.name!r} did not run in the forward pass")
+        self._consumed.clear()
         return out
 
 

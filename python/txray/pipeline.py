@@ -174,26 +174,33 @@ class _Run:
         self.dense_limit_bytes = dense_limit_bytes
         self.recorders: dict[str, Recorder] = {}
         self.words = 0
+        self._batch: Batch | None = None  # the batch being recorded, for the hooks
+        self._ids: dict[str, np.ndarray] = {}
 
     def step(self, batch: Batch) -> None:
+        self._batch, self._ids = batch, dict(batch.features)
+        # Without a Prediction feature every layer can be recorded inside its hook, during the
+        # forward pass; predictions need the model's output first.
+        wants_output = any(isinstance(f, Prediction) for f in self.features)
+        self.capture.consumer = None if wants_output else self._record
         output = self.forward(self.model, batch)
-        acts = self.capture.collect(output)
-        ids = dict(batch.features)
         for feature in self.features:
             if isinstance(feature, Prediction):
-                ids[feature.kind] = self._predictions(feature, output, batch)
-        shape = tuple(batch.input_ids.shape)
-        for layer, tensor in acts.items():
-            check_shape(layer, tensor, shape)
-            rows = pool(tensor, batch, self.pooling)
-            if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-                rows = rows.float()
-            recorder = self.recorders.get(layer) or self._new_recorder(layer, rows.shape[1])
-            try:
-                recorder.update(rows.cpu(), ids)
-            except ValueError as err:
-                raise ValueError(f"layer {layer!r}: {err}") from None
+                self._ids[feature.kind] = self._predictions(feature, output, batch)
+        for layer, tensor in self.capture.collect(output).items():
+            self._record(layer, tensor)
         self.words += batch.n_units
+
+    def _record(self, layer: str, tensor: torch.Tensor) -> None:
+        check_shape(layer, tensor, tuple(self._batch.input_ids.shape))
+        rows = pool(tensor, self._batch, self.pooling)
+        if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            rows = rows.float()
+        recorder = self.recorders.get(layer) or self._new_recorder(layer, rows.shape[1])
+        try:
+            recorder.update(rows.cpu(), self._ids)
+        except ValueError as err:
+            raise ValueError(f"layer {layer!r}: {err}") from None
 
     def _new_recorder(self, layer: str, width: int) -> Recorder:
         sizes = {f.kind: len(f.vocabulary) for f in self.features}

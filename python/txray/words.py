@@ -313,9 +313,15 @@ def pool(acts: torch.Tensor, batch: Batch, mode: str = "mean") -> torch.Tensor:
             _, at_rev = np.unique(units[::-1], return_index=True)
             at = len(units) - 1 - at_rev
         return flat.index_select(0, torch.from_numpy(positions[at]).to(flat.device))
-    rows = flat.index_select(0, torch.from_numpy(positions).to(flat.device))
-    # Units are numbered in position order, so each unit's pieces are one contiguous segment.
     lengths = torch.from_numpy(np.bincount(units, minlength=batch.n_units)).to(flat.device)
     if mode == "mean":
-        rows = rows.float()
-    return torch.segment_reduce(rows, "mean" if mode == "mean" else "max", lengths=lengths, axis=0)
+        # One scatter-add over all positions (padding and unrecorded special tokens go to a spare
+        # last row): a single pass, several times faster than index_select + segment_reduce.
+        owner = np.full(len(flat), batch.n_units, dtype=np.int64)
+        owner[positions] = units
+        sums = torch.zeros(batch.n_units + 1, flat.shape[1], dtype=torch.float32, device=flat.device)
+        sums.index_add_(0, torch.from_numpy(owner).to(flat.device), flat.float())
+        return sums[:-1].div_(lengths.unsqueeze(1))
+    # Units are numbered in position order, so each unit's pieces are one contiguous segment.
+    rows = flat.index_select(0, torch.from_numpy(positions).to(flat.device))
+    return torch.segment_reduce(rows, "max", lengths=lengths, axis=0)
