@@ -19,17 +19,14 @@ void HashCells::grow() {
 
 CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
     : n_neurons_(n_neurons), n_features_(n_features), dense_(dense) {
-  if (dense_) {
-    count_.assign(size_t(n_neurons) * size_t(n_features), 0);
-    sum_.assign(size_t(n_neurons) * size_t(n_features), 0.0);
-  }
+  if (dense_) dense_cells_ = ZeroedArray<DenseCell>(size_t(n_neurons) * size_t(n_features));
 }
 
 void CellTable::merge(const CellTable& other) {
   if (dense_ && other.dense_) {
-    for (size_t i = 0; i < count_.size(); ++i) {
-      count_[i] += other.count_[i];
-      sum_[i] += other.sum_[i];
+    for (size_t i = 0; i < dense_cells_.size(); ++i) {
+      dense_cells_[i].count += other.dense_cells_[i].count;
+      dense_cells_[i].sum += other.dense_cells_[i].sum;
     }
     return;
   }
@@ -67,11 +64,12 @@ Cells CellTable::sorted() const {
   std::vector<int64_t> count;
   std::vector<double> sum;
   if (dense_) {
-    for (size_t key = 0; key < count_.size(); ++key) {
-      if (count_[key] == 0) continue;
+    for (size_t key = 0; key < dense_cells_.size(); ++key) {
+      const DenseCell& cell = dense_cells_[key];
+      if (cell.count == 0) continue;
       keys.push_back(key);
-      count.push_back(count_[key]);
-      sum.push_back(sum_[key]);
+      count.push_back(cell.count);
+      sum.push_back(cell.sum);
     }
   } else {
     std::vector<std::pair<uint64_t, std::pair<int64_t, double>>> entries;
@@ -89,7 +87,7 @@ Cells CellTable::sorted() const {
 }
 
 size_t CellTable::bytes() const {
-  return dense_ ? count_.size() * (sizeof(int64_t) + sizeof(double)) : hash_.bytes();
+  return dense_ ? dense_cells_.size() * sizeof(DenseCell) : hash_.bytes();
 }
 
 FeatureRows::FeatureRows(int64_t n_neurons, int64_t n_features)

@@ -10,8 +10,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace txray {
@@ -74,14 +76,47 @@ class HashCells {
   unsigned shift_ = 0;
 };
 
+// A zero-filled array from calloc. Large blocks come from the OS as
+// untouched zero pages, so making a dense table costs nothing up front and
+// it takes memory only where cells are used (a std::vector would write every
+// byte when it is made).
+template <class T>
+class ZeroedArray {
+ public:
+  ZeroedArray() = default;
+  explicit ZeroedArray(std::size_t n) : data_(static_cast<T*>(std::calloc(n ? n : 1, sizeof(T)))), size_(n) {
+    if (!data_) throw std::bad_alloc();
+  }
+  ZeroedArray(ZeroedArray&& other) noexcept : data_(other.data_), size_(other.size_) {
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  ZeroedArray& operator=(ZeroedArray&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ZeroedArray(const ZeroedArray&) = delete;
+  ZeroedArray& operator=(const ZeroedArray&) = delete;
+  ~ZeroedArray() { std::free(data_); }
+  T& operator[](std::size_t i) { return data_[i]; }
+  const T& operator[](std::size_t i) const { return data_[i]; }
+  std::size_t size() const { return size_; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 class CellTable {
  public:
   CellTable(int64_t n_neurons, int64_t n_features, bool dense);
   void add(int32_t neuron, int64_t feature, int64_t count, double sum) {
     const uint64_t key = uint64_t(feature) * uint64_t(n_neurons_) + uint64_t(neuron);
     if (dense_) {
-      count_[key] += count;
-      sum_[key] += sum;
+      DenseCell& cell = dense_cells_[key];
+      cell.count += count;
+      cell.sum += sum;
     } else {
       hash_.add(key, count, sum);
     }
@@ -95,8 +130,11 @@ class CellTable {
   int64_t n_neurons_;
   int64_t n_features_;
   bool dense_;
-  std::vector<int64_t> count_;  // dense: [feature * n_neurons + neuron]
-  std::vector<double> sum_;
+  struct DenseCell {  // count and sum on one cache line: one miss per add
+    int64_t count;
+    double sum;
+  };
+  ZeroedArray<DenseCell> dense_cells_;  // dense: [feature * n_neurons + neuron]
   HashCells hash_;
 };
 
