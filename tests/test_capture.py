@@ -216,6 +216,23 @@ def test_hooks_removed_after_exception(minilm):
     assert not module._forward_hooks and not model.training
 
 
+def test_capture_consumer_gets_each_layer_during_the_pass(minilm):
+    model, tokenizer = minilm
+    layers = txray.mlp_layers(model)[:2]
+    inputs = tokenizer(["a short sentence", "another one, a little longer"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        with txray.Capture(model, layers) as capture:
+            output = model(**inputs)
+            stored = capture.collect(output)
+        handed = []
+        with txray.Capture(model, layers, consumer=lambda name, t: handed.append((name, t.clone()))) as capture:
+            output = model(**inputs)
+            assert capture.collect(output) == {}
+    assert [name for name, _ in handed] == layers
+    for name, tensor in handed:
+        torch.testing.assert_close(tensor, stored[name], rtol=0, atol=0)
+
+
 def test_unknown_layer_lists_close_matches(minilm):
     model, tokenizer = minilm
     with pytest.raises(ValueError, match=r"no layer 'encoder.layer.0.intermediat'.*encoder\.layer\.0\.intermediate"):

@@ -176,13 +176,13 @@ class _Run:
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
+        # Without a Prediction feature every layer can be recorded inside its hook, during the
+        # forward pass; predictions need the model's output first.
+        if not any(isinstance(f, Prediction) for f in features):
+            capture.consumer = self._record
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
-        # Without a Prediction feature every layer can be recorded inside its hook, during the
-        # forward pass; predictions need the model's output first.
-        wants_output = any(isinstance(f, Prediction) for f in self.features)
-        self.capture.consumer = None if wants_output else self._record
         output = self.forward(self.model, batch)
         for feature in self.features:
             if isinstance(feature, Prediction):
