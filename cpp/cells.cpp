@@ -6,7 +6,8 @@
 
 namespace txray {
 
-HashCells::HashCells() : slots_(1024, Slot{kEmpty, 0, 0.0}), shift_(64 - 10) {}
+// Small to start: a recorder has 64 of these per hashed kind.
+HashCells::HashCells() : slots_(64, Slot{kEmpty, 0, 0.0}), shift_(64 - 6) {}
 
 void HashCells::grow() {
   std::vector<Slot> old(slots_.size() * 2, Slot{kEmpty, 0, 0.0});
@@ -18,8 +19,30 @@ void HashCells::grow() {
 }
 
 CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
-    : n_neurons_(n_neurons), n_features_(n_features), dense_(dense) {
-  if (dense_) dense_cells_ = ZeroedArray<DenseCell>(size_t(n_neurons) * size_t(n_features));
+    : n_neurons_(n_neurons),
+      n_features_(n_features),
+      dense_(dense),
+      bucket_scale_((uint64_t(kBuckets) << 26) / uint64_t(n_features)) {
+  if (dense_)
+    dense_cells_ = ZeroedArray<DenseCell>(size_t(n_neurons) * size_t(n_features));
+  else
+    shards_.resize(kBuckets);
+}
+
+void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
+  const uint64_t n_neurons = uint64_t(n_neurons_);
+  if (dense_) {
+    DenseCell* cells = &dense_cells_[0];
+    for (int64_t i = 0; i < n; ++i) {
+      DenseCell& cell = cells[uint64_t(adds[i].feature) * n_neurons + uint64_t(adds[i].neuron)];
+      cell.count += 1;
+      cell.sum += double(adds[i].value);
+    }
+  } else {
+    HashCells& shard = shards_[size_t(b)];
+    for (int64_t i = 0; i < n; ++i)
+      shard.add(uint64_t(adds[i].feature) * n_neurons + uint64_t(adds[i].neuron), 1, double(adds[i].value));
+  }
 }
 
 void CellTable::merge(const CellTable& other) {
@@ -73,8 +96,11 @@ Cells CellTable::sorted() const {
     }
   } else {
     std::vector<std::pair<uint64_t, std::pair<int64_t, double>>> entries;
-    entries.reserve(hash_.size());
-    hash_.for_each([&](uint64_t key, int64_t c, double s) { entries.push_back({key, {c, s}}); });
+    size_t n = 0;
+    for (const HashCells& shard : shards_) n += shard.size();
+    entries.reserve(n);
+    for (const HashCells& shard : shards_)
+      shard.for_each([&](uint64_t key, int64_t c, double s) { entries.push_back({key, {c, s}}); });
     std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     keys.reserve(entries.size());
     for (const auto& e : entries) {
@@ -87,7 +113,10 @@ Cells CellTable::sorted() const {
 }
 
 size_t CellTable::bytes() const {
-  return dense_ ? dense_cells_.size() * sizeof(DenseCell) : hash_.bytes();
+  if (dense_) return dense_cells_.size() * sizeof(DenseCell);
+  size_t total = 0;
+  for (const HashCells& shard : shards_) total += shard.bytes();
+  return total;
 }
 
 FeatureRows::FeatureRows(int64_t n_neurons, int64_t n_features)

@@ -14,9 +14,9 @@ namespace txray {
 
 namespace {
 
-// Winners of at most this many tokens are buffered between the selection
-// and the accumulation phase; larger batches are recorded in chunks.
-constexpr int64_t kWinnerBufferBytes = 64 << 20;
+// Winners (and their adds) of at most this many bytes are buffered between
+// the selection and the accumulation phase; larger batches go in chunks.
+constexpr int64_t kScratchBytes = 64 << 20;
 
 // Below this many activation values a pass runs on the calling thread: a
 // batch from one forward pass of a small model takes about a millisecond,
@@ -66,40 +66,50 @@ Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::
   }
 }
 
-std::vector<int64_t> Recorder::valid_tokens(int64_t rows, const uint8_t* mask) const {
-  std::vector<int64_t> tokens;
-  tokens.reserve(size_t(rows));
+Recorder::Rows Recorder::rows_to_record(int64_t rows, const uint8_t* mask) {
+  Rows out;
+  out.size = rows;
+  if (!mask) return out;
+  out.all = false;
+  out.kept.reserve(size_t(rows));
   for (int64_t t = 0; t < rows; ++t)
-    if (!mask || mask[t]) tokens.push_back(t);
-  return tokens;
+    if (mask[t]) out.kept.push_back(t);
+  out.size = int64_t(out.kept.size());
+  return out;
 }
 
-void Recorder::check_features(const std::vector<int64_t>& tokens, const std::vector<const int64_t*>& features) const {
-  for (size_t i = 0; i < features.size(); ++i) {
-    const int64_t* ids = features[i];
-    const uint64_t size = uint64_t(vocab_sizes_[i]);
-    for (int64_t t : tokens) {
-      if (uint64_t(ids[t]) >= size) {  // negative ids wrap to huge values
-        std::ostringstream msg;
-        msg << "feature '" << kind_names_[i] << "' of token " << t << " is " << ids[t] << ", outside its vocabulary [0, "
-            << size << ")";
-        throw InputError(msg.str());
-      }
+void Recorder::check_features(const Rows& rows, const std::vector<const int64_t*>& features) const {
+  const int64_t n = rows.size;
+  int64_t first_bad = n;
+#pragma omp parallel for schedule(static) reduction(min : first_bad) if (n * int64_t(features.size()) >= kParallelValues / 64)
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t kind = 0; kind < features.size(); ++kind)  // negative ids wrap to huge values
+      if (uint64_t(features[kind][rows[i]]) >= uint64_t(vocab_sizes_[kind]) && i < first_bad) first_bad = i;
+  }
+  if (first_bad == n) return;
+  const int64_t t = rows[first_bad];
+  for (size_t kind = 0; kind < features.size(); ++kind) {
+    const int64_t id = features[kind][t];
+    if (uint64_t(id) >= uint64_t(vocab_sizes_[kind])) {
+      std::ostringstream msg;
+      msg << "feature '" << kind_names_[kind] << "' of token " << t << " is " << id << ", outside its vocabulary [0, "
+          << vocab_sizes_[kind] << ")";
+      throw InputError(msg.str());
     }
   }
 }
 
-void Recorder::check_finite(const ActivationView& acts, const std::vector<int64_t>& tokens) const {
-  const int64_t n = int64_t(tokens.size());
+void Recorder::check_finite(const ActivationView& acts, const Rows& rows) const {
+  const int64_t n = rows.size;
   const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
     using E = decltype(e);
     int64_t bad = n;
 #pragma omp parallel for schedule(static) reduction(min : bad) if (n * acts.cols >= kParallelValues)
     for (int64_t i = 0; i < n; ++i)
-      if (i < bad && !all_finite<E>(row_ptr<E>(acts, tokens[i]), acts.cols, acts.col_stride)) bad = i;
+      if (i < bad && !all_finite<E>(row_ptr<E>(acts, rows[i]), acts.cols, acts.col_stride)) bad = i;
     return bad;
   });
-  if (first_bad < n) throw InputError(describe_nonfinite(acts, tokens[first_bad]));
+  if (first_bad < n) throw InputError(describe_nonfinite(acts, rows[first_bad]));
 }
 
 void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features) {
@@ -108,71 +118,153 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
                      std::to_string(n_neurons_));
   }
   if (features.size() != vocab_sizes_.size()) throw InputError("one feature array per feature kind is needed");
-  const std::vector<int64_t> tokens = valid_tokens(acts.rows, mask);
-  if (tokens.empty()) return;
-  check_features(tokens, features);
+  const Rows rows = rows_to_record(acts.rows, mask);
+  if (rows.size == 0) return;
+  check_features(rows, features);
   if (mode_ == Mode::All) {
-    check_finite(acts, tokens);
-    record_all(acts, tokens, features);
+    check_finite(acts, rows);
+    record_all(acts, rows, features);
+    for (size_t kind = 0; kind < features.size(); ++kind)
+      for (int64_t i = 0; i < rows.size; ++i) ++freq_[kind][features[kind][rows[i]]];
   } else {
-    record_winners(acts, tokens, features);
+    record_winners(acts, rows, features);  // counts the features too
   }
-  for (size_t i = 0; i < features.size(); ++i)
-    for (int64_t t : tokens) ++freq_[i][features[i][t]];
-  tokens_ += int64_t(tokens.size());
+  tokens_ += rows.size;
 }
 
-// Modes max1 and topk: select the winners of every token in parallel, then
-// add them to each kind's cells (one thread per kind).
-void Recorder::record_winners(const ActivationView& acts, const std::vector<int64_t>& tokens,
+// Modes max1 and topk, in two phases per chunk of tokens: select every
+// token's winners (a pure stream over the activations, at memory speed),
+// then add them to the cells. Nothing is added before the whole chunk is
+// checked, and with several chunks every row is checked up front.
+void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
                               const std::vector<const int64_t*>& features) {
-  const int64_t n_tokens = int64_t(tokens.size());
-  const int64_t chunk = std::max<int64_t>(1, kWinnerBufferBytes / int64_t(k_ * sizeof(Winner)));
-  // With one chunk, a non-finite row is found before anything is added;
-  // with several, a scan up front keeps the update all-or-nothing.
-  if (n_tokens > chunk) check_finite(acts, tokens);
-  std::vector<Winner> winners(size_t(std::min(chunk, n_tokens) * k_));
+  const int64_t per_token = k_ * int64_t(sizeof(Winner) + cells_.size() * sizeof(CellTable::Add));
+  const int64_t chunk = std::max<int64_t>(1, kScratchBytes / per_token);
+  if (rows.size > chunk) check_finite(acts, rows);
+  for (int64_t begin = 0; begin < rows.size; begin += chunk) {
+    const int64_t end = std::min(rows.size, begin + chunk);
+    select_winners(acts, rows, begin, end);
+    add_winners(rows, begin, end, features);
+  }
+}
 
-  for (int64_t begin = 0; begin < n_tokens; begin += chunk) {
-    const int64_t end = std::min(n_tokens, begin + chunk);
-    const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
-      using E = decltype(e);
-      int64_t bad = end;
+void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int64_t begin, int64_t end) {
+  winners_.resize(size_t((end - begin) * k_));
+  const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
+    using E = decltype(e);
+    int64_t bad = end;
 #pragma omp parallel if ((end - begin) * n_neurons_ >= kParallelValues)
-      {
-        std::vector<float> buffer(static_cast<size_t>(n_neurons_));
-        std::vector<int32_t> scratch;
+    {
+      std::vector<float> buffer(static_cast<size_t>(n_neurons_));
+      std::vector<int32_t> scratch;
 #pragma omp for schedule(static) reduction(min : bad)
-        for (int64_t i = begin; i < end; ++i) {
-          const auto* src = row_ptr<E>(acts, tokens[i]);
-          Winner* out = &winners[size_t((i - begin) * k_)];
-          bool ok;
-          if (k_ == 1 && acts.col_stride == 1) {
-            ok = argmax_row<E>(src, n_neurons_, out);
-          } else {
-            ok = load_row<E>(src, n_neurons_, acts.col_stride, buffer.data());
-            if (ok) topk_row(buffer.data(), n_neurons_, k_, out, scratch);
-          }
-          if (!ok && i < bad) bad = i;
-        }
-      }
-      return bad;
-    });
-    if (first_bad < end) throw InputError(describe_nonfinite(acts, tokens[first_bad]));
-
-    const int64_t n_kinds = int64_t(cells_.size());
-#pragma omp parallel for schedule(dynamic, 1) if ((end - begin) * k_ >= kParallelValues / 64)
-    for (int64_t kind = 0; kind < n_kinds; ++kind) {
-      const int64_t* ids = features[kind];
-      CellTable& table = cells_[kind];
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t f = ids[tokens[i]];
-        const Winner* w = &winners[size_t((i - begin) * k_)];
-        for (int j = 0; j < k_; ++j) table.add(w[j].neuron, f, 1, double(w[j].value));
+        const auto* src = row_ptr<E>(acts, rows[i]);
+        Winner* out = &winners_[size_t((i - begin) * k_)];
+        bool ok;
+        if (k_ == 1 && acts.col_stride == 1) {
+          ok = argmax_row<E>(src, n_neurons_, out);
+        } else {
+          ok = load_row<E>(src, n_neurons_, acts.col_stride, buffer.data());
+          if (ok) topk_row(buffer.data(), n_neurons_, k_, out, scratch);
+        }
+        if (!ok && i < bad) bad = i;
       }
     }
-    for (int64_t j = 0; j < (end - begin) * k_; ++j) mass_[winners[j].neuron] += double(winners[j].value);
+    return bad;
+  });
+  if (first_bad < end) throw InputError(describe_nonfinite(acts, rows[first_bad]));
+}
+
+// Adds the winners of tokens [begin, end) to every kind's cells. The adds
+// are first sorted by bucket (a counting sort: each thread counts, then
+// places, the adds of its share of the tokens, so that a bucket keeps token
+// order), then threads take whole buckets: no two threads touch the same
+// memory, and a hashed bucket's table stays in cache while it is filled.
+// Feature counts and the neurons' mass are kept alongside.
+void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
+                           const std::vector<const int64_t*>& features) {
+  constexpr int64_t B = CellTable::kBuckets;
+  const int64_t n_kinds = int64_t(cells_.size()), k = k_;
+  const int64_t n_tokens = end - begin, n_winners = n_tokens * k;
+  const bool parallel = n_winners >= kParallelValues / 64;
+#ifdef _OPENMP
+  const int64_t max_threads = parallel ? omp_get_max_threads() : 1;
+#else
+  const int64_t max_threads = 1;
+#endif
+  adds_.resize(size_t(n_kinds * n_winners));
+  offsets_.assign(size_t(max_threads * n_kinds * B), 0);
+  mass_parts_.assign(size_t(max_threads * n_neurons_), 0.0);
+  const Winner* winners = winners_.data();
+  CellTable::Add* adds = adds_.data();
+  int64_t* offsets = offsets_.data();
+
+#pragma omp parallel if (parallel)
+  {
+#ifdef _OPENMP
+    const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+    const int64_t n_threads = 1, me = 0;
+#endif
+    const int64_t lo = n_tokens * me / n_threads, hi = n_tokens * (me + 1) / n_threads;
+    double* mass = &mass_parts_[size_t(me * n_neurons_)];
+    for (int64_t j = lo * k; j < hi * k; ++j) mass[winners[j].neuron] += double(winners[j].value);
+    for (int64_t kind = 0; kind < n_kinds; ++kind) {
+      const CellTable::Buckets bucket = cells_[size_t(kind)].buckets();
+      const int64_t* ids = features[size_t(kind)];
+      int64_t* count = offsets + (me * n_kinds + kind) * B;
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t f = ids[rows[begin + i]];
+        for (int64_t j = i * k; j < (i + 1) * k; ++j) ++count[bucket(winners[j].neuron, f)];
+      }
+    }
+#pragma omp barrier
+#pragma omp single
+    {  // counts become where each thread's share of each bucket starts
+      for (int64_t kind = 0; kind < n_kinds; ++kind) {
+        int64_t at = kind * n_winners;
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t th = 0; th < n_threads; ++th) {
+            int64_t& slot = offsets[(th * n_kinds + kind) * B + b];
+            const int64_t count = slot;
+            slot = at;
+            at += count;
+          }
+        }
+      }
+    }  // (implicit barrier)
+    for (int64_t kind = 0; kind < n_kinds; ++kind) {
+      const CellTable::Buckets bucket = cells_[size_t(kind)].buckets();
+      const int64_t* ids = features[size_t(kind)];
+      int64_t* at = offsets + (me * n_kinds + kind) * B;
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t f = ids[rows[begin + i]];
+        for (int64_t j = i * k; j < (i + 1) * k; ++j) {
+          const Winner w = winners[j];
+          adds[at[bucket(w.neuron, f)]++] = CellTable::Add{w.neuron, int32_t(f), w.value};
+        }
+      }
+    }
+#pragma omp barrier
+    // Now the last thread's offset of a bucket is where the bucket ends.
+    const int64_t* ends = offsets + (n_threads - 1) * n_kinds * B;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = -n_kinds; task < n_kinds * B; ++task) {
+      if (task < 0) {  // a kind's feature counts: one task (hashed buckets share features)
+        const int64_t kind = task + n_kinds;
+        int64_t* freq = freq_[size_t(kind)].data();
+        const int64_t* ids = features[size_t(kind)];
+        for (int64_t i = begin; i < end; ++i) ++freq[ids[rows[i]]];
+        continue;
+      }
+      const int64_t kind = task / B, b = task % B;
+      const int64_t first = b == 0 ? kind * n_winners : ends[kind * B + b - 1];
+      cells_[size_t(kind)].add_bucket(int(b), adds + first, ends[kind * B + b] - first);
+    }
   }
+  for (int64_t th = 0; th < max_threads; ++th)
+    for (int64_t n = 0; n < n_neurons_; ++n) mass_[size_t(n)] += mass_parts_[size_t(th * n_neurons_ + n)];
 }
 
 // Mode all: every neuron records every token. Threads split the neuron axis,
@@ -181,15 +273,15 @@ void Recorder::record_winners(const ActivationView& acts, const std::vector<int6
 // visited grouped by their feature of the largest vocabulary: a run of one
 // feature then updates a row that stays in cache, instead of one random row
 // of a large table per token. Within a group tokens keep corpus order.
-void Recorder::record_all(const ActivationView& acts, const std::vector<int64_t>& tokens,
+void Recorder::record_all(const ActivationView& acts, const Rows& tokens,
                           const std::vector<const int64_t*>& features) {
   const size_t n_kinds = rows_.size();
   const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
-  std::vector<uint64_t> keyed(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) keyed[i] = (uint64_t(features[widest][tokens[i]]) << 32) | i;
+  std::vector<uint64_t> keyed(size_t(tokens.size));
+  for (int64_t i = 0; i < tokens.size; ++i) keyed[size_t(i)] = (uint64_t(features[widest][tokens[i]]) << 32) | uint64_t(i);
   std::sort(keyed.begin(), keyed.end());
 
-  const int64_t n_tokens = int64_t(tokens.size());
+  const int64_t n_tokens = tokens.size;
   std::vector<int64_t> order(static_cast<size_t>(n_tokens));
   std::vector<std::vector<int32_t>> row_of(n_kinds, std::vector<int32_t>(static_cast<size_t>(n_tokens)));
   for (int64_t i = 0; i < n_tokens; ++i) {

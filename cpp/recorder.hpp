@@ -10,6 +10,7 @@
 
 #include "activations.hpp"
 #include "cells.hpp"
+#include "select.hpp"
 
 namespace txray {
 
@@ -40,13 +41,20 @@ class Recorder {
   size_t bytes() const;
 
  private:
-  std::vector<int64_t> valid_tokens(int64_t rows, const uint8_t* mask) const;
-  void check_features(const std::vector<int64_t>& tokens, const std::vector<const int64_t*>& features) const;
-  void check_finite(const ActivationView& acts, const std::vector<int64_t>& tokens) const;
-  void record_winners(const ActivationView& acts, const std::vector<int64_t>& tokens,
-                      const std::vector<const int64_t*>& features);
-  void record_all(const ActivationView& acts, const std::vector<int64_t>& tokens,
-                  const std::vector<const int64_t*>& features);
+  // The rows of a batch to record: every row, or the ones a mask keeps.
+  struct Rows {
+    std::vector<int64_t> kept;  // unused when every row is recorded
+    int64_t size = 0;
+    bool all = true;
+    int64_t operator[](int64_t i) const { return all ? i : kept[size_t(i)]; }
+  };
+  static Rows rows_to_record(int64_t rows, const uint8_t* mask);
+  void check_features(const Rows& rows, const std::vector<const int64_t*>& features) const;
+  void check_finite(const ActivationView& acts, const Rows& rows) const;
+  void record_winners(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features);
+  void select_winners(const ActivationView& acts, const Rows& rows, int64_t begin, int64_t end);
+  void add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features);
+  void record_all(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features);
 
   int64_t n_neurons_;
   std::vector<std::string> kind_names_;
@@ -58,6 +66,11 @@ class Recorder {
   std::vector<std::vector<int64_t>> freq_;
   std::vector<double> mass_;         // max1, topk
   int64_t tokens_ = 0;
+  // Scratch of record_winners, kept between batches (its size is bounded).
+  std::vector<Winner> winners_;
+  std::vector<CellTable::Add> adds_;
+  std::vector<int64_t> offsets_;
+  std::vector<double> mass_parts_;
 };
 
 }  // namespace txray

@@ -179,7 +179,7 @@ def test_topk_with_k_equal_to_n_counts_every_neuron():
 
 
 def test_large_topk_batch_is_recorded_in_chunks():
-    # 64 MiB of winners / (1000 winners * 8 bytes) = 8388 tokens per chunk.
+    # 64 MiB of scratch / (1000 winners * (8 + 12) bytes) = 3355 tokens per chunk.
     rng = np.random.default_rng(5)
     acts = rng.standard_normal((9000, 1000)).astype(np.float32)
     feats = {"pos": rng.integers(0, 3, 9000)}
@@ -193,6 +193,49 @@ def test_large_topk_batch_is_recorded_in_chunks():
     with pytest.raises(ValueError, match="token 8999 at neuron 10 is NaN"):
         rec.update(acts, feats)
     assert rec.tokens == 9000
+
+
+@pytest.mark.parametrize("mode, k", [("max1", None), ("topk", 3)])
+@pytest.mark.parametrize("dense", [True, False])
+def test_large_batches_on_every_thread_match_numpy(mode, k, dense):
+    # 70,000 tokens x 64 neurons is above both sizes at which a batch is
+    # shared between threads: 4M values (selection) and 65,536 winners
+    # (adding them to the cells, bucket by bucket).
+    T, N = 70_000, 64
+    sizes = {"token": 5000, "pos": 45}
+    rng = np.random.default_rng(11)
+    acts = rng.integers(-40, 40, size=(T, N)).astype(np.float32) / 8  # with ties
+    feats = {"token": rng.zipf(1.3, T) % sizes["token"], "pos": rng.integers(0, sizes["pos"], T)}
+    mask = rng.random(T) < 0.95
+
+    def record(threads):
+        before = txray.get_num_threads()
+        txray.set_num_threads(threads)
+        try:
+            rec = txray.Recorder(N, sizes, mode=mode, k=k, dense_limit_bytes=1 << 30 if dense else 0)
+            rec.update(acts, feats, mask=mask)
+        finally:
+            txray.set_num_threads(before)
+        return rec.profile()
+
+    prof = record(2)
+    # Vectorised NumPy: a stable sort gives the lowest index first among equals.
+    kept = np.flatnonzero(mask)
+    order = np.argsort(-acts[kept], axis=1, kind="stable")[:, : (k or 1)]
+    values = np.take_along_axis(acts[kept], order, axis=1).astype(np.float64)
+    np.testing.assert_allclose(prof.mass(), np.bincount(order.ravel(), values.ravel(), N), rtol=1e-12)
+    for kind, size in sizes.items():
+        ids = np.repeat(feats[kind][kept], order.shape[1])
+        count = np.zeros((N, size), np.int64)
+        total = np.zeros((N, size))
+        np.add.at(count, (order.ravel(), ids), 1)
+        np.add.at(total, (order.ravel(), ids), values.ravel())
+        got_count, got_sum = reference.dense_from_table(prof.table(kind), N, size)
+        np.testing.assert_array_equal(got_count, count)
+        np.testing.assert_allclose(got_sum, total, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(prof.frequencies(kind), np.bincount(feats[kind][kept], minlength=size))
+        # Within a cell the adds keep token order, so one thread gives the same table bit for bit.
+        assert record(1).table(kind).equals(prof.table(kind))
 
 
 def test_one_token_corpus_and_unpreferred_neurons():
