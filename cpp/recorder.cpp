@@ -18,6 +18,10 @@ namespace {
 // the selection and the accumulation phase; larger batches go in chunks.
 constexpr int64_t kScratchBytes = 64 << 20;
 
+// A dense table of at most this many bytes stays in cache while a batch's
+// adds are made to it one after another, so they need no sorting.
+constexpr int64_t kSmallTableBytes = 4 << 20;
+
 // Below this many activation values a pass runs on the calling thread: a
 // batch from one forward pass of a small model takes about a millisecond,
 // less than waking a thread team costs, and idle OpenMP threads spinning
@@ -176,12 +180,14 @@ void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int6
   if (first_bad < end) throw InputError(describe_nonfinite(acts, rows[first_bad]));
 }
 
-// Adds the winners of tokens [begin, end) to every kind's cells. The adds
-// are first sorted by bucket (a counting sort: each thread counts, then
-// places, the adds of its share of the tokens, so that a bucket keeps token
-// order), then threads take whole buckets: no two threads touch the same
-// memory, and a hashed bucket's table stays in cache while it is filled.
-// Feature counts and the neurons' mass are kept alongside.
+// Adds the winners of tokens [begin, end) to every kind's cells. A small
+// dense table (it stays in cache) takes its adds straight from the winners,
+// on one thread. Any other table gets them sorted by bucket first (a
+// counting sort: each thread counts, then places, the adds of its share of
+// the tokens, so that a bucket keeps token order), then threads take whole
+// buckets: no two threads touch the same memory, and a hashed bucket's
+// table stays in cache while it is filled. Feature counts and the neurons'
+// mass are kept alongside.
 void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
                            const std::vector<const int64_t*>& features) {
   constexpr int64_t B = CellTable::kBuckets;
@@ -193,8 +199,14 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
 #else
   const int64_t max_threads = 1;
 #endif
-  adds_.resize(size_t(n_kinds * n_winners));
-  offsets_.assign(size_t(max_threads * n_kinds * B), 0);
+  std::vector<int64_t> small, sorted;  // kinds
+  for (int64_t kind = 0; kind < n_kinds; ++kind) {
+    const CellTable& table = cells_[size_t(kind)];
+    (table.dense() && table.bytes() <= kSmallTableBytes ? small : sorted).push_back(kind);
+  }
+  const int64_t n_small = int64_t(small.size()), n_sorted = int64_t(sorted.size());
+  adds_.resize(size_t(n_sorted * n_winners));
+  offsets_.assign(size_t(max_threads * n_sorted * B), 0);
   mass_parts_.assign(size_t(max_threads * n_neurons_), 0.0);
   const Winner* winners = winners_.data();
   CellTable::Add* adds = adds_.data();
@@ -210,10 +222,10 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
     const int64_t lo = n_tokens * me / n_threads, hi = n_tokens * (me + 1) / n_threads;
     double* mass = &mass_parts_[size_t(me * n_neurons_)];
     for (int64_t j = lo * k; j < hi * k; ++j) mass[winners[j].neuron] += double(winners[j].value);
-    for (int64_t kind = 0; kind < n_kinds; ++kind) {
-      const CellTable::Buckets bucket = cells_[size_t(kind)].buckets();
-      const int64_t* ids = features[size_t(kind)];
-      int64_t* count = offsets + (me * n_kinds + kind) * B;
+    for (int64_t s = 0; s < n_sorted; ++s) {
+      const CellTable::Buckets bucket = cells_[size_t(sorted[s])].buckets();
+      const int64_t* ids = features[size_t(sorted[s])];
+      int64_t* count = offsets + (me * n_sorted + s) * B;
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t f = ids[rows[begin + i]];
         for (int64_t j = i * k; j < (i + 1) * k; ++j) ++count[bucket(winners[j].neuron, f)];
@@ -222,11 +234,11 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
 #pragma omp barrier
 #pragma omp single
     {  // counts become where each thread's share of each bucket starts
-      for (int64_t kind = 0; kind < n_kinds; ++kind) {
-        int64_t at = kind * n_winners;
+      for (int64_t s = 0; s < n_sorted; ++s) {
+        int64_t at = s * n_winners;
         for (int64_t b = 0; b < B; ++b) {
           for (int64_t th = 0; th < n_threads; ++th) {
-            int64_t& slot = offsets[(th * n_kinds + kind) * B + b];
+            int64_t& slot = offsets[(th * n_sorted + s) * B + b];
             const int64_t count = slot;
             slot = at;
             at += count;
@@ -234,10 +246,10 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
         }
       }
     }  // (implicit barrier)
-    for (int64_t kind = 0; kind < n_kinds; ++kind) {
-      const CellTable::Buckets bucket = cells_[size_t(kind)].buckets();
-      const int64_t* ids = features[size_t(kind)];
-      int64_t* at = offsets + (me * n_kinds + kind) * B;
+    for (int64_t s = 0; s < n_sorted; ++s) {
+      const CellTable::Buckets bucket = cells_[size_t(sorted[s])].buckets();
+      const int64_t* ids = features[size_t(sorted[s])];
+      int64_t* at = offsets + (me * n_sorted + s) * B;
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t f = ids[rows[begin + i]];
         for (int64_t j = i * k; j < (i + 1) * k; ++j) {
@@ -248,19 +260,29 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
     }
 #pragma omp barrier
     // Now the last thread's offset of a bucket is where the bucket ends.
-    const int64_t* ends = offsets + (n_threads - 1) * n_kinds * B;
+    const int64_t* ends = offsets + (n_threads - 1) * n_sorted * B;
+    // Tasks: each small table whole, each kind's feature counts (one task:
+    // hashed buckets share features), then the buckets.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = -n_kinds; task < n_kinds * B; ++task) {
-      if (task < 0) {  // a kind's feature counts: one task (hashed buckets share features)
-        const int64_t kind = task + n_kinds;
+    for (int64_t task = 0; task < n_small + n_kinds + n_sorted * B; ++task) {
+      if (task < n_small) {
+        CellTable& table = cells_[size_t(small[task])];
+        const int64_t* ids = features[size_t(small[task])];
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t f = ids[rows[i]];
+          for (int64_t j = (i - begin) * k; j < (i - begin + 1) * k; ++j)
+            table.add(winners[j].neuron, f, 1, double(winners[j].value));
+        }
+      } else if (task < n_small + n_kinds) {
+        const int64_t kind = task - n_small;
         int64_t* freq = freq_[size_t(kind)].data();
         const int64_t* ids = features[size_t(kind)];
         for (int64_t i = begin; i < end; ++i) ++freq[ids[rows[i]]];
-        continue;
+      } else {
+        const int64_t s = (task - n_small - n_kinds) / B, b = (task - n_small - n_kinds) % B;
+        const int64_t first = b == 0 ? s * n_winners : ends[s * B + b - 1];
+        cells_[size_t(sorted[s])].add_bucket(int(b), adds + first, ends[s * B + b] - first);
       }
-      const int64_t kind = task / B, b = task % B;
-      const int64_t first = b == 0 ? kind * n_winners : ends[kind * B + b - 1];
-      cells_[size_t(kind)].add_bucket(int(b), adds + first, ends[kind * B + b] - first);
     }
   }
   for (int64_t th = 0; th < max_threads; ++th)
