@@ -17,6 +17,7 @@ namespace {
 // Winners (and their adds) of at most this many bytes are buffered between
 // the selection and the accumulation phase; larger batches go in chunks.
 constexpr int64_t kScratchBytes = 64 << 20;
+constexpr size_t kKeptScratchBytes = 16 << 20;
 
 // A dense table of at most this many bytes stays in cache while a batch's
 // adds are made to it one after another, so they need no sorting.
@@ -149,6 +150,12 @@ void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
     const int64_t end = std::min(rows.size, begin + chunk);
     select_winners(acts, rows, begin, end);
     add_winners(rows, begin, end, features);
+  }
+  // Scratch is kept for the next batch, unless it is large: a model
+  // recorded layer by layer holds one recorder per layer.
+  if (winners_.capacity() * sizeof(Winner) + adds_.capacity() * sizeof(CellTable::Add) > kKeptScratchBytes) {
+    std::vector<Winner>().swap(winners_);
+    std::vector<CellTable::Add>().swap(adds_);
   }
 }
 
