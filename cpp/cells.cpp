@@ -20,7 +20,6 @@ void HashCells::grow() {
 
 CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
     : n_neurons_(n_neurons),
-      n_features_(n_features),
       dense_(dense),
       bucket_scale_((uint64_t(kBuckets) << 26) / uint64_t(n_features)) {
   if (dense_)
@@ -30,18 +29,11 @@ CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
 }
 
 void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
-  const uint64_t n_neurons = uint64_t(n_neurons_);
   if (dense_) {
-    DenseCell* cells = &dense_cells_[0];
-    for (int64_t i = 0; i < n; ++i) {
-      DenseCell& cell = cells[uint64_t(adds[i].feature) * n_neurons + uint64_t(adds[i].neuron)];
-      cell.count += 1;
-      cell.sum += double(adds[i].value);
-    }
-  } else {
+    for (int64_t i = 0; i < n; ++i) add(adds[i].neuron, adds[i].feature, 1, double(adds[i].value));
+  } else {  // the shard is known: no hash of the cell per add
     HashCells& shard = shards_[size_t(b)];
-    for (int64_t i = 0; i < n; ++i)
-      shard.add(uint64_t(adds[i].feature) * n_neurons + uint64_t(adds[i].neuron), 1, double(adds[i].value));
+    for (int64_t i = 0; i < n; ++i) shard.add(key(adds[i].neuron, adds[i].feature), 1, double(adds[i].value));
   }
 }
 

@@ -170,7 +170,6 @@ class CellTable {
   }
 
   int64_t n_neurons_;
-  int64_t n_features_;
   bool dense_;
   uint64_t bucket_scale_;
   struct DenseCell {  // count and sum on one cache line: one miss per add

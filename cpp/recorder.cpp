@@ -227,17 +227,22 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
     const int64_t n_threads = 1, me = 0;
 #endif
     const int64_t lo = n_tokens * me / n_threads, hi = n_tokens * (me + 1) / n_threads;
+    // Calls visit(offsets of this thread's buckets, bucket, winner, feature)
+    // for every winner of this thread's tokens, kind by kind.
+    auto for_each_winner = [&](auto&& visit) {
+      for (int64_t s = 0; s < n_sorted; ++s) {
+        const CellTable::Buckets bucket = cells_[size_t(sorted[s])].buckets();
+        const int64_t* ids = features[size_t(sorted[s])];
+        int64_t* mine = offsets + (me * n_sorted + s) * B;
+        for (int64_t i = lo; i < hi; ++i) {
+          const int64_t f = ids[rows[begin + i]];
+          for (int64_t j = i * k; j < (i + 1) * k; ++j) visit(mine, bucket(winners[j].neuron, f), winners[j], f);
+        }
+      }
+    };
     double* mass = &mass_parts_[size_t(me * n_neurons_)];
     for (int64_t j = lo * k; j < hi * k; ++j) mass[winners[j].neuron] += double(winners[j].value);
-    for (int64_t s = 0; s < n_sorted; ++s) {
-      const CellTable::Buckets bucket = cells_[size_t(sorted[s])].buckets();
-      const int64_t* ids = features[size_t(sorted[s])];
-      int64_t* count = offsets + (me * n_sorted + s) * B;
-      for (int64_t i = lo; i < hi; ++i) {
-        const int64_t f = ids[rows[begin + i]];
-        for (int64_t j = i * k; j < (i + 1) * k; ++j) ++count[bucket(winners[j].neuron, f)];
-      }
-    }
+    for_each_winner([](int64_t* count, int b, const Winner&, int64_t) { ++count[b]; });
 #pragma omp barrier
 #pragma omp single
     {  // counts become where each thread's share of each bucket starts
@@ -253,18 +258,9 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
         }
       }
     }  // (implicit barrier)
-    for (int64_t s = 0; s < n_sorted; ++s) {
-      const CellTable::Buckets bucket = cells_[size_t(sorted[s])].buckets();
-      const int64_t* ids = features[size_t(sorted[s])];
-      int64_t* at = offsets + (me * n_sorted + s) * B;
-      for (int64_t i = lo; i < hi; ++i) {
-        const int64_t f = ids[rows[begin + i]];
-        for (int64_t j = i * k; j < (i + 1) * k; ++j) {
-          const Winner w = winners[j];
-          adds[at[bucket(w.neuron, f)]++] = CellTable::Add{w.neuron, int32_t(f), w.value};
-        }
-      }
-    }
+    for_each_winner([adds](int64_t* at, int b, const Winner& w, int64_t f) {
+      adds[at[b]++] = CellTable::Add{w.neuron, int32_t(f), w.value};
+    });
 #pragma omp barrier
     // Now the last thread's offset of a bucket is where the bucket ends.
     const int64_t* ends = offsets + (n_threads - 1) * n_sorted * B;
