@@ -7,15 +7,31 @@
 namespace txray {
 
 // Small to start: a recorder has 64 of these per hashed kind.
-HashCells::HashCells() : slots_(64, Slot{kEmpty, 0, 0.0}), shift_(64 - 6) {}
+HashCells::HashCells() : slots_(64 + 1, Slot{kEmpty, 0, 0.0}), mask_(63), shift_(64 - 6) {}
 
-void HashCells::grow() {
-  std::vector<Slot> old(slots_.size() * 2, Slot{kEmpty, 0, 0.0});
+void HashCells::reserve(std::size_t more) {
+  if (size_ >= more) return;
+  unsigned doublings = 0;
+  while ((size_ + more) * 2 > (mask_ + 1) << doublings) ++doublings;
+  if (doublings > 0) rehash(doublings);
+}
+
+void HashCells::rehash(unsigned doublings) {
+  std::vector<Slot> old(((mask_ + 1) << doublings) + 1, Slot{kEmpty, 0, 0.0});
   old.swap(slots_);
-  --shift_;
-  size_ = 0;
-  for (const Slot& s : old)
-    if (s.key != kEmpty) add(s.key, s.count, s.sum);
+  shift_ -= doublings;
+  mask_ = ((mask_ + 1) << doublings) - 1;
+  // Old slots taken in order have increasing homes, so the writes are
+  // nearly sequential. Keys are distinct: each goes to the first empty slot
+  // from its home, no compare. An empty old slot is written to the spare
+  // slot instead of being skipped: a branch on it would be mispredicted.
+  const uint64_t spare = mask_ + 1;
+  for (const Slot& s : old) {
+    const bool used = s.key != kEmpty;
+    uint64_t i = used ? slot_of(s.key) : spare;
+    while (used && slots_[i].key != kEmpty) i = (i + 1) & mask_;
+    slots_[i] = s;
+  }
 }
 
 CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
@@ -29,11 +45,19 @@ CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
 }
 
 void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
+  constexpr int64_t kAhead = 16;  // adds between a prefetch and its use
   if (dense_) {
-    for (int64_t i = 0; i < n; ++i) add(adds[i].neuron, adds[i].feature, 1, double(adds[i].value));
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) prefetch(adds[i + kAhead].neuron, adds[i + kAhead].feature);
+      add(adds[i].neuron, adds[i].feature, 1, double(adds[i].value));
+    }
   } else {  // the shard is known: no hash of the cell per add
     HashCells& shard = shards_[size_t(b)];
-    for (int64_t i = 0; i < n; ++i) shard.add(key(adds[i].neuron, adds[i].feature), 1, double(adds[i].value));
+    shard.reserve(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) shard.prefetch(key(adds[i + kAhead].neuron, adds[i + kAhead].feature));
+      shard.add(key(adds[i].neuron, adds[i].feature), 1, double(adds[i].value));
+    }
   }
 }
 

@@ -37,9 +37,8 @@ class HashCells {
  public:
   HashCells();
   void add(uint64_t key, int64_t count, double sum) {
-    if ((size_ + 1) * 2 > slots_.size()) grow();
-    const uint64_t mask = slots_.size() - 1;
-    for (uint64_t i = slot_of(key);; i = (i + 1) & mask) {
+    if ((size_ + 1) * 2 > mask_ + 1) rehash(1);
+    for (uint64_t i = slot_of(key);; i = (i + 1) & mask_) {
       Slot& s = slots_[i];
       if (s.key == key) {
         s.count += count;
@@ -53,10 +52,18 @@ class HashCells {
       }
     }
   }
+  // Makes room for `more` new keys at once when the table holds fewer than
+  // that: a young table then grows once, not once per doubling. A table
+  // that already holds more keeps growing one doubling at a time (most adds
+  // to it find their cell, so reserving for all of them would waste memory).
+  void reserve(std::size_t more);
+  // Starts loading the slot where a key's probe begins (adds are random
+  // accesses to a table that is out of cache after a batch's stream).
+  void prefetch(uint64_t key) const { __builtin_prefetch(&slots_[slot_of(key)], 1, 3); }
   template <class F>
   void for_each(F&& f) const {
-    for (const Slot& s : slots_)
-      if (s.key != kEmpty) f(s.key, s.count, s.sum);
+    for (uint64_t i = 0; i <= mask_; ++i)
+      if (slots_[i].key != kEmpty) f(slots_[i].key, slots_[i].count, slots_[i].sum);
   }
   std::size_t size() const { return size_; }
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
@@ -69,9 +76,10 @@ class HashCells {
   };
   static constexpr uint64_t kEmpty = ~uint64_t(0);
   uint64_t slot_of(uint64_t key) const { return (key * 0x9E3779B97F4A7C15ull) >> shift_; }
-  void grow();
+  void rehash(unsigned doublings);
 
-  std::vector<Slot> slots_;
+  std::vector<Slot> slots_;  // a power of two of them, then a spare that stays empty
+  uint64_t mask_ = 0;        // that power of two - 1
   std::size_t size_ = 0;
   unsigned shift_ = 0;
 };
@@ -146,6 +154,9 @@ class CellTable {
     } else {
       shards_[size_t(buckets()(neuron, feature))].add(k, count, sum);
     }
+  }
+  void prefetch(int32_t neuron, int64_t feature) const {
+    if (dense_) __builtin_prefetch(&dense_cells_[key(neuron, feature)], 1, 3);
   }
   // Adds that all fall in bucket b. Threads may fill different buckets at
   // once: buckets share no memory.

@@ -271,7 +271,9 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
       if (task < n_small) {
         CellTable& table = cells_[size_t(small[task])];
         const int64_t* ids = features[size_t(small[task])];
+        constexpr int64_t kAhead = 16;  // tokens between a prefetch and its use
         for (int64_t i = begin; i < end; ++i) {
+          if (i + kAhead < end) table.prefetch(winners[(i + kAhead - begin) * k].neuron, ids[rows[i + kAhead]]);
           const int64_t f = ids[rows[i]];
           for (int64_t j = (i - begin) * k; j < (i - begin + 1) * k; ++j)
             table.add(winners[j].neuron, f, 1, double(winners[j].value));

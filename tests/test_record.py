@@ -238,6 +238,38 @@ def test_large_batches_on_every_thread_match_numpy(mode, k, dense):
         assert record(1).table(kind).equals(prof.table(kind))
 
 
+def test_hash_tables_grow_across_batches_and_match_numpy():
+    # Three batches of 70,000 tokens over a large vocabulary: nearly every
+    # cell is new, so the hash shards grow in one step for a young table
+    # (reserve) and one doubling at a time later, on 1 and on 2 threads.
+    T, N, F = 210_000, 8, 200_000
+    rng = np.random.default_rng(5)
+    acts = rng.standard_normal((T, N), dtype=np.float32)
+    ids = rng.integers(0, F, T)
+
+    def record(threads):
+        before = txray.get_num_threads()
+        txray.set_num_threads(threads)
+        try:
+            rec = txray.Recorder(N, {"token": F}, dense_limit_bytes=0)
+            for lo in range(0, T, 70_000):
+                rec.update(acts[lo:lo + 70_000], {"token": ids[lo:lo + 70_000]})
+        finally:
+            txray.set_num_threads(before)
+        return rec.profile()
+
+    prof = record(2)
+    winner = acts.argmax(axis=1)
+    count = np.zeros((N, F), np.int64)
+    total = np.zeros((N, F))
+    np.add.at(count, (winner, ids), 1)
+    np.add.at(total, (winner, ids), acts[np.arange(T), winner].astype(np.float64))
+    got_count, got_sum = reference.dense_from_table(prof.table("token"), N, F)
+    np.testing.assert_array_equal(got_count, count)
+    np.testing.assert_allclose(got_sum, total, rtol=1e-12, atol=1e-12)
+    assert record(1).table("token").equals(prof.table("token"))
+
+
 def test_one_token_corpus_and_unpreferred_neurons():
     rec = txray.Recorder(4, {"token": 3})
     rec.update(np.array([[-1.0, -0.5, -2.0, -3.0]], np.float32), {"token": [2]})
