@@ -45,7 +45,7 @@ CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
 }
 
 void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
-  constexpr int64_t kAhead = 16;  // adds between a prefetch and its use
+  constexpr int64_t kAhead = 32;  // adds between a prefetch and its use
   if (dense_) {
     for (int64_t i = 0; i < n; ++i) {
       if (i + kAhead < n) prefetch(adds[i + kAhead].neuron, adds[i + kAhead].feature);

@@ -125,14 +125,14 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
   if (features.size() != vocab_sizes_.size()) throw InputError("one feature array per feature kind is needed");
   const Rows rows = rows_to_record(acts.rows, mask);
   if (rows.size == 0) return;
-  check_features(rows, features);
   if (mode_ == Mode::All) {
+    check_features(rows, features);
     check_finite(acts, rows);
     record_all(acts, rows, features);
     for (size_t kind = 0; kind < features.size(); ++kind)
       for (int64_t i = 0; i < rows.size; ++i) ++freq_[kind][features[kind][rows[i]]];
   } else {
-    record_winners(acts, rows, features);  // counts the features too
+    record_winners(acts, rows, features);  // checks and counts the features too
   }
   tokens_ += rows.size;
 }
@@ -140,15 +140,21 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
 // Modes max1 and topk, in two phases per chunk of tokens: select every
 // token's winners (a pure stream over the activations, at memory speed),
 // then add them to the cells. Nothing is added before the whole chunk is
-// checked, and with several chunks every row is checked up front.
+// checked, and with several chunks every row is checked up front. With one
+// chunk the features are checked after the selection: the adds read them
+// next, from cache (a check before it would read them from memory twice).
 void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
                               const std::vector<const int64_t*>& features) {
   const int64_t per_token = k_ * int64_t(sizeof(Winner) + cells_.size() * sizeof(CellTable::Add));
   const int64_t chunk = std::max<int64_t>(1, kScratchBytes / per_token);
-  if (rows.size > chunk) check_finite(acts, rows);
+  if (rows.size > chunk) {
+    check_features(rows, features);
+    check_finite(acts, rows);
+  }
   for (int64_t begin = 0; begin < rows.size; begin += chunk) {
     const int64_t end = std::min(rows.size, begin + chunk);
     select_winners(acts, rows, begin, end);
+    if (rows.size <= chunk) check_features(rows, features);
     add_winners(rows, begin, end, features);
   }
   // Scratch is kept for the next batch, unless it is large: a model
@@ -271,7 +277,7 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
       if (task < n_small) {
         CellTable& table = cells_[size_t(small[task])];
         const int64_t* ids = features[size_t(small[task])];
-        constexpr int64_t kAhead = 16;  // tokens between a prefetch and its use
+        constexpr int64_t kAhead = 32;  // tokens between a prefetch and its use
         for (int64_t i = begin; i < end; ++i) {
           if (i + kAhead < end) table.prefetch(winners[(i + kAhead - begin) * k].neuron, ids[rows[i + kAhead]]);
           const int64_t f = ids[rows[i]];
