@@ -26,10 +26,10 @@ struct Cells {
   std::vector<double> sum;
 };
 
-// Cells from keys feature * n_neurons + neuron in increasing order, with
+// Cells from distinct keys feature * n_neurons + neuron in any order, with
 // their counts and sums, regrouped neuron-major (features ascending within
 // a neuron). Shared by the CPU tables and the CUDA recorder's export.
-Cells bucket_by_neuron(int64_t n_neurons, std::vector<uint64_t> keys, const std::vector<int64_t>& count,
+Cells bucket_by_neuron(int64_t n_neurons, const std::vector<uint64_t>& keys, const std::vector<int64_t>& count,
                        const std::vector<double>& sum);
 
 // Open-addressing hash table keyed by feature * n_neurons + neuron.

@@ -31,6 +31,11 @@ def make_batch(rng, tokens, neurons, sizes=SIZES, ties=False, dtype=np.float32):
     return acts, feats
 
 
+def assert_neuron_major(table, n_features):
+    cell = table.column("neuron").to_numpy().astype(np.int64) * n_features + table.column("feature").to_numpy()
+    assert np.all(np.diff(cell) > 0)
+
+
 def assert_matches_reference(prof, acts, feats, sizes, mode, k=None, mask=None):
     count, total, freq, mass, tokens = reference.record(acts, feats, sizes, mode, k, mask)
     assert prof.tokens == tokens
@@ -40,8 +45,9 @@ def assert_matches_reference(prof, acts, feats, sizes, mode, k=None, mask=None):
         np.testing.assert_array_equal(got_count, count[kind])
         np.testing.assert_allclose(got_sum, total[kind], rtol=RTOL, atol=1e-12)
         np.testing.assert_array_equal(prof.frequencies(kind), freq[kind])
-        # Only cells that recorded something are rows of the table.
+        # Only cells that recorded something are rows of the table, neuron-major, features ascending.
         assert prof.table(kind).num_rows == int(np.count_nonzero(count[kind]))
+        assert_neuron_major(prof.table(kind), size)
         p = reference.distribution(count[kind], total[kind])
         dist = prof.distributions(kind).to_scipy().toarray()
         np.testing.assert_allclose(dist, p, rtol=1e-12, atol=1e-15)
@@ -267,6 +273,7 @@ def test_hash_tables_grow_across_batches_and_match_numpy():
     got_count, got_sum = reference.dense_from_table(prof.table("token"), N, F)
     np.testing.assert_array_equal(got_count, count)
     np.testing.assert_allclose(got_sum, total, rtol=1e-12, atol=1e-12)
+    assert_neuron_major(prof.table("token"), F)
     assert record(1).table("token").equals(prof.table("token"))
 
 
