@@ -10,10 +10,9 @@ namespace txray {
 HashCells::HashCells() : slots_(64 + 1, Slot{kEmpty, 0, 0.0}), mask_(63), shift_(64 - 6) {}
 
 void HashCells::reserve(std::size_t more) {
-  if (size_ >= more) return;
-  unsigned doublings = 0;
+  unsigned doublings = 1;
   while ((size_ + more) * 2 > (mask_ + 1) << doublings) ++doublings;
-  if (doublings > 0) rehash(doublings);
+  rehash(doublings);
 }
 
 void HashCells::rehash(unsigned doublings) {
@@ -53,8 +52,13 @@ void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
     }
   } else {  // the shard is known: no hash of the cell per add
     HashCells& shard = shards_[size_t(b)];
-    shard.reserve(size_t(n));
+    const size_t size_before = shard.size();
     for (int64_t i = 0; i < n; ++i) {
+      // A shard that must grow makes room at once for the new cells the
+      // rest of the bucket should bring at the rate seen so far: a young
+      // table then grows once per bucket instead of once per doubling, and
+      // one whose adds find their cells does not grow at all.
+      if (shard.full()) shard.reserve((shard.size() - size_before) * size_t(n - i) / size_t(std::max<int64_t>(i, 1)) + 1);
       if (i + kAhead < n) shard.prefetch(key(adds[i + kAhead].neuron, adds[i + kAhead].feature));
       shard.add(key(adds[i].neuron, adds[i].feature), 1, double(adds[i].value));
     }

@@ -37,7 +37,7 @@ class HashCells {
  public:
   HashCells();
   void add(uint64_t key, int64_t count, double sum) {
-    if ((size_ + 1) * 2 > mask_ + 1) rehash(1);
+    if (full()) rehash(1);
     for (uint64_t i = slot_of(key);; i = (i + 1) & mask_) {
       Slot& s = slots_[i];
       if (s.key == key) {
@@ -52,10 +52,10 @@ class HashCells {
       }
     }
   }
-  // Makes room for `more` new keys at once when the table holds fewer than
-  // that: a young table then grows once, not once per doubling. A table
-  // that already holds more keeps growing one doubling at a time (most adds
-  // to it find their cell, so reserving for all of them would waste memory).
+  // Whether the next new key makes the table grow (it keeps at least half
+  // of its slots empty).
+  bool full() const { return (size_ + 1) * 2 > mask_ + 1; }
+  // Grows, in one step, to room for `more` new keys (at least one doubling).
   void reserve(std::size_t more);
   // Starts loading the slot where a key's probe begins (adds are random
   // accesses to a table that is out of cache after a batch's stream).

@@ -277,6 +277,16 @@ def test_hash_tables_grow_across_batches_and_match_numpy():
     assert record(1).table("token").equals(prof.table("token"))
 
 
+def test_hash_table_memory_follows_cells_not_adds():
+    # A million adds to 8 cells: the shards must not grow for adds that find
+    # their cell (64 shards of 64 slots of 24 bytes: ~100 kB).
+    rng = np.random.default_rng(0)
+    rec = txray.Recorder(2, {"token": 4}, dense_limit_bytes=0)
+    rec.update(rng.standard_normal((1_000_000, 2), dtype=np.float32), {"token": rng.integers(0, 4, 1_000_000)})
+    assert rec.nbytes < 1 << 20
+    assert rec.profile().table("token").num_rows == 8
+
+
 def test_one_token_corpus_and_unpreferred_neurons():
     rec = txray.Recorder(4, {"token": 3})
     rec.update(np.array([[-1.0, -0.5, -2.0, -3.0]], np.float32), {"token": [2]})
