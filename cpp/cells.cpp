@@ -55,10 +55,14 @@ void CellTable::add_bucket(int b, const Add* adds, int64_t n) {
     const size_t size_before = shard.size();
     for (int64_t i = 0; i < n; ++i) {
       // A shard that must grow makes room at once for the new cells the
-      // rest of the bucket should bring at the rate seen so far: a young
-      // table then grows once per bucket instead of once per doubling, and
-      // one whose adds find their cells does not grow at all.
-      if (shard.full()) shard.reserve((shard.size() - size_before) * size_t(n - i) / size_t(std::max<int64_t>(i, 1)) + 1);
+      // rest of the bucket should bring at the rate seen so far, up to 4x
+      // its size in one step (an early rate is a guess): a young table
+      // grows a few times per bucket instead of once per doubling, and
+      // memory still follows the cells, not the adds.
+      if (shard.full()) {
+        const size_t expected = (shard.size() - size_before) * size_t(n - i) / size_t(std::max<int64_t>(i, 1));
+        shard.reserve(std::max<size_t>(1, std::min(expected, 3 * shard.size())));
+      }
       if (i + kAhead < n) shard.prefetch(key(adds[i + kAhead].neuron, adds[i + kAhead].feature));
       shard.add(key(adds[i].neuron, adds[i].feature), 1, double(adds[i].value));
     }

@@ -277,14 +277,18 @@ def test_hash_tables_grow_across_batches_and_match_numpy():
     assert record(1).table("token").equals(prof.table("token"))
 
 
-def test_hash_table_memory_follows_cells_not_adds():
-    # A million adds to 8 cells: the shards must not grow for adds that find
-    # their cell (64 shards of 64 slots of 24 bytes: ~100 kB).
+@pytest.mark.parametrize("n_neurons, vocab", [(2, 4), (4, 1000)])
+def test_hash_table_memory_follows_cells_not_adds(n_neurons, vocab):
+    # A million adds to 8 or 4,000 cells in one batch: the shards must not
+    # grow for adds that find their cell, nor for ones they guess will come
+    # (64 shards of 24-byte slots: ~0.1 and ~0.4 MB; 50 MB when a shard
+    # reserved room for all the adds of its bucket).
     rng = np.random.default_rng(0)
-    rec = txray.Recorder(2, {"token": 4}, dense_limit_bytes=0)
-    rec.update(rng.standard_normal((1_000_000, 2), dtype=np.float32), {"token": rng.integers(0, 4, 1_000_000)})
+    T = 1_000_000
+    rec = txray.Recorder(n_neurons, {"token": vocab}, dense_limit_bytes=0)
+    rec.update(rng.standard_normal((T, n_neurons), dtype=np.float32), {"token": rng.integers(0, vocab, T)})
+    assert rec.profile().table("token").num_rows == n_neurons * vocab
     assert rec.nbytes < 1 << 20
-    assert rec.profile().table("token").num_rows == 8
 
 
 def test_one_token_corpus_and_unpreferred_neurons():
