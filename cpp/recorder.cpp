@@ -147,14 +147,15 @@ void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
                               const std::vector<const int64_t*>& features) {
   const int64_t per_token = k_ * int64_t(sizeof(Winner) + cells_.size() * sizeof(CellTable::Add));
   const int64_t chunk = std::max<int64_t>(1, kScratchBytes / per_token);
-  if (rows.size > chunk) {
+  const bool chunked = rows.size > chunk;
+  if (chunked) {
     check_features(rows, features);
     check_finite(acts, rows);
   }
   for (int64_t begin = 0; begin < rows.size; begin += chunk) {
     const int64_t end = std::min(rows.size, begin + chunk);
     select_winners(acts, rows, begin, end);
-    if (rows.size <= chunk) check_features(rows, features);
+    if (!chunked) check_features(rows, features);
     add_winners(rows, begin, end, features);
   }
   // Scratch is kept for the next batch, unless it is large: a model

@@ -7,6 +7,8 @@ ever be introduced)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,16 @@ def make_batch(rng, tokens, neurons, sizes=SIZES, ties=False, dtype=np.float32):
         acts = rng.standard_normal((tokens, neurons)).astype(dtype)
     feats = {kind: rng.integers(0, size, tokens) for kind, size in sizes.items()}
     return acts, feats
+
+
+@contextlib.contextmanager
+def on_threads(n):
+    before = txray.get_num_threads()
+    txray.set_num_threads(n)
+    try:
+        yield
+    finally:
+        txray.set_num_threads(before)
 
 
 def assert_neuron_major(table, n_features):
@@ -215,13 +227,9 @@ def test_large_batches_on_every_thread_match_numpy(mode, k, dense):
     mask = rng.random(T) < 0.95
 
     def record(threads):
-        before = txray.get_num_threads()
-        txray.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             rec = txray.Recorder(N, sizes, mode=mode, k=k, dense_limit_bytes=1 << 30 if dense else 0)
             rec.update(acts, feats, mask=mask)
-        finally:
-            txray.set_num_threads(before)
         return rec.profile()
 
     prof = record(2)
@@ -246,22 +254,19 @@ def test_large_batches_on_every_thread_match_numpy(mode, k, dense):
 
 def test_hash_tables_grow_across_batches_and_match_numpy():
     # Three batches of 70,000 tokens over a large vocabulary: nearly every
-    # cell is new, so the hash shards grow in one step for a young table
-    # (reserve) and one doubling at a time later, on 1 and on 2 threads.
+    # cell is new, so the hash shards grow (several doublings at once while
+    # young, by the rate of new cells) within and across batches, on 1 and
+    # on 2 threads.
     T, N, F = 210_000, 8, 200_000
     rng = np.random.default_rng(5)
     acts = rng.standard_normal((T, N), dtype=np.float32)
     ids = rng.integers(0, F, T)
 
     def record(threads):
-        before = txray.get_num_threads()
-        txray.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             rec = txray.Recorder(N, {"token": F}, dense_limit_bytes=0)
             for lo in range(0, T, 70_000):
                 rec.update(acts[lo:lo + 70_000], {"token": ids[lo:lo + 70_000]})
-        finally:
-            txray.set_num_threads(before)
         return rec.profile()
 
     prof = record(2)
