@@ -38,7 +38,9 @@ label says so.
 
 Baselines. max1: NumPy (argmax + take_along_axis, then np.bincount or
 np.add.at on the flat index n*F + f; also add.at with the argmax on 2 threads,
-since NumPy releases the GIL; 'numpy best' is the fastest NumPy row), PyTorch
+since NumPy releases the GIL; 'numpy best' is the fastest NumPy row; the row
+"of which: its argmax ... alone" times that baseline's selection step by itself,
+no statistics, and is neither checked nor a baseline), PyTorch
 (argmax + gather, index_put_(accumulate=True) or index_add_ into float64 / int64
 (N*F) tensors, 2 threads), pandas (row table + groupby), and the original
 per-token loop in three strengths (see PerTokenLoop). all: NumPy sort +
@@ -196,6 +198,7 @@ class Method:
 
     name = "?"
     subsample: int | None = None  # timed on the first `subsample` tokens, extrapolated
+    part_of: str | None = None  # a step of that method, timed alone: no statistics, not a baseline
 
     def start(self):
         pass
@@ -251,6 +254,18 @@ class NumpyAddAt(FlatNumpyMax1):
 class NumpyAddAtThreaded(NumpyAddAt):
     name = f"numpy add.at, argmax on {THREADS} threads"
     winners = staticmethod(numpy_winners_threaded)
+
+
+class NumpyWinnersThreaded(Method):
+    """The selection step of NumpyAddAtThreaded alone (argmax and winning value
+    on THREADS threads, no statistics): shows how much of that baseline is
+    NumPy's argmax, which is compute bound and does not speed up with memory."""
+
+    part_of = NumpyAddAtThreaded.name
+    name = f"  of which: its argmax on {THREADS} threads alone (no statistics)"
+
+    def update(self, acts, feats):
+        numpy_winners_threaded(acts)
 
 
 class NumpyBincount(FlatNumpyMax1):
@@ -589,7 +604,7 @@ def methods_for(mode: str, txray, args):
     """(streamed methods, subsampled methods) for a mode; txray first when it imports."""
     head = [Txray(txray, mode, args.txray_dense_limit)] if txray is not None else []
     if mode == "max1":
-        streamed = head + [NumpyBincount(), NumpyAddAt(), NumpyAddAtThreaded(),
+        streamed = head + [NumpyBincount(), NumpyAddAt(), NumpyAddAtThreaded(), NumpyWinnersThreaded(),
                            TorchMax1("index_put_"), TorchMax1("index_add_"), PandasMax1()]
         subsampled = [PerTokenLoop(args.loop_tokens, original_style=False),
                       PerTokenLoop(args.loop_tokens, original_style=True),
@@ -699,6 +714,9 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
     ref = streamed[0].dense(outputs[ref_name])
     agree = {}
     for m in streamed[1:]:
+        if m.part_of:
+            agree[m.name] = "-"
+            continue
         agree[m.name] = compare(m.dense(outputs[m.name]), ref) if args.verify else "not checked"
     agree[ref_name] = "reference" if txray is not None else "reference (txray absent)"
     outputs.clear()
@@ -729,6 +747,9 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
         rows.append(row("txray update + profile()", upd + prof, corpus, base))
     for m in streamed:
         if isinstance(m, Txray):
+            continue
+        if m.part_of:
+            rows.append(row(m.name, sum(best[m.name]), corpus, base, agree[m.name]))
             continue
         totals[m.name] = sum(best[m.name])
         rows.append(row(m.name, totals[m.name], corpus, base, agree[m.name]))
