@@ -772,11 +772,8 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
         rows.append(row(ref_name, upd, corpus, base, agree[ref_name]))
         rows.append(["txray profile()", fmt_seconds(prof), "-", "-", fmt_ratio(prof / base), ""])
         rows.append(row("txray update + profile()", upd + prof, corpus, base))
-        for m in streamed:
-            if isinstance(m, TxrayGrown):
-                rows.append(row(m.name, best[m.name][0], corpus, base, agree[m.name]))
     for m in streamed:
-        if isinstance(m, Txray):
+        if isinstance(m, Txray) and not m.aside:
             continue
         if m.aside:
             rows.append(row(m.name, sum(best[m.name]), corpus, base, agree[m.name]))
