@@ -62,8 +62,10 @@ class OtherLoad:
         wall = end[0] - self.start[0]
         others = max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2]))
         cpus = os.cpu_count() or 1
-        return (f"other processes used {others:.1f} CPU-s over these {wall:.0f} s "
-                f"({100 * others / (wall * cpus):.0f}% of {cpus} cpus; near 0 means the timings are clean)")
+        return (
+            f"other processes used {others:.1f} CPU-s over these {wall:.0f} s "
+            f"({100 * others / (wall * cpus):.0f}% of {cpus} cpus; near 0 means the timings are clean)"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -72,9 +74,9 @@ class OtherLoad:
 
 @dataclass
 class Bandwidth:
-    label: str      # how it was measured
-    gbps: float     # best of the repeats, GB/s
-    counts: str     # which bytes the number counts ("read" or "read+written")
+    label: str  # how it was measured
+    gbps: float  # best of the repeats, GB/s
+    counts: str  # which bytes the number counts ("read" or "read+written")
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -105,9 +107,8 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 5, threads: int = 2) -> l
     results = []
 
     t = _best_time(lambda: np.copyto(dst, src), repeats)
-    results.append(Bandwidth(f"np.copyto of a {gib:g} GiB float32 buffer", 2 * nbytes / t / GB,
-                             "read+written"))
-    del dst
+    results.append(Bandwidth(f"np.copyto of a {gib:g} GiB float32 buffer", 2 * nbytes / t / GB, "read+written"))
+    dst = None  # free the copy's target before the next reads
 
     t = _best_time(lambda: src.sum(), repeats)
     results.append(Bandwidth(f"numpy a.sum(), 1 thread, {gib:g} GiB float32", nbytes / t / GB, "read"))
@@ -116,11 +117,13 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 5, threads: int = 2) -> l
     with ThreadPoolExecutor(threads) as pool:
         t_sum = _best_time(lambda: list(pool.map(np.sum, parts)), repeats)
         t_max = _best_time(lambda: list(pool.map(np.max, parts)), repeats)
-    results.append(Bandwidth(f"numpy a.sum() on {threads} threads (halves), {gib:g} GiB float32",
-                             nbytes / t_sum / GB, "read"))
+    results.append(
+        Bandwidth(f"numpy a.sum() on {threads} threads (halves), {gib:g} GiB float32", nbytes / t_sum / GB, "read")
+    )
     t = t_max
-    results.append(Bandwidth(f"numpy a.max() on {threads} threads (halves), {gib:g} GiB float32",
-                             nbytes / t / GB, "read"))
+    results.append(
+        Bandwidth(f"numpy a.max() on {threads} threads (halves), {gib:g} GiB float32", nbytes / t / GB, "read")
+    )
     try:
         import torch
     except ImportError:

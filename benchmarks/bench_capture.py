@@ -26,14 +26,13 @@ import torch  # noqa: E402
 
 import txray  # noqa: E402
 from txray.capture import Capture  # noqa: E402
-from txray.features import Token, build_vocabularies, word_feature_ids  # noqa: E402
+from txray.features import Token, build_vocabularies  # noqa: E402
 from txray.pipeline import _Run, _windows, default_forward  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from corpora_data import wiki_extracts  # noqa: E402
-
 from _common import now  # noqa: E402
+from corpora_data import wiki_extracts  # noqa: E402
 
 
 def load_minilm():
@@ -119,8 +118,7 @@ def main() -> None:
     words = sum(b.n_units for b in prepared)
     pieces = int(sum(b.attention_mask.sum() for b in prepared))
     mlp = txray.mlp_layers(model)
-    configs = {"forward only": None, "record 1 layer": mlp[:1], "record 6 layers": mlp,
-               "record 6 layers, warm": mlp}
+    configs = {"forward only": None, "record 1 layer": mlp[:1], "record 6 layers": mlp, "record 6 layers, warm": mlp}
     warm = new_run(model, token, mlp)
     time_recording(model, prepared, token, mlp, warm)  # touches the pages its tables will use
 
@@ -138,22 +136,30 @@ def main() -> None:
     tag_seconds, tag_words = time_tagging(texts)
 
     load = os.getloadavg()
-    print(f"all-MiniLM-L6-v2 on {words} words ({pieces} word pieces, {len(prepared)} batches of <= "
-          f"{args.max_tokens} padded positions), torch {torch.__version__} on {torch.get_num_threads()} threads, "
-          f"txray on {txray.get_num_threads()}, "
-          f"best of {args.rounds} interleaved rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"all-MiniLM-L6-v2 on {words} words ({pieces} word pieces, {len(prepared)} batches of <= "
+        f"{args.max_tokens} padded positions), torch {torch.__version__} on {torch.get_num_threads()} threads, "
+        f"txray on {txray.get_num_threads()}, "
+        f"best of {args.rounds} interleaved rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     print("wall: best wall-clock seconds; cpu: best CPU seconds of this process (all threads), the steadier")
     print("measure on a shared machine; ratios are against the forward pass alone. 'warm' re-uses")
     print("recorders that have seen the corpus once (their tables' pages already touched): the cost per")
     print("batch of a long corpus, where making and first touching the tables is paid once")
     print(f"{'':28s} {'wall s':>7s} {'words/s':>8s} {'wall x':>7s} {'cpu s':>7s} {'cpu x':>7s}")
     for name in configs:
-        print(f"{name:28s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
-              f"{cpu[name]:7.2f} {cpu[name] / cpu['forward only']:6.3f}x")
-    print(f"{'record_model, 6 layers (e2e)':28s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
-          "  (tokenization + features + forward + recording, one run)")
-    print(f"{'POS tagging (spaCy), apart':28s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
-          "           (cached per corpus: paid once)")
+        print(
+            f"{name:28s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
+            f"{cpu[name]:7.2f} {cpu[name] / cpu['forward only']:6.3f}x"
+        )
+    print(
+        f"{'record_model, 6 layers (e2e)':28s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
+        "  (tokenization + features + forward + recording, one run)"
+    )
+    print(
+        f"{'POS tagging (spaCy), apart':28s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
+        "           (cached per corpus: paid once)"
+    )
 
 
 if __name__ == "__main__":

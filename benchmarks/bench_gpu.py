@@ -87,11 +87,15 @@ def bench_kernel(torch, txray, quick):
     n_buffers = 3
     results = []
     gen = torch.Generator(device="cuda").manual_seed(0)
-    ids = [{k: torch.randint(0, v, (tokens,), device="cuda", generator=gen) for k, v in vocab.items()}
-           for _ in range(n_buffers)]
+    ids = [
+        {k: torch.randint(0, v, (tokens,), device="cuda", generator=gen) for k, v in vocab.items()}
+        for _ in range(n_buffers)
+    ]
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        acts = [torch.randn(tokens, n, device="cuda", dtype=torch.float32, generator=gen).to(dtype)
-                for _ in range(n_buffers)]
+        acts = [
+            torch.randn(tokens, n, device="cuda", dtype=torch.float32, generator=gen).to(dtype)
+            for _ in range(n_buffers)
+        ]
         nbytes = acts[0].numel() * acts[0].element_size()
         dst = torch.empty_like(acts[0])
         copy = time_ms(torch, lambda i: dst.copy_(acts[i % n_buffers]))
@@ -126,14 +130,29 @@ def bench_kernel(torch, txray, quick):
 
         ms = time_ms(torch, torch_path)
         gbs = (nbytes + 8 * tokens * 2) / ms / 1e6
-        results.append(dict(dtype=name, config="torch argmax+index_put_", ms=ms, gbs=gbs, copy_gbs=copy_gbs,
-                            ratio=gbs / copy_gbs))
-        del acts, dst
+        results.append(
+            dict(dtype=name, config="torch argmax+index_put_", ms=ms, gbs=gbs, copy_gbs=copy_gbs, ratio=gbs / copy_gbs)
+        )
+        acts = dst = None  # free this dtype's buffers before the next
         torch.cuda.empty_cache()
-    rows = [[r["dtype"], r["config"], f"{r['ms']:.3f}", f"{r['gbs']:.0f}", f"{r['copy_gbs']:.0f}",
-             f"{100 * r['ratio']:.0f}%"] for r in results]
-    print(table(["dtype", "recording", "ms", "GB/s read", "copy GB/s", "of copy"], rows,
-                f"Recording kernel, {tokens} tokens x {n} neurons, vocab {vocab} (target >= 70% of copy)"))
+    rows = [
+        [
+            r["dtype"],
+            r["config"],
+            f"{r['ms']:.3f}",
+            f"{r['gbs']:.0f}",
+            f"{r['copy_gbs']:.0f}",
+            f"{100 * r['ratio']:.0f}%",
+        ]
+        for r in results
+    ]
+    print(
+        table(
+            ["dtype", "recording", "ms", "GB/s read", "copy GB/s", "of copy"],
+            rows,
+            f"Recording kernel, {tokens} tokens x {n} neurons, vocab {vocab} (target >= 70% of copy)",
+        )
+    )
     return results
 
 
@@ -179,6 +198,7 @@ def bench_forward(torch, txray, quick):
         def txray_hook(rec):
             def hook(module, args, output):
                 rec.update(output, {"token": current["ids"]}, mask=current["mask"])
+
             return hook
 
         handles = [layer.register_forward_hook(txray_hook(r)) for layer, r in zip(layers, recs)]
@@ -190,8 +210,13 @@ def bench_forward(torch, txray, quick):
         dense = recs[0]._native.dense(0)
 
         n = cfg.intermediate_size
-        tables = [(torch.zeros(cfg.vocab_size, n, dtype=torch.int64, device="cuda"),
-                   torch.zeros(cfg.vocab_size, n, dtype=torch.float64, device="cuda")) for _ in layers]
+        tables = [
+            (
+                torch.zeros(cfg.vocab_size, n, dtype=torch.int64, device="cuda"),
+                torch.zeros(cfg.vocab_size, n, dtype=torch.float64, device="cuda"),
+            )
+            for _ in layers
+        ]
 
         def torch_hook(tbl):
             def hook(module, args, output):
@@ -201,22 +226,49 @@ def bench_forward(torch, txray, quick):
                 neuron, value = neuron[keep], value[keep].double()
                 tbl[0].index_put_((f, neuron), torch.ones_like(f), accumulate=True)
                 tbl[1].index_put_((f, neuron), value, accumulate=True)
+
             return hook
 
         handles = [layer.register_forward_hook(torch_hook(t)) for layer, t in zip(layers, tables)]
         with_torch = time_ms(torch, run, repeats=30)
         for h in handles:
             h.remove()
-        results.append(dict(model=label, batch=batch, seq=seq, layers=len(layers), neurons=n, base_ms=base,
-                            txray_ms=with_txray, torch_ms=with_torch, txray_dense=dense,
-                            txray_overhead=with_txray / base - 1, torch_overhead=with_torch / base - 1))
-        del model, recs, tables
+        results.append(
+            dict(
+                model=label,
+                batch=batch,
+                seq=seq,
+                layers=len(layers),
+                neurons=n,
+                base_ms=base,
+                txray_ms=with_txray,
+                torch_ms=with_torch,
+                txray_dense=dense,
+                txray_overhead=with_txray / base - 1,
+                torch_overhead=with_torch / base - 1,
+            )
+        )
+        model = recs = tables = None  # free this model before the next
         torch.cuda.empty_cache()
-    rows = [[r["model"], f"{r['layers']}x{r['neurons']}", f"{r['base_ms']:.2f}", f"{r['txray_ms']:.2f}",
-             f"{100 * r['txray_overhead']:+.1f}%", f"{r['torch_ms']:.2f}", f"{100 * r['torch_overhead']:+.1f}%"]
-            for r in results]
-    print(table(["model", "MLP layers", "forward ms", "+txray ms", "txray", "+torch ms", "torch"], rows,
-                f"Forward pass, fp16, batch {batch} x {seq} tokens, max1 on every MLP layer (target <= +3%)"))
+    rows = [
+        [
+            r["model"],
+            f"{r['layers']}x{r['neurons']}",
+            f"{r['base_ms']:.2f}",
+            f"{r['txray_ms']:.2f}",
+            f"{100 * r['txray_overhead']:+.1f}%",
+            f"{r['torch_ms']:.2f}",
+            f"{100 * r['torch_overhead']:+.1f}%",
+        ]
+        for r in results
+    ]
+    print(
+        table(
+            ["model", "MLP layers", "forward ms", "+txray ms", "txray", "+torch ms", "torch"],
+            rows,
+            f"Forward pass, fp16, batch {batch} x {seq} tokens, max1 on every MLP layer (target <= +3%)",
+        )
+    )
     return results
 
 

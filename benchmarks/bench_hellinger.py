@@ -327,7 +327,9 @@ def bench_large(n, k, repeats, workdir):
     a, b = two_stages(seed=1, n_neurons=n)
     data_path = os.path.join(workdir, "large.npz")
     np.savez(data_path, a_indptr=a[0], a_indices=a[1], a_data=a[2], b_indptr=b[0], b_indices=b[1], b_data=b[2])
-    print(f"\n({n} x {n}: {len(a[1]):,} + {len(b[1]):,} non-zeros, {nonempty(a).sum()} x {nonempty(b).sum()} non-empty)")
+    print(
+        f"\n({n} x {n}: {len(a[1]):,} + {len(b[1]):,} non-zeros, {nonempty(a).sum()} x {nonempty(b).sum()} non-empty)"
+    )
 
     runs = {}
     for method in ("txray", "scipy"):

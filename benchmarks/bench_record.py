@@ -94,8 +94,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    OtherLoad, best_read, fmt_rate, fmt_ratio, fmt_seconds, measure_bandwidth, merge_bandwidth, now,
-    prefaulted_zeros, render_table,
+    OtherLoad,
+    best_read,
+    fmt_rate,
+    fmt_ratio,
+    fmt_seconds,
+    measure_bandwidth,
+    merge_bandwidth,
+    now,
+    prefaulted_zeros,
+    render_table,
 )
 
 N_NEURONS = 1500
@@ -135,8 +143,10 @@ class Corpus:
         self.batch = batch if batch > 0 else n_tokens
         self.bounds = [(lo, min(lo + self.batch, n_tokens)) for lo in range(0, n_tokens, self.batch)]
         rng = np.random.default_rng([seed, 2**31])
-        self.features = {"token": zipf_ids(rng, n_tokens, FEATURE_SIZES["token"], 1.1),
-                         "pos": zipf_ids(rng, n_tokens, FEATURE_SIZES["pos"], 1.0)}
+        self.features = {
+            "token": zipf_ids(rng, n_tokens, FEATURE_SIZES["token"], 1.1),
+            "pos": zipf_ids(rng, n_tokens, FEATURE_SIZES["pos"], 1.0),
+        }
         self.in_memory = n_tokens * n_neurons * 4 <= IN_MEMORY_LIMIT
         if self.in_memory:
             self._acts = np.empty((n_tokens, n_neurons), np.float32)
@@ -169,7 +179,7 @@ class Corpus:
             if self.in_memory:
                 acts = self._acts[lo:hi]
             else:
-                acts = self._buffer[:hi - lo]
+                acts = self._buffer[: hi - lo]
                 self._fill(i, acts)
             yield acts, {k: v[lo:hi] for k, v in self.features.items()}
 
@@ -185,7 +195,7 @@ class Corpus:
                     break
                 tmp = np.empty((hi - lo, self.N), np.float32)
                 self._fill(i, tmp)
-                acts[lo:min(hi, n)] = tmp[:min(hi, n) - lo]
+                acts[lo : min(hi, n)] = tmp[: min(hi, n) - lo]
         return acts, {k: v[:n] for k, v in self.features.items()}
 
 
@@ -227,7 +237,7 @@ def numpy_winners(acts):
 
 def numpy_winners_threaded(acts):
     """argmax and winning value over row halves on THREADS threads (NumPy drops the GIL)."""
-    out = list(POOL.map(lambda r: numpy_winners(acts[r[0]:r[1]]), row_ranges(len(acts), THREADS)))
+    out = list(POOL.map(lambda r: numpy_winners(acts[r[0] : r[1]]), row_ranges(len(acts), THREADS)))
     return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
 
@@ -241,8 +251,7 @@ class FlatNumpyMax1(Method):
         self.S = {k: prefaulted_zeros(N_NEURONS * F, np.float64) for k, F in FEATURE_SIZES.items()}
 
     def dense(self, out):
-        return {k: (self.C[k].reshape(N_NEURONS, F), self.S[k].reshape(N_NEURONS, F))
-                for k, F in FEATURE_SIZES.items()}
+        return {k: (self.C[k].reshape(N_NEURONS, F), self.S[k].reshape(N_NEURONS, F)) for k, F in FEATURE_SIZES.items()}
 
 
 class NumpyAddAt(FlatNumpyMax1):
@@ -336,8 +345,10 @@ class TorchMax1(Method):
                 self.S[k].index_add_(0, idx, v)
 
     def dense(self, out):
-        return {k: (self.C[k].numpy().reshape(N_NEURONS, F), self.S[k].numpy().reshape(N_NEURONS, F))
-                for k, F in FEATURE_SIZES.items()}
+        return {
+            k: (self.C[k].numpy().reshape(N_NEURONS, F), self.S[k].numpy().reshape(N_NEURONS, F))
+            for k, F in FEATURE_SIZES.items()
+        }
 
 
 class PandasMax1(Method):
@@ -355,8 +366,7 @@ class PandasMax1(Method):
 
     def finish(self):
         df = pd.concat(self.frames, ignore_index=True)
-        return {k: df.groupby(["neuron", k], sort=False)["value"].agg(["count", "sum"])
-                for k in FEATURE_SIZES}
+        return {k: df.groupby(["neuron", k], sort=False)["value"].agg(["count", "sum"]) for k in FEATURE_SIZES}
 
     def dense(self, out):
         return {k: groupby_to_dense(g, FEATURE_SIZES[k]) for k, g in out.items()}
@@ -473,8 +483,7 @@ class AllBase(Method):
             self.C[k] += np.bincount(f, minlength=FEATURE_SIZES[k])
 
     def dense(self, out):
-        return {k: (np.broadcast_to(self.C[k], (N_NEURONS, F)), self.S[k].T)
-                for k, F in FEATURE_SIZES.items()}
+        return {k: (np.broadcast_to(self.C[k], (N_NEURONS, F)), self.S[k].T) for k, F in FEATURE_SIZES.items()}
 
 
 class NumpyReduceatAll(AllBase):
@@ -522,8 +531,10 @@ class TorchIndexAddAll(Method):
             self.C[k] += torch.bincount(ft, minlength=FEATURE_SIZES[k])
 
     def dense(self, out):
-        return {k: (np.broadcast_to(self.C[k].numpy(), (N_NEURONS, F)), self.S[k].numpy().T)
-                for k, F in FEATURE_SIZES.items()}
+        return {
+            k: (np.broadcast_to(self.C[k].numpy(), (N_NEURONS, F)), self.S[k].numpy().T)
+            for k, F in FEATURE_SIZES.items()
+        }
 
 
 class PandasMeltAll(Method):
@@ -545,8 +556,7 @@ class PandasMeltAll(Method):
 
     def finish(self):
         long = pd.concat(self.frames, ignore_index=True)
-        return {k: long.groupby(["neuron", k], sort=False)["value"].agg(["count", "sum"])
-                for k in FEATURE_SIZES}
+        return {k: long.groupby(["neuron", k], sort=False)["value"].agg(["count", "sum"]) for k in FEATURE_SIZES}
 
     def dense(self, out):
         return {k: groupby_to_dense(g, FEATURE_SIZES[k]) for k, g in out.items()}
@@ -566,8 +576,7 @@ class Txray(Method):
     def start(self):
         self.rec = None
         gc.collect()
-        self.rec = self.txray.Recorder(n_neurons=N_NEURONS, features=dict(FEATURE_SIZES), mode=self.mode,
-                                       **self.kwargs)
+        self.rec = self.txray.Recorder(n_neurons=N_NEURONS, features=dict(FEATURE_SIZES), mode=self.mode, **self.kwargs)
 
     def update(self, acts, feats):
         self.rec.update(acts, feats)
@@ -619,6 +628,7 @@ def import_txray():
     """(module, None) or (None, why it does not import)."""
     try:
         import txray
+
         txray.Recorder  # noqa: B018
         return txray, None
     except Exception as e:  # noqa: BLE001 - any failure means: benchmark without it
@@ -631,11 +641,20 @@ def methods_for(mode: str, txray, args):
     if head and mode == "max1" and args.repeats > 1:
         head.append(TxrayGrown(txray, mode, args.txray_dense_limit))
     if mode == "max1":
-        streamed = head + [NumpyBincount(), NumpyAddAt(), NumpyAddAtThreaded(), NumpyWinnersThreaded(),
-                           TorchMax1("index_put_"), TorchMax1("index_add_"), PandasMax1()]
-        subsampled = [PerTokenLoop(args.loop_tokens, original_style=False),
-                      PerTokenLoop(args.loop_tokens, original_style=True),
-                      PerTokenLoop(args.tsv_tokens, original_style=True, tsv=True)]
+        streamed = head + [
+            NumpyBincount(),
+            NumpyAddAt(),
+            NumpyAddAtThreaded(),
+            NumpyWinnersThreaded(),
+            TorchMax1("index_put_"),
+            TorchMax1("index_add_"),
+            PandasMax1(),
+        ]
+        subsampled = [
+            PerTokenLoop(args.loop_tokens, original_style=False),
+            PerTokenLoop(args.loop_tokens, original_style=True),
+            PerTokenLoop(args.tsv_tokens, original_style=True, tsv=True),
+        ]
     elif mode == "all":
         streamed = head + [NumpyReduceatAll(), ScipyOneHotAll(), TorchIndexAddAll()]
         subsampled = [PandasMeltAll(args.pandas_all_tokens)]
@@ -705,15 +724,19 @@ def compare(res, ref) -> str:
         if not np.array_equal(c, rc):
             bad = np.argwhere(np.asarray(c) != rc)
             n, f = bad[0]
-            return (f"NO: {k} counts differ in {len(bad)} cells, first (neuron {n}, feature {f}): "
-                    f"{c[n, f]} vs reference {rc[n, f]}")
+            return (
+                f"NO: {k} counts differ in {len(bad)} cells, first (neuron {n}, feature {f}): "
+                f"{c[n, f]} vs reference {rc[n, f]}"
+            )
         close = np.isclose(s, rs, rtol=1e-9, atol=1e-9)
         if not close.all():
             bad = np.argwhere(~close)
             n, f = bad[0]
             worst = np.max(np.abs(np.asarray(s) - rs))
-            return (f"NO: {k} sums differ in {len(bad)} cells (max |diff| {worst:.3g}), first "
-                    f"(neuron {n}, feature {f}): {s[n, f]!r} vs reference {rs[n, f]!r}")
+            return (
+                f"NO: {k} sums differ in {len(bad)} cells (max |diff| {worst:.3g}), first "
+                f"(neuron {n}, feature {f}): {s[n, f]!r} vs reference {rs[n, f]!r}"
+            )
     return "yes"
 
 
@@ -725,16 +748,24 @@ HEADERS = ["method", "seconds", "tokens/s", "GB/s read", "ratio", "agree"]
 
 
 def row(name, seconds, corpus: Corpus, base, agree="", reads=True):
-    return [name, fmt_seconds(seconds), fmt_rate(corpus.T / seconds),
-            f"{corpus.nbytes / seconds / 1e9:.2f}" if reads else "-",
-            fmt_ratio(seconds / base) if base else "-", agree]
+    return [
+        name,
+        fmt_seconds(seconds),
+        fmt_rate(corpus.T / seconds),
+        f"{corpus.nbytes / seconds / 1e9:.2f}" if reads else "-",
+        fmt_ratio(seconds / base) if base else "-",
+        agree,
+    ]
 
 
 def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
     streamed, subsampled = methods_for(mode, txray, args)
     load = OtherLoad()
-    print(f"\n[{mode}] timing {len(streamed)} streamed methods over {len(corpus.bounds)} batch(es), "
-          f"best of {args.repeats} ...", flush=True)
+    print(
+        f"\n[{mode}] timing {len(streamed)} streamed methods over {len(corpus.bounds)} batch(es), "
+        f"best of {args.repeats} ...",
+        flush=True,
+    )
     best, outputs = time_streamed(streamed, corpus, args.repeats)
 
     ref_name = streamed[0].name
@@ -794,9 +825,11 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
         if r[-1].startswith("NO"):
             notes.append(f"  [{len(notes) + 1}] {r[0]}: {r[-1]}")
             r[-1] = f"NO [{len(notes)}]"
-    title = (f"mode {mode}: {corpus.T:,} tokens x {corpus.N:,} neurons float32 "
-             f"({corpus.nbytes / 1e9:.2f} GB of activations), batches of {min(corpus.batch, corpus.T):,}, "
-             f"best of {args.repeats}; ratio = seconds / txray Recorder.update seconds")
+    title = (
+        f"mode {mode}: {corpus.T:,} tokens x {corpus.N:,} neurons float32 "
+        f"({corpus.nbytes / 1e9:.2f} GB of activations), batches of {min(corpus.batch, corpus.T):,}, "
+        f"best of {args.repeats}; ratio = seconds / txray Recorder.update seconds"
+    )
     print()
     print(render_table(HEADERS, rows, title))
     if notes:
@@ -809,16 +842,20 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
 def print_verdict(mode, corpus, txray_s, totals, sub_seconds, bandwidth):
     bw = best_read(bandwidth)
     floor = corpus.nbytes / (bw.gbps * 1e9)
-    line = (f"floor: {fmt_seconds(floor)} s ({corpus.nbytes / 1e9:.2f} GB of activations read once "
-            f"at {bw.gbps:.1f} GB/s, the best read bandwidth measured: {bw.label})")
+    line = (
+        f"floor: {fmt_seconds(floor)} s ({corpus.nbytes / 1e9:.2f} GB of activations read once "
+        f"at {bw.gbps:.1f} GB/s, the best read bandwidth measured: {bw.label})"
+    )
     if txray_s is None:
         print(line + "; txray not available")
         return
     print(f"{line}, txray is {txray_s / floor:.2f} x the floor")
     baseline = {k: v for k, v in totals.items() if k.startswith(("numpy", "scipy", "torch"))}
     name = min(baseline, key=baseline.get)
-    print(f"best NumPy/PyTorch baseline: {name}, {fmt_seconds(baseline[name])} s; "
-          f"txray is {baseline[name] / txray_s:.2f} x faster")
+    print(
+        f"best NumPy/PyTorch baseline: {name}, {fmt_seconds(baseline[name])} s; "
+        f"txray is {baseline[name] / txray_s:.2f} x faster"
+    )
     for label, (secs, _) in sub_seconds.items():
         if label.startswith("per-token"):
             print(f"vs {label}: txray is {secs / txray_s:,.0f} x faster")
@@ -831,37 +868,51 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="passes per method (default 3; 1 for 10x)")
     p.add_argument("--batch", type=int, default=100_000, help="tokens per update call (0: one batch)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--loop-tokens", type=int, default=20_000,
-                   help="tokens the per-token Python loops are timed on")
-    p.add_argument("--pandas-all-tokens", type=int, default=2_000,
-                   help="tokens pandas is timed on in mode all")
-    p.add_argument("--tsv-tokens", type=int, default=2_000,
-                   help="tokens the per-token loop with the original's TSV write is timed on")
-    p.add_argument("--txray-dense-limit", type=int, default=None,
-                   help="pass dense_limit_bytes to txray.Recorder (default: txray's own default)")
-    p.add_argument("--quantize", type=float, default=0.0,
-                   help="round activations to multiples of this (ties in the argmax; a correctness check)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the comparison of results with txray's")
+    p.add_argument("--loop-tokens", type=int, default=20_000, help="tokens the per-token Python loops are timed on")
+    p.add_argument("--pandas-all-tokens", type=int, default=2_000, help="tokens pandas is timed on in mode all")
+    p.add_argument(
+        "--tsv-tokens",
+        type=int,
+        default=2_000,
+        help="tokens the per-token loop with the original's TSV write is timed on",
+    )
+    p.add_argument(
+        "--txray-dense-limit",
+        type=int,
+        default=None,
+        help="pass dense_limit_bytes to txray.Recorder (default: txray's own default)",
+    )
+    p.add_argument(
+        "--quantize",
+        type=float,
+        default=0.0,
+        help="round activations to multiples of this (ties in the argmax; a correctness check)",
+    )
+    p.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip the comparison of results with txray's"
+    )
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.size == "10x" else 3
     torch.set_num_threads(THREADS)
 
     print(f"bench_record: size {args.size}, modes {args.modes}, seed {args.seed}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; python {platform.python_version()}, "
-          f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"pandas {pd.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus; python {platform.python_version()}, "
+        f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"pandas {pd.__version__}"
+    )
     print(f"load average at start: {load_average()} (the timings assume an otherwise idle machine)")
     txray, why = import_txray()
     if txray is not None:
-        print(f"txray: {txray.__file__}, version {getattr(txray, '__version__', '?')}, "
-              f"{txray.get_num_threads() if hasattr(txray, 'get_num_threads') else '?'} threads")
+        print(
+            f"txray: {txray.__file__}, version {getattr(txray, '__version__', '?')}, "
+            f"{txray.get_num_threads() if hasattr(txray, 'get_num_threads') else '?'} threads"
+        )
     else:
         print(f"txray: not importable ({why})")
 
-    print("measuring memory bandwidth (again before every mode; the best of each probe is used) ...",
-          flush=True)
+    print("measuring memory bandwidth (again before every mode; the best of each probe is used) ...", flush=True)
     bandwidth = measure_bandwidth(gib=1.0, repeats=10, threads=THREADS)
     print_bandwidth(bandwidth)
 
@@ -871,9 +922,12 @@ def main(argv=None):
     how = "in memory" if corpus.in_memory else "regenerated per batch and pass, untimed"
     if args.quantize:
         how += f", rounded to multiples of {args.quantize:g}"
-    print(f"inputs: {T:,} tokens x {N_NEURONS} neurons ({how}), token ids Zipf(1.1) over "
-          f"{FEATURE_SIZES['token']:,}, POS Zipf(1.0) over {FEATURE_SIZES['pos']}; "
-          f"generated in {now() - t0:.1f} s", flush=True)
+    print(
+        f"inputs: {T:,} tokens x {N_NEURONS} neurons ({how}), token ids Zipf(1.1) over "
+        f"{FEATURE_SIZES['token']:,}, POS Zipf(1.0) over {FEATURE_SIZES['pos']}; "
+        f"generated in {now() - t0:.1f} s",
+        flush=True,
+    )
 
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         bandwidth = merge_bandwidth(bandwidth, measure_bandwidth(gib=1.0, repeats=10, threads=THREADS))

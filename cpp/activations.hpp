@@ -44,23 +44,39 @@ inline float half_to_float(uint16_t h) {
   return bits_to_float(bits | sign);
 }
 
-inline float bfloat16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
+inline float bfloat16_to_float(uint16_t h) {
+  return bits_to_float(uint32_t(h) << 16);
+}
 
 // Element types as stored; `load` turns one into float.
-struct F32 { using storage = float; static float load(float x) { return x; } };
-struct F16 { using storage = uint16_t; static float load(uint16_t x) { return half_to_float(x); } };
-struct BF16 { using storage = uint16_t; static float load(uint16_t x) { return bfloat16_to_float(x); } };
+struct F32 {
+  using storage = float;
+  static float load(float x) { return x; }
+};
+struct F16 {
+  using storage = uint16_t;
+  static float load(uint16_t x) { return half_to_float(x); }
+};
+struct BF16 {
+  using storage = uint16_t;
+  static float load(uint16_t x) { return bfloat16_to_float(x); }
+};
 
 // x - x is 0 for every finite x and NaN for NaN and +-inf.
-inline bool is_finite(float x) { return x - x == 0.0f; }
+inline bool is_finite(float x) {
+  return x - x == 0.0f;
+}
 
 // Calls f with the element-type tag that matches the view's dtype.
 template <class F>
 decltype(auto) dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::Float16: return f(F16{});
-    case DType::BFloat16: return f(BF16{});
-    default: return f(F32{});
+    case DType::Float16:
+      return f(F16{});
+    case DType::BFloat16:
+      return f(BF16{});
+    default:
+      return f(F32{});
   }
 }
 

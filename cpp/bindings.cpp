@@ -142,7 +142,8 @@ py::dict dlpack_info(const py::capsule& capsule) {
     t = &static_cast<DLManagedTensor*>(capsule.get_pointer())->dl_tensor;
   } else if (name == "dltensor_versioned") {
     const auto* v = static_cast<DLManagedTensorVersioned*>(capsule.get_pointer());
-    if (v->version.major != 1) throw txray::InputError("unsupported DLPack major version " + std::to_string(v->version.major));
+    if (v->version.major != 1)
+      throw txray::InputError("unsupported DLPack major version " + std::to_string(v->version.major));
     t = &v->dl_tensor;
   } else {
     throw txray::InputError("not an unconsumed DLPack capsule (name '" + name + "')");
@@ -150,12 +151,18 @@ py::dict dlpack_info(const py::capsule& capsule) {
   std::string dtype;
   const DLDataType d = t->dtype;
   if (d.lanes != 1) throw txray::InputError("vector DLPack dtypes are not supported");
-  if (d.code == 2 && (d.bits == 32 || d.bits == 16 || d.bits == 64)) dtype = "float" + std::to_string(d.bits);
-  else if (d.code == 4 && d.bits == 16) dtype = "bfloat16";
-  else if (d.code == 0 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64)) dtype = "int" + std::to_string(d.bits);
-  else if (d.code == 1 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64)) dtype = "uint" + std::to_string(d.bits);
-  else if (d.code == 6 && d.bits == 8) dtype = "bool";
-  else dtype = "dlpack(code=" + std::to_string(d.code) + ",bits=" + std::to_string(d.bits) + ")";
+  if (d.code == 2 && (d.bits == 32 || d.bits == 16 || d.bits == 64))
+    dtype = "float" + std::to_string(d.bits);
+  else if (d.code == 4 && d.bits == 16)
+    dtype = "bfloat16";
+  else if (d.code == 0 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64))
+    dtype = "int" + std::to_string(d.bits);
+  else if (d.code == 1 && (d.bits == 8 || d.bits == 16 || d.bits == 32 || d.bits == 64))
+    dtype = "uint" + std::to_string(d.bits);
+  else if (d.code == 6 && d.bits == 8)
+    dtype = "bool";
+  else
+    dtype = "dlpack(code=" + std::to_string(d.code) + ",bits=" + std::to_string(d.bits) + ")";
   py::list shape, strides;
   int64_t expect = 1;
   std::vector<int64_t> contiguous(size_t(t->ndim));
@@ -181,8 +188,8 @@ py::dict dlpack_info(const py::capsule& capsule) {
 // features: per kind either an int (device pointer to contiguous int64 ids)
 // or a contiguous int64 NumPy array; mask: None, an int (device pointer to
 // one byte per token) or a contiguous bool/uint8 NumPy array.
-int64_t device_update(txray::cuda::DeviceRecorder& rec, uintptr_t data, int64_t rows, int64_t cols,
-                      int64_t row_stride, int64_t col_stride, const std::string& dtype, const py::object& mask,
+int64_t device_update(txray::cuda::DeviceRecorder& rec, uintptr_t data, int64_t rows, int64_t cols, int64_t row_stride,
+                      int64_t col_stride, const std::string& dtype, const py::object& mask,
                       const std::vector<py::object>& features, uintptr_t stream) {
   txray::cuda::DeviceBatch b;
   b.data = data;
@@ -239,13 +246,12 @@ PYBIND11_MODULE(_native, m) {
       .def("merge", &txray::Recorder::merge, py::call_guard<py::gil_scoped_release>())
       .def("cells", &cells, py::arg("kind"),
            "(neuron int32, feature int32, count int64, sum float64) of one kind, sorted by neuron then feature")
-      .def("frequencies", [](const txray::Recorder& r, size_t kind) {
-        auto f = r.frequencies(kind);
-        return to_numpy(std::move(f));
-      })
-      .def("mass", [](const txray::Recorder& r) {
-        return to_numpy(r.mass());
-      })
+      .def("frequencies",
+           [](const txray::Recorder& r, size_t kind) {
+             auto f = r.frequencies(kind);
+             return to_numpy(std::move(f));
+           })
+      .def("mass", [](const txray::Recorder& r) { return to_numpy(r.mass()); })
       .def("dense", &txray::Recorder::dense)
       .def_property_readonly("tokens", &txray::Recorder::tokens)
       .def_property_readonly("nbytes", &txray::Recorder::bytes);
@@ -297,15 +303,16 @@ PYBIND11_MODULE(_native, m) {
       .def("idle", &DeviceRecorder::idle)
       .def("synchronize", &DeviceRecorder::synchronize, py::call_guard<py::gil_scoped_release>())
       .def("take_error", &DeviceRecorder::take_error, py::call_guard<py::gil_scoped_release>())
-      .def("cells", [](DeviceRecorder& r, size_t kind) {
-        txray::Cells c;
-        {
-          py::gil_scoped_release release;
-          c = r.cells(kind);
-        }
-        return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)),
-                              to_numpy(std::move(c.count)), to_numpy(std::move(c.sum)));
-      })
+      .def("cells",
+           [](DeviceRecorder& r, size_t kind) {
+             txray::Cells c;
+             {
+               py::gil_scoped_release release;
+               c = r.cells(kind);
+             }
+             return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)),
+                                   to_numpy(std::move(c.count)), to_numpy(std::move(c.sum)));
+           })
       .def("frequencies", [](DeviceRecorder& r, size_t kind) { return to_numpy(r.frequencies(kind)); })
       .def("mass", [](DeviceRecorder& r) { return to_numpy(r.mass()); })
       .def("dense", &DeviceRecorder::dense)

@@ -34,9 +34,7 @@ void HashCells::rehash(unsigned doublings) {
 }
 
 CellTable::CellTable(int64_t n_neurons, int64_t n_features, bool dense)
-    : n_neurons_(n_neurons),
-      dense_(dense),
-      bucket_scale_((uint64_t(kBuckets) << 26) / uint64_t(n_features)) {
+    : n_neurons_(n_neurons), dense_(dense), bucket_scale_((uint64_t(kBuckets) << 26) / uint64_t(n_features)) {
   if (dense_)
     dense_cells_ = ZeroedArray<DenseCell>(size_t(n_neurons) * size_t(n_features));
   else
@@ -78,8 +76,7 @@ void CellTable::merge(const CellTable& other) {
     return;
   }
   const Cells cells = other.sorted();
-  for (size_t i = 0; i < cells.count.size(); ++i)
-    add(cells.neuron[i], cells.feature[i], cells.count[i], cells.sum[i]);
+  for (size_t i = 0; i < cells.count.size(); ++i) add(cells.neuron[i], cells.feature[i], cells.count[i], cells.sum[i]);
 }
 
 // Radix sorts (counting sorts on a feature's digits, then on the neuron):

@@ -10,8 +10,8 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <new>
 #include <utility>
 #include <vector>
@@ -203,9 +203,13 @@ struct CacheAligned {
   T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
   void deallocate(T* p, std::size_t) { ::operator delete(p, kAlign); }
   template <class U>
-  bool operator==(const CacheAligned<U>&) const { return true; }
+  bool operator==(const CacheAligned<U>&) const {
+    return true;
+  }
   template <class U>
-  bool operator!=(const CacheAligned<U>&) const { return false; }
+  bool operator!=(const CacheAligned<U>&) const {
+    return false;
+  }
 };
 
 class FeatureRows {

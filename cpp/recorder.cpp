@@ -48,10 +48,14 @@ std::string describe_nonfinite(const ActivationView& a, int64_t t) {
 
 }  // namespace
 
-Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes,
-                   Mode mode, int k, int64_t dense_limit_bytes)
-    : n_neurons_(n_neurons), kind_names_(std::move(kind_names)), vocab_sizes_(std::move(vocab_sizes)),
-      mode_(mode), k_(mode == Mode::Max1 ? 1 : k), mass_(size_t(n_neurons), 0.0) {
+Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes, Mode mode,
+                   int k, int64_t dense_limit_bytes)
+    : n_neurons_(n_neurons),
+      kind_names_(std::move(kind_names)),
+      vocab_sizes_(std::move(vocab_sizes)),
+      mode_(mode),
+      k_(mode == Mode::Max1 ? 1 : k),
+      mass_(size_t(n_neurons), 0.0) {
   if (n_neurons < 1 || n_neurons > INT32_MAX) throw InputError("n_neurons must be between 1 and 2^31-1");
   if (kind_names_.size() != vocab_sizes_.size() || kind_names_.empty())
     throw InputError("need at least one feature kind, each with a vocabulary size");
@@ -86,7 +90,8 @@ Recorder::Rows Recorder::rows_to_record(int64_t rows, const uint8_t* mask) {
 void Recorder::check_features(const Rows& rows, const std::vector<const int64_t*>& features) const {
   const int64_t n = rows.size;
   int64_t first_bad = n;
-#pragma omp parallel for schedule(static) reduction(min : first_bad) if (n * int64_t(features.size()) >= kParallelValues / 64)
+#pragma omp parallel for schedule(static) \
+    reduction(min : first_bad) if (n * int64_t(features.size()) >= kParallelValues / 64)
   for (int64_t i = 0; i < n; ++i) {
     for (size_t kind = 0; kind < features.size(); ++kind)  // negative ids wrap to huge values
       if (uint64_t(features[kind][rows[i]]) >= uint64_t(vocab_sizes_[kind]) && i < first_bad) first_bad = i;
@@ -202,8 +207,7 @@ void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int6
 // buckets: no two threads touch the same memory, and a hashed bucket's
 // table stays in cache while it is filled. Feature counts and the neurons'
 // mass are kept alongside.
-void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
-                           const std::vector<const int64_t*>& features) {
+void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features) {
   constexpr int64_t B = CellTable::kBuckets;
   const int64_t n_kinds = int64_t(cells_.size()), k = k_;
   const int64_t n_tokens = end - begin, n_winners = n_tokens * k;
@@ -307,12 +311,12 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end,
 // visited grouped by their feature of the largest vocabulary: a run of one
 // feature then updates a row that stays in cache, instead of one random row
 // of a large table per token. Within a group tokens keep corpus order.
-void Recorder::record_all(const ActivationView& acts, const Rows& tokens,
-                          const std::vector<const int64_t*>& features) {
+void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const std::vector<const int64_t*>& features) {
   const size_t n_kinds = rows_.size();
   const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
   std::vector<uint64_t> keyed(size_t(tokens.size));
-  for (int64_t i = 0; i < tokens.size; ++i) keyed[size_t(i)] = (uint64_t(features[widest][tokens[i]]) << 32) | uint64_t(i);
+  for (int64_t i = 0; i < tokens.size; ++i)
+    keyed[size_t(i)] = (uint64_t(features[widest][tokens[i]]) << 32) | uint64_t(i);
   std::sort(keyed.begin(), keyed.end());
 
   const int64_t n_tokens = tokens.size;
@@ -371,7 +375,9 @@ Cells Recorder::cells(size_t kind) const {
   return mode_ == Mode::All ? rows_[kind].sorted(freq_[kind]) : cells_[kind].sorted();
 }
 
-bool Recorder::dense(size_t kind) const { return mode_ == Mode::All || cells_.at(kind).dense(); }
+bool Recorder::dense(size_t kind) const {
+  return mode_ == Mode::All || cells_.at(kind).dense();
+}
 
 size_t Recorder::bytes() const {
   size_t total = mass_.size() * sizeof(double);

@@ -23,8 +23,8 @@ struct InputError : std::invalid_argument {
 
 class Recorder {
  public:
-  Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes,
-           Mode mode, int k, int64_t dense_limit_bytes);
+  Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes, Mode mode, int k,
+           int64_t dense_limit_bytes);
 
   // features[i] holds acts.rows contiguous ids of kind i; mask (may be null)
   // holds acts.rows bytes, 0 for tokens to skip. Either the whole batch is
@@ -61,10 +61,10 @@ class Recorder {
   std::vector<int64_t> vocab_sizes_;
   Mode mode_;
   int k_;
-  std::vector<CellTable> cells_;     // max1, topk
-  std::vector<FeatureRows> rows_;    // all
+  std::vector<CellTable> cells_;   // max1, topk
+  std::vector<FeatureRows> rows_;  // all
   std::vector<std::vector<int64_t>> freq_;
-  std::vector<double> mass_;         // max1, topk
+  std::vector<double> mass_;  // max1, topk
   int64_t tokens_ = 0;
   // Scratch of record_winners, kept between batches (its size is bounded).
   std::vector<Winner> winners_;

@@ -76,7 +76,9 @@ inline f32x8 load8(F32, const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline f32x8 load8(BF16, const uint16_t* p) { return (f32x8)(widen(p) << 16); }
+inline f32x8 load8(BF16, const uint16_t* p) {
+  return (f32x8)(widen(p) << 16);
+}
 inline f32x8 load8(F16, const uint16_t* p) {  // half_to_float, 8 lanes at a time
   const u32x8 h = widen(p);
   const u32x8 em = h & 0x7fffu;

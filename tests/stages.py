@@ -51,7 +51,9 @@ def recorded_stages(
     return profiles
 
 
-def synthetic_profile(n_neurons: int = 10_000, vocab: int = 500, cells: int = 60_000, seed: int = 0, name=None) -> Profile:
+def synthetic_profile(
+    n_neurons: int = 10_000, vocab: int = 500, cells: int = 60_000, seed: int = 0, name=None
+) -> Profile:
     """A large profile from random (neuron, feature) cells; a few neurons stay unpreferred."""
     rng = np.random.default_rng(seed)
     key = np.unique(rng.integers(0, (n_neurons - 50) * vocab, size=cells))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 
 import txray
 from txray import analysis
-
-import reference
 
 SIZES = {"token": 10, "pos": 4}
 N = 8

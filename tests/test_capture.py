@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 import torch
+from corpora_data import wiki_extracts
 from torch import nn
 
 import txray
-from txray.features import Token
 from txray.corpus import split_words
-
-import reference
-from corpora_data import wiki_extracts
+from txray.features import Token
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 RTOL, ATOL = 2e-4, 2e-4
@@ -121,8 +120,9 @@ def test_minilm_special_tokens_only_when_asked(minilm, texts):
     plain = txray.record_model(model, tokenizer, sample, [layer], progress=False)[layer]
     assert "[CLS]" not in plain.vocabulary("token") and plain.tokens == n_words
     corpus = [{"text": t, "label": "art"} for t in sample]
-    special = txray.record_model(model, tokenizer, corpus, [layer], features=["token", "label"],
-                                 include_special=True, progress=False)[layer]
+    special = txray.record_model(
+        model, tokenizer, corpus, [layer], features=["token", "label"], include_special=True, progress=False
+    )[layer]
     assert special.tokens == n_words + 2 * len(sample)
     freq = dict(zip(special.vocabulary("token"), special.frequencies("token")))
     assert freq["[CLS]"] == freq["[SEP]"] == len(sample)
@@ -187,8 +187,15 @@ def test_lstm_matches_separate_forward(lstm):
 
 def test_lstm_prediction_feature(lstm):
     model, tok, corpus = lstm
-    prof = txray.record_model(model, tok, corpus, ["rnn"], features=["token", txray.Prediction(["a", "b", "c"])],
-                              forward=lambda m, batch: m(batch.input_ids, batch.lengths), progress=False)["rnn"]
+    prof = txray.record_model(
+        model,
+        tok,
+        corpus,
+        ["rnn"],
+        features=["token", txray.Prediction(["a", "b", "c"])],
+        forward=lambda m, batch: m(batch.input_ids, batch.lengths),
+        progress=False,
+    )["rnn"]
     expected = np.zeros(4, dtype=np.int64)
     for text in corpus:
         ids = torch.tensor([[tok.pieces([[w]])[0][0][0] for w in text.split()]])
@@ -211,8 +218,9 @@ def test_hooks_removed_after_exception(minilm):
         raise RuntimeError("forward failed")
 
     with pytest.raises(RuntimeError, match="forward failed"):
-        txray.record_model(model, tokenizer, ["a b c"], ["encoder.layer.0.intermediate"], forward=failing,
-                           progress=False)
+        txray.record_model(
+            model, tokenizer, ["a b c"], ["encoder.layer.0.intermediate"], forward=failing, progress=False
+        )
     assert not module._forward_hooks and not model.training
 
 

@@ -8,11 +8,10 @@ import textwrap
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+import stages as st
 
 import txray
 from txray.cli import main
-
-import stages as st
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,9 @@ def test_compare_errors(capsys, files, argv, message):
 
 def test_nearest(capsys, files, tmp_path):
     a, wide = files["stages"][0], files["wide"]
-    code, out, _ = run(capsys, "nearest", a, wide, "-k", "3", "-o", tmp_path / "n.parquet", "--match", tmp_path / "m.csv")
+    code, out, _ = run(
+        capsys, "nearest", a, wide, "-k", "3", "-o", tmp_path / "n.parquet", "--match", tmp_path / "m.csv"
+    )
     assert code == 0 and "have a nearest neuron" in out and "matched pairs" in out
     table = pq.read_table(tmp_path / "n.parquet")
     expected = txray.nearest(txray.Profile.load(a), txray.Profile.load(wide), "token", k=3)
@@ -92,8 +93,21 @@ def test_report(capsys, files, tmp_path, monkeypatch):
     tags.write_text("".join(f"{t}\t{p}\n" for t, p in st.token_pos(20).items()))
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chrome"))  # PNG export must be skipped, not fail
     with pytest.warns(RuntimeWarning):
-        code, out, _ = run(capsys, "report", *files["stages"], "-o", tmp_path / "r.html", "-k", "2",
-                           "--token-pos", tags, "--png", tmp_path / "png", "--title", "Three epochs")
+        code, out, _ = run(
+            capsys,
+            "report",
+            *files["stages"],
+            "-o",
+            tmp_path / "r.html",
+            "-k",
+            "2",
+            "--token-pos",
+            tags,
+            "--png",
+            tmp_path / "png",
+            "--title",
+            "Three epochs",
+        )
     assert code == 0 and "9 figures" in out and "no PNG written" in out
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<title>Three epochs</title>" in page
@@ -131,12 +145,33 @@ def test_prune(capsys, files, tmp_path):
     entry = tmp_path / "task.py"
     entry.write_text(textwrap.dedent(ENTRY))
     after, before = files["stages"][1], files["stages"][0]
-    code, out, _ = run(capsys, "prune", f"{entry}:load", "--layer", "1", "--profile", after, "--before", before,
-                       "-k", "2", "--set", "mine=0,3", "-o", tmp_path / "t.csv")
+    code, out, _ = run(
+        capsys,
+        "prune",
+        f"{entry}:load",
+        "--layer",
+        "1",
+        "--profile",
+        after,
+        "--before",
+        before,
+        "-k",
+        "2",
+        "--set",
+        "mine=0,3",
+        "-o",
+        tmp_path / "t.csv",
+    )
     assert code == 0
     table = pcsv.read_csv(tmp_path / "t.csv")
-    assert table.column("set").to_pylist() == ["none (baseline)", "avoided", "2 least massive", "2 most massive",
-                                               "gained", "mine"]
+    assert table.column("set").to_pylist() == [
+        "none (baseline)",
+        "avoided",
+        "2 least massive",
+        "2 most massive",
+        "gained",
+        "mine",
+    ]
     assert "mass removed" in out and "change train" in out
     code, out, _ = run(capsys, "prune", f"{entry}:load", "--layer", "1", "--profile", after)
     assert code == 0 and "2 least massive" not in out and "20 most massive" in out

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 import txray
-
-import reference
 
 SIZES = {"token": 12, "pos": 4}
 
@@ -45,7 +44,9 @@ def test_compare_matches_reference(seed):
         rows = table.to_pylist()
         for n, row in enumerate(rows):
             ina, inb = pa_[n].any(), pb[n].any()
-            expected = {(True, True): "shared", (True, False): "avoided", (False, True): "gained"}.get((ina, inb), "dead")
+            expected = {(True, True): "shared", (True, False): "avoided", (False, True): "gained"}.get(
+                (ina, inb), "dead"
+            )
             assert row["neuron"] == n and row["state"] == expected
             assert row["length_a"] == np.count_nonzero(pa_[n]) and row["length_b"] == np.count_nonzero(pb[n])
             assert row["union_length"] == np.count_nonzero(pa_[n] + pb[n])
@@ -104,7 +105,9 @@ def test_match_is_one_to_one_and_optimal_on_small_layers():
     cost = np.array([[reference.hellinger(pa_[i], pb[j]) for j in rb] for i in ra])
     r, c = linear_sum_assignment(cost)
     rows = table.to_pylist()
-    assert len({x["neuron_a"] for x in rows}) == len(rows) == len({x["neuron_b"] for x in rows}) == min(len(ra), len(rb))
+    assert (
+        len({x["neuron_a"] for x in rows}) == len(rows) == len({x["neuron_b"] for x in rows}) == min(len(ra), len(rb))
+    )
     assert sum(x["hellinger"] for x in rows) == pytest.approx(cost[r, c].sum(), abs=1e-6)
     greedy = txray.match(a, b, kind="token", method="greedy").to_pylist()
     assert len({x["neuron_b"] for x in greedy}) == len(greedy)
@@ -115,9 +118,12 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="10 and 12 neurons"):
         txray.compare(a, b, kind="token")
     rng = np.random.default_rng(0)
-    other_vocab = profile_of(rng.standard_normal((5, 10)).astype(np.float32),
-                             {"token": rng.integers(0, 13, 5), "pos": rng.integers(0, 4, 5)}, "c",
-                             sizes={"token": 13, "pos": 4})
+    other_vocab = profile_of(
+        rng.standard_normal((5, 10)).astype(np.float32),
+        {"token": rng.integers(0, 13, 5), "pos": rng.integers(0, 4, 5)},
+        "c",
+        sizes={"token": 13, "pos": 4},
+    )
     with pytest.raises(ValueError, match="different 'token' vocabularies \\(12 vs 13"):
         txray.compare(a, other_vocab, kind="token")
     with pytest.raises(ValueError, match="no feature kind 'lemma'"):

@@ -7,11 +7,10 @@ import itertools
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from corpora_data import TWEETS, wiki_extracts
 
 import txray
 from txray.corpus import split_words
-
-from corpora_data import TWEETS, wiki_extracts
 
 
 def words_of(corpus, **kw):
@@ -93,6 +92,7 @@ def test_record_model_limit_tokens_and_one_shot_errors():
     with pytest.raises(ValueError, match="read only once"):
         txray.record_model(model, tok, iter(["a b"]), ["0"], progress=False)
     # With a given vocabulary no first pass is needed: a stream works.
-    streamed = txray.record_model(model, tok, iter(["a b"]), ["0"], features=[txray.Token(vocabulary=words)],
-                                  progress=False)["0"]
+    streamed = txray.record_model(
+        model, tok, iter(["a b"]), ["0"], features=[txray.Token(vocabulary=words)], progress=False
+    )["0"]
     assert streamed.tokens == 2

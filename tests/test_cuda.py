@@ -23,12 +23,11 @@ import zlib
 
 import numpy as np
 import pytest
+import reference
 
 import txray
 from txray import _inputs, _native
 from txray.recorder import cuda_available
-
-import reference
 
 SIZES = {"token": 7, "pos": 3}
 
@@ -193,17 +192,31 @@ def test_device_update_argument_errors():
         (ValueError, "host memory", lambda: rec.update(np.zeros((3, 6), np.float32), ok)),
         (TypeError, "float64", lambda: rec.update(FakeCAI(data=(8, 0), shape=(3, 6), typestr="<f8"), ok)),
         (ValueError, "5 neurons", lambda: rec.update(FakeCAI(data=(8, 0), shape=(3, 5), typestr="<f4"), ok)),
-        (ValueError, "without a copy",
-         lambda: rec.update(FakeCAI(data=(8, 0), shape=(3, 2, 6), typestr="<f4", strides=(24, 72, 4)),
-                            {k: np.zeros((3, 2), int) for k in SIZES})),
+        (
+            ValueError,
+            "without a copy",
+            lambda: rec.update(
+                FakeCAI(data=(8, 0), shape=(3, 2, 6), typestr="<f4", strides=(24, 72, 4)),
+                {k: np.zeros((3, 2), int) for k in SIZES},
+            ),
+        ),
         (ValueError, "missing \\['pos'\\]", lambda: rec.update(acts, {"token": ok["token"]})),
         (TypeError, "must be integers", lambda: rec.update(acts, {**ok, "pos": np.zeros(3)})),
-        (TypeError, "contiguous int64",
-         lambda: rec.update(acts, {**ok, "pos": FakeCAI(data=(8, 0), shape=(3,), typestr="<i4")})),
-        (ValueError, "has shape \\(4,\\)",
-         lambda: rec.update(acts, {**ok, "pos": FakeCAI(data=(8, 0), shape=(4,), typestr="<i8")})),
-        (TypeError, "contiguous bool or uint8",
-         lambda: rec.update(acts, ok, mask=FakeCAI(data=(8, 0), shape=(3,), typestr="<i4"))),
+        (
+            TypeError,
+            "contiguous int64",
+            lambda: rec.update(acts, {**ok, "pos": FakeCAI(data=(8, 0), shape=(3,), typestr="<i4")}),
+        ),
+        (
+            ValueError,
+            "has shape \\(4,\\)",
+            lambda: rec.update(acts, {**ok, "pos": FakeCAI(data=(8, 0), shape=(4,), typestr="<i8")}),
+        ),
+        (
+            TypeError,
+            "contiguous bool or uint8",
+            lambda: rec.update(acts, ok, mask=FakeCAI(data=(8, 0), shape=(3,), typestr="<i4")),
+        ),
         (ValueError, "mask has shape", lambda: rec.update(acts, ok, mask=[True])),
     ]
     for error, message, call in cases:
@@ -219,9 +232,12 @@ def test_device_errors_are_raised_at_the_next_synchronisation_point():
     for _ in range(3):
         rec.update(acts, feats)
     rec._native.error = (2, "activation of token 5 at neuron 3 is NaN; activations must be finite")
-    with pytest.raises(ValueError, match=r"update 2: activation of token 5 \(axis 0: 1, axis 1: 2\) at neuron 3 "
-                                         r"is NaN; activations must be finite. Nothing of that update or of "
-                                         r"the 1 after it was recorded"):
+    with pytest.raises(
+        ValueError,
+        match=r"update 2: activation of token 5 \(axis 0: 1, axis 1: 2\) at neuron 3 "
+        r"is NaN; activations must be finite. Nothing of that update or of "
+        r"the 1 after it was recorded",
+    ):
         rec.synchronize()
     rec.synchronize()  # taken: raised once
     assert rec._leads == {} and rec._inflight == []
@@ -397,8 +413,10 @@ def test_gpu_non_finite_values_are_raised_at_the_next_sync(mode, k, bad, word):
     badacts[1, 2, 5] = bad
     for acts in (good, badacts, good):
         dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()})
-    with pytest.raises(ValueError, match=f"update 2: activation of token 5 \\(axis 0: 1, axis 1: 2\\) at neuron 3 "
-                                         f"is {word}.*or of the 1 after it"):
+    with pytest.raises(
+        ValueError,
+        match=f"update 2: activation of token 5 \\(axis 0: 1, axis 1: 2\\) at neuron 3 is {word}.*or of the 1 after it",
+    ):
         dev.synchronize()
     cpu.update(good, feats)  # only the first update was recorded
     _assert_same_profile(cpu.profile(), dev.profile())
@@ -412,7 +430,9 @@ def test_gpu_bad_ids_are_raised_like_on_the_cpu():
     dev = txray.Recorder(4, SIZES, device="cuda")
     acts = torch.zeros((2, 4), device="cuda")
     dev.update(acts, {"token": torch.tensor([0, 7], device="cuda"), "pos": torch.tensor([-1, 0], device="cuda")})
-    with pytest.raises(ValueError, match="update 1: feature 'token' of token 1 is 7, outside its vocabulary \\[0, 7\\)"):
+    with pytest.raises(
+        ValueError, match="update 1: feature 'token' of token 1 is 7, outside its vocabulary \\[0, 7\\)"
+    ):
         dev.synchronize()
     assert dev.tokens == 0
     dev.update(acts, {"token": [0, 1], "pos": [0, 0]}, mask=[True, False])
@@ -494,6 +514,10 @@ def test_gpu_no_input_is_read_after_it_is_freed():
         acts = _acts(rng, (500, 16), "float32")
         feats = {kind: torch.from_numpy(rng.integers(0, s, 500).astype(np.int32)) for kind, s in SIZES.items()}
         cpu.update(acts, feats)
-        dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()}, mask=torch.ones(500, dtype=torch.int32, device="cuda"))
+        dev.update(
+            acts.cuda(),
+            {kd: v.cuda() for kd, v in feats.items()},
+            mask=torch.ones(500, dtype=torch.int32, device="cuda"),
+        )
         torch.cuda.empty_cache()
     _assert_same_profile(cpu.profile(), dev.profile())

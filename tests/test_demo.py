@@ -15,8 +15,23 @@ pytest.importorskip("plotly")
 import txray  # noqa: E402
 from txray.cli import main  # noqa: E402
 
-TINY = ["--hidden", "16", "--embedding", "16", "--vocab", "300", "--epochs", "3", "--tokens", "1500",
-        "--train-tokens", "3000", "--tweets", "300", "--quiet"]
+TINY = [
+    "--hidden",
+    "16",
+    "--embedding",
+    "16",
+    "--vocab",
+    "300",
+    "--epochs",
+    "3",
+    "--tokens",
+    "1500",
+    "--train-tokens",
+    "3000",
+    "--tweets",
+    "300",
+    "--quiet",
+]
 STAGES = ["wiki_epoch_1", "wiki_epoch_2", "wiki_epoch_3", "tweets_zero_shot", "tweets_supervised"]
 
 
@@ -41,8 +56,11 @@ def test_summary_consistent(demo):
     assert [c["question"] for c in summary["comparisons"]] == ["RQ1", "RQ1", "RQ2", "RQ3"]
     for c in summary["comparisons"]:
         assert c["shared"] + c["avoided"] + c["gained"] + c["dead"] == c["neurons"] == 16
-        table = pq.read_table(demo / "comparisons" / f"{c['question'].lower()}_{c['a']}_vs_{c['b']}.parquet"
-                              .replace(" ", "_").replace("-", "_"))
+        table = pq.read_table(
+            demo
+            / "comparisons"
+            / f"{c['question'].lower()}_{c['a']}_vs_{c['b']}.parquet".replace(" ", "_").replace("-", "_")
+        )
         assert table.num_rows == 16
         assert sum(s == "shared" for s in table.column("state").to_pylist()) == c["shared"]
     assert 0 <= summary["f1"]["train"] <= 1 and 0 <= summary["f1"]["test"] <= 1

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpora_data import wiki_extracts
 
 import txray
-from corpora_data import wiki_extracts
 from txray.cli import main
 from txray.corpus import Shard
 from txray.distributed import merge_profiles, save_profiles
@@ -25,8 +25,17 @@ LIMIT = 1000  # cuts the corpus inside a sequence
 # every run, so activations are bit-identical and the profiles must agree to
 # float64 summation order. (With batches of several windows the padding differs
 # between ranks, and the model itself rounds differently in float32.)
-RECORD_ARGS = ["--feature", "token", "--feature", "ngram2", "--max-tokens", "1",
-               "--limit-tokens", str(LIMIT), "--quiet"]
+RECORD_ARGS = [
+    "--feature",
+    "token",
+    "--feature",
+    "ngram2",
+    "--max-tokens",
+    "1",
+    "--limit-tokens",
+    str(LIMIT),
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +66,17 @@ def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def torchrun(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return run_python(["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-                       f"--master_port={free_port()}", *args], cwd)
+    return run_python(
+        [
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            *args,
+        ],
+        cwd,
+    )
 
 
 def layer_args(model_path: str, corpus: Path) -> list[str]:
@@ -101,8 +119,10 @@ def test_torchrun_two_ranks_equal_one_process(model_path, corpus, whole):
 def test_shards_merge_with_the_cli(model_path, corpus, whole, capsys):
     out = corpus.parent / "shards"
     for index in range(3):
-        done = run_python(["-m", "txray", "record", *layer_args(model_path, corpus), "--shard", f"{index}/3",
-                           "--out", str(out)], corpus.parent)
+        done = run_python(
+            ["-m", "txray", "record", *layer_args(model_path, corpus), "--shard", f"{index}/3", "--out", str(out)],
+            corpus.parent,
+        )
         assert done.returncode == 0, done.stderr
     layer = LAYERS[1]
     parts = [str(out / f"{layer}.part-{i}-of-3.parquet") for i in (2, 0, 1)]
@@ -179,8 +199,10 @@ def test_empty_shard_and_empty_corpus(model_path):
 
     model, tokenizer = AutoModel.from_pretrained(model_path), AutoTokenizer.from_pretrained(model_path)
     layer = ["encoder.layer.0.intermediate"]
-    parts = [txray.record_model(model, tokenizer, ["one two", "three"], layer, shard=(i, 3), progress=False)
-             for i in range(3)]
+    parts = [
+        txray.record_model(model, tokenizer, ["one two", "three"], layer, shard=(i, 3), progress=False)
+        for i in range(3)
+    ]
     assert parts[2] == {} and [p[layer[0]].tokens for p in parts[:2]] == [2, 1]
     merged = merge_profiles([p[layer[0]] for p in parts[:2]])
     assert merged.tokens == 3 and merged.metadata["words"] == 3

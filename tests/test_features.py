@@ -107,8 +107,15 @@ def test_pos_feature_in_record_model(spacy_tagger, tmp_path):
     torch = pytest.importorskip("torch")
     words = ["<pad>", "<unk>", "the", "cat", "sat", "."]
     model = torch.nn.Sequential(torch.nn.Embedding(len(words), 5))
-    prof = txray.record_model(model, txray.VocabTokenizer(words), ["the cat sat .", "the cat ."], ["0"],
-                              features=["token", txray.Pos(spacy_tagger)], cache_dir=tmp_path, progress=False)["0"]
+    prof = txray.record_model(
+        model,
+        txray.VocabTokenizer(words),
+        ["the cat sat .", "the cat ."],
+        ["0"],
+        features=["token", txray.Pos(spacy_tagger)],
+        cache_dir=tmp_path,
+        progress=False,
+    )["0"]
     freq = dict(zip(prof.vocabulary("pos"), prof.frequencies("pos")))
     assert (freq["DT"], freq["NN"], freq["VBD"], freq["."]) == (2, 2, 1, 2)
 
@@ -132,9 +139,13 @@ def train_tiny_flair_tagger(path):
     corpus = Corpus(train=dataset, dev=dataset, test=dataset)
     torch.manual_seed(0)
     tagger = SequenceTagger(
-        hidden_size=8, embeddings=OneHotEmbeddings.from_corpus(corpus, embedding_length=8),
-        tag_dictionary=corpus.make_label_dictionary("pos", add_unk=False), tag_type="pos",
-        use_crf=False, use_rnn=False, reproject_embeddings=False,
+        hidden_size=8,
+        embeddings=OneHotEmbeddings.from_corpus(corpus, embedding_length=8),
+        tag_dictionary=corpus.make_label_dictionary("pos", add_unk=False),
+        tag_type="pos",
+        use_crf=False,
+        use_rnn=False,
+        reproject_embeddings=False,
     )
     optimizer = torch.optim.Adam(tagger.parameters(), lr=0.1)
     for _ in range(30):

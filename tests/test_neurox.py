@@ -7,10 +7,9 @@ import json
 import h5py
 import numpy as np
 import pytest
+import reference
 
 import txray
-
-import reference
 
 SENTENCES = [["the", "cat", "sat"], ["a", "dog"], ["the", "cat", "sat"]]  # a repeated sentence
 
@@ -39,8 +38,12 @@ def write_json(path, acts):
     with open(path, "w") as f:
         for i, (words, a) in enumerate(zip(SENTENCES, acts)):
             features = [
-                {"token": w, "layers": [{"index": l, "values": [round(float(x), 8) for x in a[l, j]]}
-                                        for l in range(a.shape[0])]}
+                {
+                    "token": w,
+                    "layers": [
+                        {"index": i, "values": [round(float(x), 8) for x in a[i, j]]} for i in range(a.shape[0])
+                    ],
+                }
                 for j, w in enumerate(words)
             ]
             f.write(json.dumps({"linex_index": i, "features": features}) + "\n")

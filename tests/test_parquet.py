@@ -16,7 +16,10 @@ import txray
 def sample_profile(mode="max1", k=None, seed=0, names=True):
     rng = np.random.default_rng(seed)
     rec = txray.Recorder(9, {"token": 11, "pos": 4}, mode=mode, k=k)
-    rec.update(rng.standard_normal((80, 9)).astype(np.float32), {"token": rng.integers(0, 11, 80), "pos": rng.integers(0, 4, 80)})
+    rec.update(
+        rng.standard_normal((80, 9)).astype(np.float32),
+        {"token": rng.integers(0, 11, 80), "pos": rng.integers(0, 4, 80)},
+    )
     vocab = {"token": [f"w{i}" for i in range(11)], "pos": ["NN", "VB", "DT", "JJ"]} if names else None
     return rec.profile(name=f"{mode}-{seed}", feature_names=vocab, metadata={"model": "lstm", "layer": 0})
 
@@ -28,7 +31,13 @@ def test_round_trip(tmp_path, mode, k, names):
     prof.save(path)
     back = txray.Profile.load(path)
     assert (back.name, back.mode, back.k, back.n_neurons, back.tokens, back.kinds) == (
-        prof.name, prof.mode, prof.k, prof.n_neurons, prof.tokens, prof.kinds)
+        prof.name,
+        prof.mode,
+        prof.k,
+        prof.n_neurons,
+        prof.tokens,
+        prof.kinds,
+    )
     assert back.metadata == prof.metadata
     np.testing.assert_array_equal(back.mass(), prof.mass())  # JSON floats round-trip exactly
     for kind in prof.kinds:

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from txray import plots  # noqa: E402
-
 import stages as st  # noqa: E402
+
+from txray import plots  # noqa: E402
 
 
 @pytest.fixture(scope="module")

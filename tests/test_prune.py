@@ -116,7 +116,13 @@ def test_pruning_table_matches_zeroed_weights():
     sets = {"pair": [0, 4], "one": [5]}
     table = txray.pruning_table(model, "1", sets, evaluate, profile=prof)
     assert table.column_names == [
-        "set", "neurons", "mass_removed", "metric_train", "change_train", "metric_test", "change_test"
+        "set",
+        "neurons",
+        "mass_removed",
+        "metric_train",
+        "change_train",
+        "metric_test",
+        "change_test",
     ]
     rows = table.to_pylist()
     base = evaluate(model)

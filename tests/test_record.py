@@ -11,14 +11,13 @@ import contextlib
 
 import numpy as np
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import txray
-
-import reference
 
 SIZES = {"token": 7, "pos": 3}
 RTOL = 1e-12
@@ -266,7 +265,7 @@ def test_hash_tables_grow_across_batches_and_match_numpy():
         with on_threads(threads):
             rec = txray.Recorder(N, {"token": F}, dense_limit_bytes=0)
             for lo in range(0, T, 70_000):
-                rec.update(acts[lo:lo + 70_000], {"token": ids[lo:lo + 70_000]})
+                rec.update(acts[lo : lo + 70_000], {"token": ids[lo : lo + 70_000]})
         return rec.profile()
 
     prof = record(2)
@@ -366,8 +365,11 @@ def test_bad_batches_are_rejected_whole():
         (ValueError, "unexpected \\['word'\\]", lambda: rec.update(acts, {**ok, "word": ok["pos"]})),
         (ValueError, "has shape \\(3,\\)", lambda: rec.update(acts, {**ok, "pos": np.zeros(3, int)})),
         (TypeError, "must be integers", lambda: rec.update(acts, {**ok, "pos": np.zeros(2)})),
-        (ValueError, "feature 'token' of token 1 is 7, outside its vocabulary \\[0, 7\\)",
-         lambda: rec.update(acts, {**ok, "token": np.array([0, 7])})),
+        (
+            ValueError,
+            "feature 'token' of token 1 is 7, outside its vocabulary \\[0, 7\\)",
+            lambda: rec.update(acts, {**ok, "token": np.array([0, 7])}),
+        ),
         (ValueError, "feature 'pos' of token 0 is -1", lambda: rec.update(acts, {**ok, "pos": np.array([-1, 0])})),
         (ValueError, "mask has shape", lambda: rec.update(acts, ok, mask=[True])),
         (TypeError, "mask must be boolean", lambda: rec.update(acts, ok, mask=[0.5, 1.0])),

@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("plotly")
 
+import stages as st  # noqa: E402
+
 import txray  # noqa: E402
 from txray import report  # noqa: E402
-
-import stages as st  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(

@@ -45,7 +45,9 @@ void check(cudaError_t e, const char* what) {
   }
 }
 
-void check_launch(const char* what) { check(cudaGetLastError(), what); }
+void check_launch(const char* what) {
+  check(cudaGetLastError(), what);
+}
 
 struct DeviceGuard {
   int prev = -1;
@@ -88,8 +90,8 @@ struct Buffer {
     if (e != cudaSuccess) {
       cudaGetLastError();
       ptr = nullptr;
-      throw DeviceError(std::string("could not allocate ") + std::to_string(n) + " bytes of device memory for " +
-                        what + ": " + cudaGetErrorString(e));
+      throw DeviceError(std::string("could not allocate ") + std::to_string(n) + " bytes of device memory for " + what +
+                        ": " + cudaGetErrorString(e));
     }
     bytes = n;
   }
@@ -214,10 +216,14 @@ __device__ __forceinline__ float load_any(const void* data, int dtype, long long
   return dtype == 1 ? LF16::load(h) : LBF16::load(h);
 }
 
-__device__ __forceinline__ bool is_finite_f(float x) { return x - x == 0.0f; }
+__device__ __forceinline__ bool is_finite_f(float x) {
+  return x - x == 0.0f;
+}
 
 // (v, i) before (bv, bi): larger value, or equal value and lower index.
-__device__ __forceinline__ bool before(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+__device__ __forceinline__ bool before(float v, int i, float bv, int bi) {
+  return v > bv || (v == bv && i < bi);
+}
 
 struct Scan {
   float v;
@@ -546,11 +552,11 @@ int pointer_device(uintptr_t ptr) {
 struct KindStore {
   Storage storage = kDenseCells;
   int64_t vocab = 0;
-  Buffer freq;   // uint64 [vocab]
-  Buffer count;  // dense cells: uint64 [vocab * N]; hash: uint64 [slots]
-  Buffer sum;    // dense cells / dense rows: f64 [vocab * N]; hash: f64 [slots]; sparse rows: f64 [cap * N]
-  Buffer keys;   // hash: uint64 [slots]
-  Buffer row_of; // sparse rows: int32 [vocab]
+  Buffer freq;            // uint64 [vocab]
+  Buffer count;           // dense cells: uint64 [vocab * N]; hash: uint64 [slots]
+  Buffer sum;             // dense cells / dense rows: f64 [vocab * N]; hash: f64 [slots]; sparse rows: f64 [cap * N]
+  Buffer keys;            // hash: uint64 [slots]
+  Buffer row_of;          // sparse rows: int32 [vocab]
   uint64_t capacity = 0;  // hash slots / sparse rows
   uint64_t upper = 0;     // upper bound of occupied slots / rows in use
 };
@@ -912,9 +918,14 @@ int64_t DeviceRecorder::update(const DeviceBatch& in) {
       select_kernel<L, false><<<select_blocks, 256, 0, s>>>(b);
   };
   switch (in.dtype) {
-    case DType::Float16: launch_select(LF16{}); break;
-    case DType::BFloat16: launch_select(LBF16{}); break;
-    default: launch_select(LF32{});
+    case DType::Float16:
+      launch_select(LF16{});
+      break;
+    case DType::BFloat16:
+      launch_select(LBF16{});
+      break;
+    default:
+      launch_select(LF32{});
   }
   check_launch("select_kernel");
   if (m.mode == Mode::All) {
@@ -923,9 +934,14 @@ int64_t DeviceRecorder::update(const DeviceBatch& in) {
     const dim3 grid(static_cast<unsigned>((in.cols + 127) / 128),
                     static_cast<unsigned>(std::min<int64_t>((rows + kAllRows - 1) / kAllRows, 65535)));
     switch (in.dtype) {
-      case DType::Float16: accumulate_all<LF16><<<grid, 128, 0, s>>>(b); break;
-      case DType::BFloat16: accumulate_all<LBF16><<<grid, 128, 0, s>>>(b); break;
-      default: accumulate_all<LF32><<<grid, 128, 0, s>>>(b);
+      case DType::Float16:
+        accumulate_all<LF16><<<grid, 128, 0, s>>>(b);
+        break;
+      case DType::BFloat16:
+        accumulate_all<LBF16><<<grid, 128, 0, s>>>(b);
+        break;
+      default:
+        accumulate_all<LF32><<<grid, 128, 0, s>>>(b);
     }
     check_launch("accumulate_all");
   } else {
@@ -1019,14 +1035,14 @@ void DeviceRecorder::merge(DeviceRecorder& other) {
         if (need > st.capacity) m.grow_rows(i, need, s);
         if (n)
           assign_rows<<<blocks_for(int64_t(n), 256, m.sm_count * 32), 256, 0, s>>>(m.args(i, nullptr),
-                                                                                    feature.as<int>(), int64_t(n));
+                                                                                   feature.as<int>(), int64_t(n));
         check_launch("assign_rows");
       }
     }
     if (n)
       add_cells<<<blocks_for(int64_t(n), 256, m.sm_count * 32), 256, 0, s>>>(
-          m.args(i, nullptr), m.n_neurons, neuron.as<int>(), feature.as<int>(), count.as<long long>(),
-          sum.as<double>(), int64_t(n));
+          m.args(i, nullptr), m.n_neurons, neuron.as<int>(), feature.as<int>(), count.as<long long>(), sum.as<double>(),
+          int64_t(n));
     check_launch("add_cells");
     add_u64<<<blocks_for(int64_t(freq.size()), 256, m.sm_count * 32), 256, 0, s>>>(
         st.freq.as<unsigned long long>(), f.as<long long>(), int64_t(freq.size()));
@@ -1038,9 +1054,8 @@ void DeviceRecorder::merge(DeviceRecorder& other) {
     Buffer tmp;
     tmp.allocate(mass.size() * 8, "merging");
     check(cudaMemcpy(tmp.ptr, mass.data(), mass.size() * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
-    add_f64<<<blocks_for(int64_t(mass.size()), 256, m.sm_count * 32), 256, 0, s>>>(m.mass.as<double>(),
-                                                                                     tmp.as<double>(),
-                                                                                     int64_t(mass.size()));
+    add_f64<<<blocks_for(int64_t(mass.size()), 256, m.sm_count * 32), 256, 0, s>>>(
+        m.mass.as<double>(), tmp.as<double>(), int64_t(mass.size()));
     check_launch("add_f64");
     check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   }
@@ -1166,8 +1181,12 @@ size_t DeviceRecorder::bytes() const {
   return total;
 }
 
-int DeviceRecorder::device() const { return impl_->device; }
-int64_t DeviceRecorder::n_neurons() const { return impl_->n_neurons; }
+int DeviceRecorder::device() const {
+  return impl_->device;
+}
+int64_t DeviceRecorder::n_neurons() const {
+  return impl_->n_neurons;
+}
 
 }  // namespace cuda
 }  // namespace txray

@@ -65,7 +65,7 @@ struct DeviceBatch {
   const uint8_t* host_mask = nullptr;  // host, or null
   std::vector<uintptr_t> ids;          // device pointer per kind, or 0 where host_ids has it
   std::vector<const int64_t*> host_ids;
-  uintptr_t stream = 0;                // cudaStream_t as an integer (0: legacy default)
+  uintptr_t stream = 0;  // cudaStream_t as an integer (0: legacy default)
 };
 
 class DeviceRecorder {

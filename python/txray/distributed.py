@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,9 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def record_model(model: Any, tokenizer: Any, corpus: Any, layers: Sequence[Any],
-                 features: Sequence[Any] = ("token",), **options: Any) -> dict[str, Profile] | None:
+def record_model(
+    model: Any, tokenizer: Any, corpus: Any, layers: Sequence[Any], features: Sequence[Any] = ("token",), **options: Any
+) -> dict[str, Profile] | None:
     """:func:`txray.record_model` on this rank's shard, merged on rank 0.
 
     Call it on every rank after :func:`init`, with the same arguments (the

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Vocabulary:
         self.unk_id = self._index[UNK]
 
     @classmethod
-    def build(cls, counts: Mapping[str, int], min_count: int = 1, max_size: int | None = None) -> "Vocabulary":
+    def build(cls, counts: Mapping[str, int], min_count: int = 1, max_size: int | None = None) -> Vocabulary:
         """``<unk>`` first, then every string seen ``min_count`` times or more,
         most frequent first (ties alphabetically), at most ``max_size`` in all."""
         if min_count < 1:
@@ -49,7 +50,7 @@ class Vocabulary:
             kept = kept[: max(max_size - 1, 0)]
         return cls([UNK, *kept])
 
-    def extend(self, names: Iterable[str]) -> "Vocabulary":
+    def extend(self, names: Iterable[str]) -> Vocabulary:
         """A vocabulary with ``names`` appended (those not already in it)."""
         return Vocabulary([*self.names, *(n for n in names if n not in self._index)])
 
@@ -124,8 +125,14 @@ class Feature:
 class Token(Feature):
     """The word itself (``lower=True`` lowercases it first)."""
 
-    def __init__(self, vocabulary: Vocabulary | Sequence[str] | None = None, min_count: int = 1,
-                 max_size: int | None = None, lower: bool = False, kind: str = "token") -> None:
+    def __init__(
+        self,
+        vocabulary: Vocabulary | Sequence[str] | None = None,
+        min_count: int = 1,
+        max_size: int | None = None,
+        lower: bool = False,
+        kind: str = "token",
+    ) -> None:
         super().__init__(kind, vocabulary, min_count, max_size)
         self.lower = lower
 
@@ -138,8 +145,15 @@ class Ngram(Feature):
 
     ``Ngram(2)`` of "the cat sat" gives ``<s> the``, ``the cat``, ``cat sat``."""
 
-    def __init__(self, n: int = 2, vocabulary: Vocabulary | Sequence[str] | None = None, min_count: int = 1,
-                 max_size: int | None = None, lower: bool = False, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        n: int = 2,
+        vocabulary: Vocabulary | Sequence[str] | None = None,
+        min_count: int = 1,
+        max_size: int | None = None,
+        lower: bool = False,
+        kind: str | None = None,
+    ) -> None:
         if n < 1:
             raise ValueError(f"an n-gram needs n >= 1, not {n}")
         super().__init__(kind or f"ngram{n}", vocabulary, min_count, max_size)
@@ -156,8 +170,14 @@ class Column(Feature):
     """A column of the corpus records: one value per sequence (a label, a
     topic) or a list with one value per word (gold tags)."""
 
-    def __init__(self, column: str, vocabulary: Vocabulary | Sequence[str] | None = None, min_count: int = 1,
-                 max_size: int | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        column: str,
+        vocabulary: Vocabulary | Sequence[str] | None = None,
+        min_count: int = 1,
+        max_size: int | None = None,
+        kind: str | None = None,
+    ) -> None:
         super().__init__(kind or column, vocabulary, min_count, max_size)
         self.column = column
 
@@ -190,8 +210,9 @@ class Column(Feature):
 class Label(Column):
     """The sequence's label (column ``"label"`` unless told otherwise)."""
 
-    def __init__(self, column: str = "label", vocabulary: Vocabulary | Sequence[str] | None = None,
-                 kind: str = "label") -> None:
+    def __init__(
+        self, column: str = "label", vocabulary: Vocabulary | Sequence[str] | None = None, kind: str = "label"
+    ) -> None:
         super().__init__(column, vocabulary, kind=kind)
 
 
@@ -201,7 +222,7 @@ class Pos(Feature):
     ``tagger`` is a :class:`~txray.taggers.Tagger` or a spec such as
     ``"spacy"`` or ``"flair:path/to/tagger.pt"``. Its tagset is the vocabulary."""
 
-    def __init__(self, tagger: "Tagger | str" = "spacy", kind: str = "pos") -> None:
+    def __init__(self, tagger: Tagger | str = "spacy", kind: str = "pos") -> None:
         self._tagger = make_tagger(tagger)
         super().__init__(kind, Vocabulary(self._tagger.tags))
 
@@ -302,8 +323,9 @@ def needs_vocabulary_pass(features: Sequence[Feature]) -> bool:
     return any(f.vocabulary is None and not isinstance(f, Prediction) for f in features)
 
 
-def annotate(examples: Iterable[Example], features: Sequence[Feature],
-             cache_dir: str | os.PathLike | None) -> Iterator[Example]:
+def annotate(
+    examples: Iterable[Example], features: Sequence[Feature], cache_dir: str | os.PathLike | None
+) -> Iterator[Example]:
     """Run the taggers that the features need over the stream (batched, cached)."""
     for feature in features:
         if feature.tagger is not None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,10 @@ def _read_json(path: Path) -> Iterator[tuple[list[str], np.ndarray]]:
             if not features:
                 continue
             acts = np.array(
-                [[layer["values"] for layer in sorted(f["layers"], key=lambda l: l["index"])] for f in features],
+                [
+                    [layer["values"] for layer in sorted(f["layers"], key=lambda layer_: layer_["index"])]
+                    for f in features
+                ],
                 dtype=np.float32,
             )  # (words, layers, neurons)
             yield words, _checked(acts.transpose(1, 0, 2), words, path, number)
@@ -140,14 +144,16 @@ def record_neurox(
     names = {f.kind: f.names() for f in features}
     meta = {"source": "neurox", "corpus": Path(path).name, "txray_version": __version__}
     return {
-        layer: rec.profile(name=f"layer{layer}", feature_names=names,
-                           metadata={**meta, "layer": layer, "tokens": rec.tokens})
+        layer: rec.profile(
+            name=f"layer{layer}", feature_names=names, metadata={**meta, "layer": layer, "tokens": rec.tokens}
+        )
         for layer, rec in recorders.items()
     }
 
 
-def _examples(path: str | os.PathLike, labels: str | os.PathLike | None,
-              acts_of: dict[int, np.ndarray] | None) -> Iterator[Example]:
+def _examples(
+    path: str | os.PathLike, labels: str | os.PathLike | None, acts_of: dict[int, np.ndarray] | None
+) -> Iterator[Example]:
     """Examples of the file's sentences (with their labels line, if any); each
     sentence's activations wait in ``acts_of`` under its index until recorded."""
     label_lines = open(labels, encoding="utf-8") if labels is not None else None

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = b"txray"
 
 
-def write(profile: "Profile", path: str | os.PathLike) -> None:
+def write(profile: Profile, path: str | os.PathLike) -> None:
     """Write atomically: a crash leaves either the old file or the new one."""
     path = os.fspath(path)
     tables, kinds = [], []
@@ -75,7 +75,7 @@ def write(profile: "Profile", path: str | os.PathLike) -> None:
         raise
 
 
-def read(path: str | os.PathLike) -> "Profile":
+def read(path: str | os.PathLike) -> Profile:
     from .profile import KindCells, Profile
 
     path = os.fspath(path)

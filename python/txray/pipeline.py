@@ -11,7 +11,8 @@ budget and the accumulators, never by the corpus.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,8 +168,17 @@ def default_forward(model: nn.Module) -> Forward:
 class _Run:
     """The per-batch work of one recording: forward, capture, pool, record."""
 
-    def __init__(self, model: nn.Module, capture: Capture, features: list[Feature], mode: str, k: int | None,
-                 pooling: str, forward: Forward, dense_limit_bytes: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        capture: Capture,
+        features: list[Feature],
+        mode: str,
+        k: int | None,
+        pooling: str,
+        forward: Forward,
+        dense_limit_bytes: int,
+    ) -> None:
         self.model, self.capture, self.features = model, capture, features
         self.mode, self.k, self.pooling, self.forward = mode, k, pooling, forward
         self.dense_limit_bytes = dense_limit_bytes
@@ -222,7 +232,9 @@ class _Run:
             positions = np.flatnonzero(batch.unit >= 0)
             _, first = np.unique(batch.unit[positions], return_index=True)
             return per_position[positions[first]]
-        raise ValueError(f"prediction logits must be (batch, classes) or (batch, seq, classes), got {tuple(logits.shape)}")
+        raise ValueError(
+            f"prediction logits must be (batch, classes) or (batch, seq, classes), got {tuple(logits.shape)}"
+        )
 
     def profiles(self, metadata: Mapping[str, Any]) -> dict[str, Profile]:
         names = {f.kind: f.names() for f in self.features}
@@ -236,8 +248,9 @@ class _Run:
         }
 
 
-def _prepare_vocabularies(features: list[Feature], corpus: Corpus, limit_tokens: int | None,
-                          tokenizer: WordTokenizer, include_special: bool) -> dict[int, str] | None:
+def _prepare_vocabularies(
+    features: list[Feature], corpus: Corpus, limit_tokens: int | None, tokenizer: WordTokenizer, include_special: bool
+) -> dict[int, str] | None:
     """Build missing vocabularies (a first pass); with ``include_special`` add
     the special tokens to them and return ``{token id: token string}``."""
     if needs_vocabulary_pass(features):
@@ -258,8 +271,12 @@ def _prepare_vocabularies(features: list[Feature], corpus: Corpus, limit_tokens:
     return names
 
 
-def _windows(examples: Iterable[Example], features: list[Feature], tokenizer: WordTokenizer,
-             special_names: Mapping[int, str] | None) -> Iterator[Window]:
+def _windows(
+    examples: Iterable[Example],
+    features: list[Feature],
+    tokenizer: WordTokenizer,
+    special_names: Mapping[int, str] | None,
+) -> Iterator[Window]:
     for group in take(examples, TOKENIZE_CHUNK):
         pieces = tokenizer.pieces([e.words for e in group])
         for example, example_pieces in zip(group, pieces):
@@ -268,8 +285,9 @@ def _windows(examples: Iterable[Example], features: list[Feature], tokenizer: Wo
             yield from windows(example, example_pieces, tokenizer, ids, specials)
 
 
-def _special_feature_ids(features: list[Feature], example: Example,
-                         special_names: Mapping[int, str]) -> dict[str, dict[int, int]]:
+def _special_feature_ids(
+    features: list[Feature], example: Example, special_names: Mapping[int, str]
+) -> dict[str, dict[int, int]]:
     return {
         f.kind: {token: f.vocabulary.id(f.special_string(example, name)) for token, name in special_names.items()}
         for f in features

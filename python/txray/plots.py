@@ -13,7 +13,8 @@ Needs plotly (``pip install 'txray[report]'``); ``import txray`` does not.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from functools import cached_property
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,9 +52,7 @@ class KindCells:
         if self.names is not None:
             names = [str(n) for n in self.names]
             if len(names) != len(self.frequencies):
-                raise ValueError(
-                    f"the vocabulary has {len(names)} names for {len(self.frequencies)} feature ids"
-                )
+                raise ValueError(f"the vocabulary has {len(names)} names for {len(self.frequencies)} feature ids")
             object.__setattr__(self, "names", names)
 
 
@@ -160,7 +158,7 @@ class Profile:
         """Whether each neuron has a non-empty preference distribution."""
         return self.lengths(kind) > 0
 
-    def merge(self, other: "Profile", name: str | None = None) -> "Profile":
+    def merge(self, other: Profile, name: str | None = None) -> Profile:
         """A profile with the statistics of both (same layer shape, mode and vocabularies)."""
         check_compatible(self, other, self.kinds, same_neurons=True)
         if (self.mode, self.k) != (other.mode, other.k):
@@ -183,7 +181,7 @@ class Profile:
         parquet.write(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Profile":
+    def load(cls, path: str | os.PathLike) -> Profile:
         """Read a profile written by :meth:`save`."""
         return parquet.read(path)
 
@@ -256,4 +254,3 @@ def _merge_cells(a: KindCells, b: KindCells, n_neurons: int) -> KindCells:
         frequencies=a.frequencies + b.frequencies,
         names=a.names if a.names is not None else b.names,
     )
-

@@ -13,7 +13,8 @@ e.g. ``{"train": 0.81, "test": 0.79}``. Needs PyTorch.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,7 @@ BASELINE = "none (baseline)"
 """Name of :func:`pruning_table`'s first row: nothing pruned."""
 
 
-def _layer(model: "torch.nn.Module", layer: "str | torch.nn.Module") -> "torch.nn.Module":
+def _layer(model: torch.nn.Module, layer: str | torch.nn.Module) -> torch.nn.Module:
     """The module to prune: given, or looked up by dotted name (``encoder.layer.0.intermediate``)."""
     if not isinstance(layer, str):
         return layer
@@ -45,7 +46,7 @@ def _neuron_index(neurons: Sequence[int]) -> np.ndarray:
     return ids
 
 
-def _zeroed(tensor: "torch.Tensor", index: "torch.Tensor") -> "torch.Tensor":
+def _zeroed(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """A copy of ``tensor`` with the chosen entries of its last (neuron) axis set to zero."""
     if index.numel() and int(index[-1]) >= tensor.shape[-1]:
         raise IndexError(f"neuron {int(index[-1])} is out of range: the layer outputs {tensor.shape[-1]} neurons")
@@ -53,7 +54,7 @@ def _zeroed(tensor: "torch.Tensor", index: "torch.Tensor") -> "torch.Tensor":
     return tensor.index_fill(-1, index.to(tensor.device), 0)
 
 
-def _zero_rnn_state(module: "torch.nn.RNNBase", state: "torch.Tensor", index: "torch.Tensor") -> "torch.Tensor":
+def _zero_rnn_state(module: torch.nn.RNNBase, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Zero the pruned neurons in h_n of the top layer, whose rows are what the output sequence holds.
 
     h_n is (layers * directions, batch, hidden); a bidirectional output's
@@ -69,7 +70,7 @@ def _zero_rnn_state(module: "torch.nn.RNNBase", state: "torch.Tensor", index: "t
     return state
 
 
-def _prune_output(module: "torch.nn.Module", output: Any, index: "torch.Tensor") -> Any:
+def _prune_output(module: torch.nn.Module, output: Any, index: torch.Tensor) -> Any:
     """The module's output with the neurons zeroed: a tensor, or the first tensor of a tuple (RNNs)."""
     import torch
 
@@ -91,9 +92,7 @@ def _prune_output(module: "torch.nn.Module", output: Any, index: "torch.Tensor")
 
 
 @contextlib.contextmanager
-def prune(
-    model: "torch.nn.Module", layer: "str | torch.nn.Module", neurons: Sequence[int]
-) -> Iterator["torch.nn.Module"]:
+def prune(model: torch.nn.Module, layer: str | torch.nn.Module, neurons: Sequence[int]) -> Iterator[torch.nn.Module]:
     """Zero the outputs of ``neurons`` of ``layer`` while the context is open.
 
     ``layer`` is a module of ``model`` or its dotted name. The neurons are
@@ -175,8 +174,8 @@ def _relative(value: float, base: float) -> float | None:
 
 
 def pruning_table(
-    model: "torch.nn.Module",
-    layer: "str | torch.nn.Module",
+    model: torch.nn.Module,
+    layer: str | torch.nn.Module,
     sets: Mapping[str, Sequence[int]],
     evaluate: Callable[[Any], Mapping[str, float]],
     profile: Profile | None = None,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _inputs, _native
 from .profile import KindCells, Profile
@@ -253,15 +252,12 @@ class Recorder:
             self._leads[update] = lead
             self._inflight.append(keep)
 
-    def merge(self, other: "Recorder") -> "Recorder":
+    def merge(self, other: Recorder) -> Recorder:
         """Add another recorder's statistics to this one (same shape); returns self."""
         if not isinstance(other, Recorder):
             raise TypeError(f"can only merge a Recorder, not {type(other).__name__}")
         if (other.n_neurons, other.features, other.mode, other.k) != (self.n_neurons, self.features, self.mode, self.k):
-            raise ValueError(
-                "cannot merge recorders of different shapes: "
-                f"{self._shape()} vs {other._shape()}"
-            )
+            raise ValueError(f"cannot merge recorders of different shapes: {self._shape()} vs {other._shape()}")
         if self._device != other._device:
             raise ValueError(
                 f"cannot merge a recorder on {other.device} into one on {self.device}; "
@@ -291,7 +287,7 @@ class Recorder:
         if unknown:
             raise ValueError(f"feature_names has kinds {unknown} that the recorder does not have")
         kinds = {}
-        for index, (kind, size) in enumerate(self.features.items()):
+        for index, kind in enumerate(self.features):
             neuron, feature, count, total = self._native.cells(index)
             kinds[kind] = KindCells(
                 neuron=neuron,

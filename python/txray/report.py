@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def report_figures(
     k: int = 5,
     top: int = 10,
     token_pos: Mapping[str, str] | None = None,
-) -> dict[str, "go.Figure"]:
+) -> dict[str, go.Figure]:
     """The report's figures (names as in :data:`FIGURES`) that apply to these profiles.
 
     Neuron-by-neuron figures need two or more profiles of the same layer; the
@@ -163,7 +164,7 @@ def png_unavailable() -> str | None:
     return None
 
 
-def export_png(figures: Mapping[str, "go.Figure"], directory: str | os.PathLike, width: int = 1200) -> list[Path]:
+def export_png(figures: Mapping[str, go.Figure], directory: str | os.PathLike, width: int = 1200) -> list[Path]:
     """Write each figure to ``directory/NAME.png`` with kaleido, in one browser session.
 
     Raises RuntimeError when :func:`png_unavailable` says why it cannot.
@@ -255,8 +256,17 @@ def _neuron_data(profiles: Sequence[Profile], kind: str, top: int) -> list[dict[
             table = analysis.neuron_overview(a, b, kind, top)
             cols = ["neuron", "state", "hellinger", "length_a", "length_b", "mass_a", "mass_b", "top_a", "top_b"]
             rows = [list(r) for r in zip(*(table.column(c).to_pylist() for c in cols))]
-            head = ["neuron", "state", "Hellinger", f"length {names[i]}", f"length {names[i + 1]}",
-                    f"mass {names[i]}", f"mass {names[i + 1]}", f"top {names[i]}", f"top {names[i + 1]}"]
+            head = [
+                "neuron",
+                "state",
+                "Hellinger",
+                f"length {names[i]}",
+                f"length {names[i + 1]}",
+                f"mass {names[i]}",
+                f"mass {names[i + 1]}",
+                f"top {names[i]}",
+                f"top {names[i + 1]}",
+            ]
             sets.append({"label": f"{names[i]} → {names[i + 1]}", "columns": head, "rows": rows})
         return sets
     sets = []
@@ -295,7 +305,7 @@ def _clean_nan(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render_html(
     profiles: Sequence[Profile],
-    figures: Mapping[str, "go.Figure"],
+    figures: Mapping[str, go.Figure],
     kind: str = "token",
     top: int = 5,
     title: str | None = None,

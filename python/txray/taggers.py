@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,8 +28,24 @@ from .corpus import Example, take
 
 TAG_CHUNK = 256  # sequences per tagging call and per cache file
 UNIVERSAL_POS = (
-    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
-    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE",
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+    "SPACE",
 )
 
 
@@ -106,7 +123,7 @@ class FlairTagger:
         return [[token.get_label(self._type).value for token in sentence] for sentence in batch]
 
 
-def make_tagger(spec: "str | Tagger") -> Tagger:
+def make_tagger(spec: str | Tagger) -> Tagger:
     """``"spacy"``, ``"spacy:MODEL"``, ``"flair:NAME_OR_PATH"``, or a tagger object."""
     if not isinstance(spec, str):
         if not isinstance(spec, Tagger):

@@ -17,7 +17,8 @@ paper's case).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -73,8 +74,11 @@ class HFWordTokenizer:
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         try:
             encoded = self._tok(
-                [list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False,
-                return_attention_mask=False, return_token_type_ids=False,
+                [list(s) for s in sentences],
+                is_split_into_words=True,
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
             )
         except ValueError as err:  # e.g. GPT-2 needs add_prefix_space=True for pre-split words
             raise ValueError(f"tokenizer {self.name!r} cannot take pre-split words: {err}") from None
@@ -97,8 +101,15 @@ class VocabTokenizer:
     ``vocab`` is a list of words (id = position) or a ``{word: id}`` mapping;
     unknown words get the id of ``unk``."""
 
-    def __init__(self, vocab: Sequence[str] | Mapping[str, int], unk: str = "<unk>", pad_id: int = 0,
-                 lower: bool = False, max_length: int | None = None, name: str = "vocab") -> None:
+    def __init__(
+        self,
+        vocab: Sequence[str] | Mapping[str, int],
+        unk: str = "<unk>",
+        pad_id: int = 0,
+        lower: bool = False,
+        max_length: int | None = None,
+        name: str = "vocab",
+    ) -> None:
         self._index = dict(vocab) if isinstance(vocab, Mapping) else {w: i for i, w in enumerate(vocab)}
         if unk not in self._index:
             raise ValueError(f"the vocabulary has no unknown-word entry {unk!r}")
@@ -151,9 +162,13 @@ class Window:
         return len(self.input_ids)
 
 
-def windows(example: Example, pieces: list[list[int]], tokenizer: WordTokenizer,
-            features: dict[str, np.ndarray],
-            special_features: dict[str, dict[int, int]] | None = None) -> Iterator[Window]:
+def windows(
+    example: Example,
+    pieces: list[list[int]],
+    tokenizer: WordTokenizer,
+    features: dict[str, np.ndarray],
+    special_features: dict[str, dict[int, int]] | None = None,
+) -> Iterator[Window]:
     """Split an example into windows that fit ``tokenizer.max_length``.
 
     Windows hold whole words and do not overlap: each word is recorded once
@@ -176,12 +191,21 @@ def windows(example: Example, pieces: list[list[int]], tokenizer: WordTokenizer,
         yield _window(example, start, len(pieces), ids, owner, tokenizer, features, special_features)
 
 
-def _window(example: Example, start: int, stop: int, ids: list[int], owner: list[int],
-            tokenizer: WordTokenizer, features: dict[str, np.ndarray],
-            special_features: dict[str, dict[int, int]] | None) -> Window:
+def _window(
+    example: Example,
+    start: int,
+    stop: int,
+    ids: list[int],
+    owner: list[int],
+    tokenizer: WordTokenizer,
+    features: dict[str, np.ndarray],
+    special_features: dict[str, dict[int, int]] | None,
+) -> Window:
     prefix, suffix = tokenizer.prefix, tokenizer.suffix
     return Window(
-        example, start, stop,
+        example,
+        start,
+        stop,
         input_ids=[*prefix, *ids, *suffix],
         word_of_piece=[-1] * len(prefix) + owner + [-1] * len(suffix),
         features=features,

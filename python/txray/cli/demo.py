@@ -38,8 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default=str(defaults.out), metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $TXRAY_CACHE/demo, else OUT/cache)")
-    parser.add_argument("--paper", action="store_true",
-                        help="the paper's sizes: 1,500 hidden units, 50 epochs, 400,000 tokens, all data (use a GPU)")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's sizes: 1,500 hidden units, 50 epochs, 400,000 tokens, all data (use a GPU)",
+    )
     sizes = parser.add_argument_group("sizes (each overrides --paper)")
     _size(sizes, "--hidden", "LSTM hidden units, the neurons studied", defaults.hidden)
     _size(sizes, "--embedding", "word embedding size", defaults.embedding)
@@ -85,8 +88,9 @@ def config_from_args(args: argparse.Namespace):
         given = getattr(args, field.name, None)
         if given is not None and field.name not in ("out", "cache", "progress"):
             values[field.name] = None if field.name in ("train_tokens", "tweets") and given == 0 else given
-    return DemoConfig(out=Path(args.out), cache=Path(args.cache) if args.cache else None,
-                      progress=not args.quiet, **values)
+    return DemoConfig(
+        out=Path(args.out), cache=Path(args.cache) if args.cache else None, progress=not args.quiet, **values
+    )
 
 
 def run(args: argparse.Namespace) -> int:

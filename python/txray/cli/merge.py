@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..profile import Profile
 from . import UsageError
@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     save_profiles({out: merged})
     missing = missing_shards(merged)
     if missing:
-        print(f"txray merge: warning: shards {missing} of {merged.metadata['shards'][0][1]} are missing",
-              file=sys.stderr)
+        print(
+            f"txray merge: warning: shards {missing} of {merged.metadata['shards'][0][1]} are missing", file=sys.stderr
+        )
     print(f"{out}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
     return 0
 

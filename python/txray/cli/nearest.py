@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     dist = first.column("hellinger").to_numpy()
     print(f"{a.name} ({a.n_neurons} neurons) -> {b.name} ({b.n_neurons} neurons), feature kind {args.kind!r}")
     if len(dist):
-        print(f"{len(dist)} neurons of A have a nearest neuron in B: Hellinger mean {dist.mean():.4f}, "
-              f"median {np.median(dist):.4f}, min {dist.min():.4f}")
+        print(
+            f"{len(dist)} neurons of A have a nearest neuron in B: Hellinger mean {dist.mean():.4f}, "
+            f"median {np.median(dist):.4f}, min {dist.min():.4f}"
+        )
     else:
         print("no neuron is preferred in both profiles: nothing to pair")
     if args.output:

@@ -7,8 +7,9 @@ import importlib
 import importlib.util
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -95,6 +96,7 @@ def parse_set(text: str) -> tuple[str, list[int]]:
 
 def _format(table: pa.Table) -> str:
     """The table as aligned text, percentages like the paper's Table 2."""
+
     def cell(column: str, value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"

@@ -43,12 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="Hugging Face model directory or hub name")
     parser.add_argument("corpus", metavar="CORPUS", help="text, CSV, TSV or Parquet file")
-    parser.add_argument("--layer", action="append", required=True, metavar="NAME",
-                        help="module to record (repeatable); 'mlp' = every MLP layer, "
-                        "e.g. encoder.layer.0.intermediate")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="module to record (repeatable); 'mlp' = every MLP layer, e.g. encoder.layer.0.intermediate",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the profiles")
-    parser.add_argument("--feature", action="append", metavar="KIND",
-                        help="token (default), pos, label, ngramN, column:NAME (repeatable)")
+    parser.add_argument(
+        "--feature",
+        action="append",
+        metavar="KIND",
+        help="token (default), pos, label, ngramN, column:NAME (repeatable)",
+    )
     parser.add_argument("--tagger", default="spacy", help="POS tagger: spacy, spacy:MODEL, flair:NAME_OR_PATH")
     parser.add_argument("--text", default="text", metavar="COLUMN", help="text column of a table corpus")
     parser.add_argument("--label", default="label", metavar="COLUMN", help="label column for --feature label")
@@ -59,12 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit-tokens", type=int, metavar="N", help="record only the first N words")
     parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per forward pass")
     parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
-    parser.add_argument("--device", default="cpu",
-                        help="torch device for the model; under torchrun 'cuda' is cuda:LOCAL_RANK (NCCL), "
-                        "'cpu' uses gloo")
-    parser.add_argument("--shard", metavar="I/N",
-                        help="record only shard I of N (sequences i with i %% N == I); writes "
-                        "DIR/<layer>.part-I-of-N.parquet for txray merge")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for the model; under torchrun 'cuda' is cuda:LOCAL_RANK (NCCL), 'cpu' uses gloo",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="record only shard I of N (sequences i with i %% N == I); writes "
+        "DIR/<layer>.part-I-of-N.parquet for txray merge",
+    )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -101,9 +114,15 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
     options = dict(
-        mode=args.mode, k=args.k, pooling=args.pooling, include_special=args.include_special,
-        limit_tokens=args.limit_tokens, max_tokens=args.max_tokens, cache_dir=args.cache_dir,
-        progress=not args.quiet, name=args.model,
+        mode=args.mode,
+        k=args.k,
+        pooling=args.pooling,
+        include_special=args.include_special,
+        limit_tokens=args.limit_tokens,
+        max_tokens=args.max_tokens,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+        name=args.model,
     )
     corpus = txray.Corpus(args.corpus, text=args.text)
     if context is not None:

@@ -59,8 +59,9 @@ def read_token_pos(path: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..report import write_report
         import plotly  # noqa: F401
+
+        from ..report import write_report
     except ImportError:
         raise UsageError("the report needs plotly: pip install 'txray[report]'") from None
     if Path(args.output).suffix.lower() not in (".html", ".htm"):
@@ -68,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
     token_pos = read_token_pos(args.token_pos) if args.token_pos else None
     profiles = load_profiles(args.profiles, args.kind)
     pos_kind = None if args.pos_kind.lower() == "none" else args.pos_kind
-    result = write_report(
-        profiles, args.output, args.kind, pos_kind, args.k, args.top, args.title, token_pos, args.png
-    )
+    result = write_report(profiles, args.output, args.kind, pos_kind, args.k, args.top, args.title, token_pos, args.png)
     print(f"wrote {result.html} ({len(result.figures)} figures: {', '.join(result.figures)})")
     if args.png is not None:
         if result.png_skipped:

@@ -7,8 +7,8 @@ model loss. The metric is the F1 of the positive class.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -82,21 +82,39 @@ def fine_tune(config: DemoConfig, encoder: Encoder, train: Batches) -> Sentiment
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.sup_lr)
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.sup_epochs + 1):
-        _train_epoch(model, train, optimizer, torch.randperm(len(train), generator=generator), config,
-                     f"classifier epoch {epoch}/{config.sup_epochs}")
+        _train_epoch(
+            model,
+            train,
+            optimizer,
+            torch.randperm(len(train), generator=generator),
+            config,
+            f"classifier epoch {epoch}/{config.sup_epochs}",
+        )
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
     return model.eval()
 
 
-def _train_epoch(model: SentimentClassifier, data: Batches, optimizer: torch.optim.Optimizer, order: torch.Tensor,
-                 config: DemoConfig, desc: str) -> None:
+def _train_epoch(
+    model: SentimentClassifier,
+    data: Batches,
+    optimizer: torch.optim.Optimizer,
+    order: torch.Tensor,
+    config: DemoConfig,
+    desc: str,
+) -> None:
     model.train()
     device = next(model.parameters()).device
     loss_fn = nn.BCEWithLogitsLoss()
     steps = (len(data) + config.batch_size - 1) // config.batch_size
-    for ids, lengths, labels in tqdm(data.batches(config.batch_size, order), total=steps, desc=desc, unit="batch",
-                                     leave=False, disable=not config.progress):
+    for ids, lengths, labels in tqdm(
+        data.batches(config.batch_size, order),
+        total=steps,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        disable=not config.progress,
+    ):
         loss = loss_fn(model(ids.to(device), lengths), labels.to(device))
         optimizer.zero_grad()
         loss.backward()

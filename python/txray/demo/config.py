@@ -9,8 +9,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-PAPER: dict[str, Any] = {"hidden": 1500, "epochs": 50, "tokens": 400_000, "train_tokens": None, "vocab": 33_000,
-                         "embedding": 400, "tweets": None}
+PAPER: dict[str, Any] = {
+    "hidden": 1500,
+    "epochs": 50,
+    "tokens": 400_000,
+    "train_tokens": None,
+    "vocab": 33_000,
+    "embedding": 400,
+    "tweets": None,
+}
 """The paper's settings (``--paper``): 1,500 hidden units, 50 epochs, profiles on the
 first 400,000 tokens; the LM trains on the whole Wikipedia corpus and the classifier on
 every positive and negative tweet. Meant for a GPU."""
@@ -52,7 +59,9 @@ class DemoConfig:
         if not 0 < self.test_share < 1:
             raise ValueError(f"test_share must be between 0 and 1, not {self.test_share}")
         if self.epochs < 3:
-            raise ValueError(f"epochs must be at least 3 (the study compares epoch 1 with the last two), not {self.epochs}")
+            raise ValueError(
+                f"epochs must be at least 3 (the study compares epoch 1 with the last two), not {self.epochs}"
+            )
         if self.vocab < 4:
             raise ValueError(f"vocab must be at least 4 (padding, <unk>, <eos> and one word), not {self.vocab}")
 

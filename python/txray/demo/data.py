@@ -49,7 +49,9 @@ def load_data(config: DemoConfig) -> DemoData:
     path = config.cache_dir / f"data-{config.key('train_tokens', 'tweets', 'test_share', 'seed')}.json"
     if path.is_file():
         return _from_json(json.loads(path.read_text(encoding="utf-8")))
-    data = DemoData(wiki_words(config.train_tokens, config.seed), *tweet_split(config.tweets, config.test_share, config.seed))
+    data = DemoData(
+        wiki_words(config.train_tokens, config.seed), *tweet_split(config.tweets, config.test_share, config.seed)
+    )
     write_json(dataclasses.asdict(data), path)
     return data
 
@@ -119,4 +121,3 @@ def _from_json(value: dict) -> DemoData:
         train=[Tweet(**t) for t in value["train"]],
         test=[Tweet(**t) for t in value["test"]],
     )
-

@@ -34,8 +34,9 @@ class Encoder(nn.Module):
         self.rnn = nn.LSTM(embedding, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``ids`` (batch, seq) -> hidden states (batch, seq, hidden) and the final LSTM state."""
         return self.rnn(self.dropout(self.embedding(ids)), state)
 
@@ -49,8 +50,9 @@ class LanguageModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, vocab_size)
 
-    def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Next-word logits (batch, seq, vocab) and the final LSTM state."""
         hidden, state = self.encoder(ids, state)
         return self.decoder(self.dropout(hidden)), state
@@ -80,8 +82,9 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def snapshot_dir(config: DemoConfig) -> Path:
     """Where this configuration's LM snapshots are cached."""
-    key = config.key("hidden", "embedding", "vocab", "epochs", "train_tokens", "bptt", "batch_size", "lr",
-                     "dropout", "seed")
+    key = config.key(
+        "hidden", "embedding", "vocab", "epochs", "train_tokens", "bptt", "batch_size", "lr", "dropout", "seed"
+    )
     return config.cache_dir / f"lm-{key}"
 
 
@@ -108,8 +111,9 @@ def train_lm(config: DemoConfig, wiki: list[list[str]], vocab: list[str]) -> tup
     return paths, perplexity
 
 
-def _epoch(model: LanguageModel, data: torch.Tensor, optimizer: torch.optim.Optimizer, config: DemoConfig,
-           desc: str) -> float:
+def _epoch(
+    model: LanguageModel, data: torch.Tensor, optimizer: torch.optim.Optimizer, config: DemoConfig, desc: str
+) -> float:
     """One pass over the data in windows of ``bptt`` steps; returns the training perplexity."""
     model.train()
     state = None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -74,8 +75,10 @@ def run_study(config: DemoConfig) -> StudyResult:
     features = [Token(vocabulary=feature_words(data.wiki, data.train, config.tokens)), Pos(SpacyTagger())]
     recorder = _Recording(config, vocab, features)
 
-    stages = {f"wiki epoch {e}": recorder.record(load_lm(config, len(vocab), p), data.wiki, "wiki", f"wiki epoch {e}")
-              for e, p in snapshots.items()}
+    stages = {
+        f"wiki epoch {e}": recorder.record(load_lm(config, len(vocab), p), data.wiki, "wiki", f"wiki epoch {e}")
+        for e, p in snapshots.items()
+    }
     pretrained = load_lm(config, len(vocab), snapshots[config.epochs])
     stages["tweets zero-shot"] = recorder.record(pretrained, _words(data), "tweets", "tweets zero-shot")
     train, test = Batches(data.train, vocab), Batches(data.test, vocab)
@@ -111,9 +114,16 @@ class _Recording:
 
         device = self.config.resolved_device()
         profiles = record_model(
-            model, self.tokenizer, Corpus(words, name=corpus), layers=[LAYER], features=self.features,
-            limit_tokens=self.config.tokens, forward=lambda m, b: m.encoder(b.input_ids.to(device)),
-            cache_dir=self.config.cache_dir, progress=self.config.progress, name=f"demo {type(model).__name__}",
+            model,
+            self.tokenizer,
+            Corpus(words, name=corpus),
+            layers=[LAYER],
+            features=self.features,
+            limit_tokens=self.config.tokens,
+            forward=lambda m, b: m.encoder(b.input_ids.to(device)),
+            cache_dir=self.config.cache_dir,
+            progress=self.config.progress,
+            name=f"demo {type(model).__name__}",
         )
         profile = profiles[LAYER]
         profile.name = stage
@@ -153,13 +163,15 @@ def gained_neurons(comparison: pa.Table, profile: Profile, top: int = GAINED_TOP
     for row in tops:
         names[row["neuron"]].append(row["feature_name"])
     lengths = profile.lengths("token")
-    return pa.table({
-        "neuron": pa.array(order, pa.int32()),
-        "activation_mass": pa.array(mass[order]),
-        "mass_share": pa.array(share[order]),
-        "length": pa.array(lengths[order].astype(np.int64)),
-        "top_tokens": pa.array([", ".join(names[int(n)]) for n in order], pa.string()),
-    })
+    return pa.table(
+        {
+            "neuron": pa.array(order, pa.int32()),
+            "activation_mass": pa.array(mass[order]),
+            "mass_share": pa.array(share[order]),
+            "length": pa.array(lengths[order].astype(np.int64)),
+            "top_tokens": pa.array([", ".join(names[int(n)]) for n in order], pa.string()),
+        }
+    )
 
 
 def _baseline(pruning: pa.Table) -> dict[str, float]:

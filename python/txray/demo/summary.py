@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .study import StudyResult
@@ -27,43 +28,54 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def comparison_rows(result: "StudyResult") -> list[list[str]]:
+def comparison_rows(result: StudyResult) -> list[list[str]]:
     """Per comparison: question, stages, shared / avoided / gained, mean Hellinger, mean lengths, the paper."""
     rows = []
     n = result.config.hidden
     for c, paper in zip(result.comparisons, PAPER_SHARED):
         s = c.counts
-        rows.append([
-            c.question, f"{c.a} -> {c.b}", f"{s['shared']} ({100 * s['shared'] / n:.0f}%)", str(s["avoided"]),
-            str(s["gained"]), _num(s["mean_hellinger"]),
-            f"{_num(s['mean_token_length_a'], 1)} -> {_num(s['mean_token_length_b'], 1)}",
-            f"{paper:,} ({100 * paper / PAPER_NEURONS:.0f}%)",
-        ])
+        rows.append(
+            [
+                c.question,
+                f"{c.a} -> {c.b}",
+                f"{s['shared']} ({100 * s['shared'] / n:.0f}%)",
+                str(s["avoided"]),
+                str(s["gained"]),
+                _num(s["mean_hellinger"]),
+                f"{_num(s['mean_token_length_a'], 1)} -> {_num(s['mean_token_length_b'], 1)}",
+                f"{paper:,} ({100 * paper / PAPER_NEURONS:.0f}%)",
+            ]
+        )
     return rows
 
 
 COMPARISON_HEADER = ["", "stages", "shared", "avoided", "gained", "mean H", "token length (shared)", "paper shared"]
 
 
-def pruning_rows(result: "StudyResult") -> list[list[str]]:
+def pruning_rows(result: StudyResult) -> list[list[str]]:
     """Table 2: per pruned set, its size, mass share and F1 changes, beside the paper's."""
     rows = []
     for row in result.pruning.to_pylist():
         name = row["set"].replace(f"{result.config.prune_k} ", "20 ") if result.config.prune_k != 20 else row["set"]
         paper = PAPER_PRUNING.get(name)
         mass = row["mass_removed"]
-        rows.append([
-            row["set"], str(row["neurons"]), "-" if mass is None else f"{100 * mass:.3f}",
-            _pct(row["change_train"]), _pct(row["change_test"]),
-            "" if paper is None else f"{'-' if paper[0] is None else paper[0]} / {paper[1]:+.2f} / {paper[2]:+.2f}",
-        ])
+        rows.append(
+            [
+                row["set"],
+                str(row["neurons"]),
+                "-" if mass is None else f"{100 * mass:.3f}",
+                _pct(row["change_train"]),
+                _pct(row["change_test"]),
+                "" if paper is None else f"{'-' if paper[0] is None else paper[0]} / {paper[1]:+.2f} / {paper[2]:+.2f}",
+            ]
+        )
     return rows
 
 
 PRUNING_HEADER = ["pruned", "neurons", "% mass", "train F1 %", "test F1 %", "paper: % mass / train / test"]
 
 
-def gained_rows(result: "StudyResult", k: int = 3) -> list[list[str]]:
+def gained_rows(result: StudyResult, k: int = 3) -> list[list[str]]:
     """Table 1: the k most and k least massive gained neurons with their top tokens."""
     rows = result.gained.to_pylist()
     picked = rows if len(rows) <= 2 * k else rows[:k] + rows[-k:]
@@ -79,7 +91,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_text(result: "StudyResult") -> str:
+def summary_text(result: StudyResult) -> str:
     """The short text summary printed at the end of the demo."""
     c = result.config
     ppl = result.perplexity
@@ -109,7 +121,7 @@ def summary_text(result: "StudyResult") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _words(result: "StudyResult") -> str:
+def _words(result: StudyResult) -> str:
     return f"{result.config.train_tokens:,}" if result.config.train_tokens else "all"
 
 
@@ -119,8 +131,9 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def index_html(result: "StudyResult", links: Mapping[str, str]) -> str:
+def index_html(result: StudyResult, links: Mapping[str, str]) -> str:
     """The demo's front page: the summary tables and links to the reports and files."""
+
     def link(key: str, text: Any) -> str:
         return f'<a href="{html.escape(links[key])}">{html.escape(str(text))}</a>'
 
@@ -135,15 +148,17 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}pre{{background:
 <h2>Reports</h2><ul>{reports}</ul>
 <h2>Shared, avoided and gained neurons</h2>{_html_table(COMPARISON_HEADER, comparison_rows(result))}
 <h2>Table 2: pruning the supervised encoder</h2>
-<p>F1 of the positive class: train {result.f1['train']:.3f}, test {result.f1['test']:.3f}.</p>
+<p>F1 of the positive class: train {result.f1["train"]:.3f}, test {result.f1["test"]:.3f}.</p>
 {_html_table(PRUNING_HEADER, pruning_rows(result))}
 <h2>Table 1: neurons gained by supervision</h2>{_html_table(GAINED_HEADER, gained_rows(result))}
 <h2>Files</h2><ul>{data}</ul></body></html>
 """
 
 
-def summary_line(result: "StudyResult") -> str:
+def summary_line(result: StudyResult) -> str:
     """The settings in one sentence."""
     c = result.config
-    return (f"One-layer LSTM, {c.hidden} hidden units, {c.epochs} epochs on {_words(result)} Wikipedia words; "
-            f"profiles on the first {c.tokens:,} words of Wikipedia and of positive/negative tweets; seed {c.seed}.")
+    return (
+        f"One-layer LSTM, {c.hidden} hidden units, {c.epochs} epochs on {_words(result)} Wikipedia words; "
+        f"profiles on the first {c.tokens:,} words of Wikipedia and of positive/negative tweets; seed {c.seed}."
+    )

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Static checks, run by .ci/run after the tests: lint, format (Python and C++).
+# Uses the .venv that scripts/test.sh made, with the [dev] extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d .venv ] || { echo "no .venv: run scripts/test.sh first" >&2; exit 2; }
+. .venv/bin/activate
+ruff check .
+ruff format --check .
+clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.hpp
+echo "checks passed"
