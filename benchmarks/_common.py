@@ -197,3 +197,129 @@ def fmt_ratio(x: float) -> str:
     if x >= 10:
         return f"{x:.1f}"
     return f"{x:.2f}"
+
+
+# --------------------------------------------------------------------------
+# results files: every benchmark writes benchmarks/results/<benchmark>.json
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def add_results_arguments(parser) -> None:
+    """The options every benchmark has for its results file."""
+    parser.add_argument(
+        "--note",
+        default="",
+        help="conditions of this run, stored in the results file (e.g. 'shared machine, other jobs running')",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="where to write the results JSON (default benchmarks/results/<benchmark>.json; 'none' writes nothing)",
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _git(*args: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    """Python and the versions of the libraries this process has imported (none is imported here)."""
+    import platform
+    import sys
+
+    versions = {"python": platform.python_version()}
+    for name in ("numpy", "txray", "torch", "scipy", "numba", "pyarrow", "pandas", "transformers", "spacy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = str(getattr(module, "__version__", "?"))
+    return versions
+
+
+def write_results(
+    benchmark: str,
+    args,
+    tables: list[dict],
+    *,
+    bandwidth: list[Bandwidth] | None = None,
+    notes: list[str] | None = None,
+    path: str | None = None,
+) -> str | None:
+    """Write one benchmark run as JSON: machine, versions, commit, date, arguments and every row.
+
+    ``tables`` is a list of ``{"title": str, "headers": [str], "rows": [[str | number]]}``, the
+    tables the script printed, row for row. ``args`` is the argparse namespace (``note`` and
+    ``results`` come from :func:`add_results_arguments`). The file is
+    ``benchmarks/results/<benchmark>.json`` unless ``--results`` says otherwise: one current run per
+    benchmark, its history is in git. Returns the path written, or None for ``--results none``.
+    """
+    import json
+    import platform
+    from datetime import datetime, timezone
+
+    arguments = {k: v for k, v in vars(args).items() if k not in ("results",)}
+    path = path or getattr(args, "results", None) or os.path.join(RESULTS_DIR, f"{benchmark}.json")
+    if path == "none":
+        return None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    result = {
+        "benchmark": benchmark,
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": None if status is None else bool(status),
+        "arguments": arguments,
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu": _cpu_model(),
+            "logical_cores": os.cpu_count(),
+            "memory_bytes": _memory_bytes(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "bandwidth_measured": [
+            {"label": b.label, "gb_per_s": round(b.gbps, 3), "counts": b.counts} for b in (bandwidth or [])
+        ],
+        "versions": _versions(),
+        "tables": tables,
+        "notes": list(notes or []),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.partial-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"results written to {path}")
+    return path

@@ -31,7 +31,7 @@ from txray.pipeline import _Run, _windows, default_forward  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from _common import now  # noqa: E402
+from _common import add_results_arguments, now, write_results  # noqa: E402
 from corpora_data import wiki_extracts  # noqa: E402
 
 
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per batch")
     parser.add_argument("--txray-threads", type=int, help="threads of txray's native core (default: all cores)")
+    add_results_arguments(parser)
     args = parser.parse_args()
     if args.txray_threads:
         txray.set_num_threads(args.txray_threads)
@@ -136,30 +137,40 @@ def main() -> None:
     tag_seconds, tag_words = time_tagging(texts)
 
     load = os.getloadavg()
-    print(
+    title = (
         f"all-MiniLM-L6-v2 on {words} words ({pieces} word pieces, {len(prepared)} batches of <= "
         f"{args.max_tokens} padded positions), torch {torch.__version__} on {torch.get_num_threads()} threads, "
         f"txray on {txray.get_num_threads()}, "
         f"best of {args.rounds} interleaved rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
+    print(title)
     print("wall: best wall-clock seconds; cpu: best CPU seconds of this process (all threads), the steadier")
     print("measure on a shared machine; ratios are against the forward pass alone. 'warm' re-uses")
     print("recorders that have seen the corpus once (their tables' pages already touched): the cost per")
     print("batch of a long corpus, where making and first touching the tables is paid once")
     print(f"{'':28s} {'wall s':>7s} {'words/s':>8s} {'wall x':>7s} {'cpu s':>7s} {'cpu x':>7s}")
+    rows = []
     for name in configs:
         print(
             f"{name:28s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
             f"{cpu[name]:7.2f} {cpu[name] / cpu['forward only']:6.3f}x"
         )
+        ratio_wall, ratio_cpu = wall[name] / wall["forward only"], cpu[name] / cpu["forward only"]
+        rows.append([name, round(wall[name], 3), round(words / wall[name]), round(ratio_wall, 3)])
+        rows[-1] += [round(cpu[name], 3), round(ratio_cpu, 3)]
     print(
         f"{'record_model, 6 layers (e2e)':28s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
         "  (tokenization + features + forward + recording, one run)"
     )
+    rows.append(["record_model, 6 layers (e2e, one run)", round(e2e, 3), round(e2e_words / e2e)])
+    rows[-1] += [round(e2e / wall["forward only"], 3), None, None]
     print(
         f"{'POS tagging (spaCy), apart':28s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
         "           (cached per corpus: paid once)"
     )
+    rows.append(["POS tagging (spaCy), apart", round(tag_seconds, 3), round(tag_words / tag_seconds), None, None, None])
+    headers = ["run", "wall s", "words/s", "wall x", "cpu s", "cpu x"]
+    write_results("bench_capture", args, [{"title": title, "headers": headers, "rows": rows}])
 
 
 if __name__ == "__main__":

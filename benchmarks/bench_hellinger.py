@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from txray.hellinger import hellinger_matrix, hellinger_paired, hellinger_topk, match
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import render_table  # noqa: E402
+from _common import add_results_arguments, render_table, write_results  # noqa: E402
 
 VOCABULARY = 33_278
 ZIPF_EXPONENT = 1.1
@@ -244,7 +244,18 @@ def print_table(title, rows, extra_columns=()):
         [method, format_seconds(seconds), "-" if seconds is None else f"{seconds / reference:.1f}x", *extra]
         for method, seconds, *extra in rows
     ]
-    print("\n" + render_table(["method", "time", "ratio to txray", *extra_columns], cells, title))
+    headers = ["method", "time", "ratio to txray", *extra_columns]
+    print("\n" + render_table(headers, cells, title))
+    TABLES.append({"title": title, "headers": [*headers, "seconds"], "rows": [[*c, r[1]] for c, r in zip(cells, rows)]})
+
+
+TABLES: list[dict] = []  # every table printed, for the results file
+NOTES: list[str] = []  # every other line of results printed
+
+
+def say(text):
+    print(text)
+    NOTES.append(text.strip())
 
 
 # ---------------------------------------------------------------------------
@@ -288,9 +299,9 @@ def bench_paired(a, b, repeats):
     )
     visited = list(original)
     original_undivided = np.array([original[n][0] * original[n][1] for n in visited])
-    print(f"max |txray - NumPy dense|: {np.nanmax(np.abs(distance - numpy_distance)):.1e}")
-    print(f"max |txray - SciPy sparse|: {np.nanmax(np.abs(distance - scipy_distance)):.1e}")
-    print(
+    say(f"max |txray - NumPy dense|: {np.nanmax(np.abs(distance - numpy_distance)):.1e}")
+    say(f"max |txray - SciPy sparse|: {np.nanmax(np.abs(distance - scipy_distance)):.1e}")
+    say(
         "original's average Hellinger x union length == txray distance on shared neurons: "
         + ("yes" if np.allclose(original_undivided, distance[visited], rtol=0, atol=1e-12) else "no")
         + f"; union lengths equal: {'yes' if all(original[n][1] == union[n] for n in visited) else 'no'}"
@@ -320,16 +331,14 @@ def bench_all_pairs(a, b, k, repeats):
     else:
         rows.append((f"NumPy dense: skipped, needs ~{dense_bytes / 2**30:.1f} GiB", None))
     print_table(f"All-pairs Hellinger {n_a} x {n_b}, k={k} nearest (target: txray >= 3x faster than SciPy)", rows)
-    print("\n".join(agreement))
+    say("\n".join(agreement))
 
 
 def bench_large(n, k, repeats, workdir):
     a, b = two_stages(seed=1, n_neurons=n)
     data_path = os.path.join(workdir, "large.npz")
     np.savez(data_path, a_indptr=a[0], a_indices=a[1], a_data=a[2], b_indptr=b[0], b_indices=b[1], b_data=b[2])
-    print(
-        f"\n({n} x {n}: {len(a[1]):,} + {len(b[1]):,} non-zeros, {nonempty(a).sum()} x {nonempty(b).sum()} non-empty)"
-    )
+    say(f"\n({n} x {n}: {len(a[1]):,} + {len(b[1]):,} non-zeros, {nonempty(a).sum()} x {nonempty(b).sum()} non-empty)")
 
     runs = {}
     for method in ("txray", "scipy"):
@@ -348,7 +357,7 @@ def bench_large(n, k, repeats, workdir):
     )
     if "error" not in runs["scipy"]:
         agree = same_neighbours(load_result(runs["txray"]["result"]), load_result(runs["scipy"]["result"]))
-        print(f"agree (txray vs SciPy sparse): {'yes' if agree else 'no'}")
+        say(f"agree (txray vs SciPy sparse): {'yes' if agree else 'no'}")
 
 
 def available_memory_bytes():
@@ -362,7 +371,7 @@ def report_compile_time(workdir):
     env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(workdir, "numba-cache"))
     command = [sys.executable, os.path.abspath(__file__), "--child", "compile"]
     seconds = json.loads(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
-    print("numba compile time (fresh cache, first call): " + ", ".join(f"{f} {s:.1f} s" for f, s in seconds.items()))
+    say("numba compile time (fresh cache, first call): " + ", ".join(f"{f} {s:.1f} s" for f, s in seconds.items()))
 
 
 # ---------------------------------------------------------------------------
@@ -440,6 +449,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 7, quick 3)")
     parser.add_argument("--k", type=int, default=10, help="neighbours per neuron in the all-pairs sections")
     parser.add_argument("--threads", type=int, default=None, help="numba threads (default: numba's, one per core)")
+    add_results_arguments(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -457,12 +467,12 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         a, b = two_stages(seed=0, n_neurons=n_small)
         hellinger_topk(*a, *b, VOCABULARY, args.k)  # warm-up: compile (or load) and start the threads
-        print(
+        say(
             f"numba {numba.__version__}: {numba.get_num_threads()} threads, threading layer "
             f"{numba.threading_layer()}; load average {os.getloadavg()[0]:.2f}"
         )
         report_compile_time(workdir)
-        print(
+        say(
             f"{n_small} neurons, {VOCABULARY:,} features: {nonempty(a).sum()} / {nonempty(b).sum()} non-empty, "
             f"row lengths up to {np.diff(a[0]).max()} (mean {np.diff(a[0])[nonempty(a)].mean():.0f}); "
             f"median of {repeats} runs after a warm-up"
@@ -470,7 +480,8 @@ def main():
         bench_paired(a, b, repeats)
         bench_all_pairs(a, b, args.k, repeats)
         bench_large(n_large, args.k, max(1, repeats // 2), workdir)
-        print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+        say(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    write_results("bench_hellinger", args, TABLES, notes=NOTES)
 
 
 if __name__ == "__main__":

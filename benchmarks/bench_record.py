@@ -2,7 +2,7 @@
 
 What is measured
 ----------------
-The recording pass of TX-Ray (DESIGN.md section 1): for every token t with
+The recording pass of TX-Ray (docs/method.md): for every token t with
 activation row a_t (N neurons) and one feature id per feature kind,
   max1: n* = argmax_n a_t[n] (lowest index on ties), v = a_t[n*];
         count[kind][n*, f_t] += 1, sum[kind][n*, f_t] += v   (int64 / float64)
@@ -95,6 +95,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     OtherLoad,
+    add_results_arguments,
     best_read,
     fmt_rate,
     fmt_ratio,
@@ -104,6 +105,7 @@ from _common import (  # noqa: E402
     now,
     prefaulted_zeros,
     render_table,
+    write_results,
 )
 
 N_NEURONS = 1500
@@ -835,8 +837,9 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
     if notes:
         print("disagreements (inputs: this script's --size/--seed/--batch):")
         print("\n".join(notes))
-    print_verdict(mode, corpus, base, totals, sub_seconds, bandwidth)
+    verdict = print_verdict(mode, corpus, base, totals, sub_seconds, bandwidth)
     print(load.report())
+    return {"title": title, "headers": HEADERS, "rows": rows, "notes": [*notes, *verdict, load.report()]}
 
 
 def print_verdict(mode, corpus, txray_s, totals, sub_seconds, bandwidth):
@@ -847,18 +850,21 @@ def print_verdict(mode, corpus, txray_s, totals, sub_seconds, bandwidth):
         f"at {bw.gbps:.1f} GB/s, the best read bandwidth measured: {bw.label})"
     )
     if txray_s is None:
-        print(line + "; txray not available")
-        return
-    print(f"{line}, txray is {txray_s / floor:.2f} x the floor")
+        lines = [line + "; txray not available"]
+        print(lines[0])
+        return lines
+    lines = [f"{line}, txray is {txray_s / floor:.2f} x the floor"]
     baseline = {k: v for k, v in totals.items() if k.startswith(("numpy", "scipy", "torch"))}
     name = min(baseline, key=baseline.get)
-    print(
+    lines.append(
         f"best NumPy/PyTorch baseline: {name}, {fmt_seconds(baseline[name])} s; "
         f"txray is {baseline[name] / txray_s:.2f} x faster"
     )
     for label, (secs, _) in sub_seconds.items():
         if label.startswith("per-token"):
-            print(f"vs {label}: txray is {secs / txray_s:,.0f} x faster")
+            lines.append(f"vs {label}: txray is {secs / txray_s:,.0f} x faster")
+    print("\n".join(lines))
+    return lines
 
 
 def main(argv=None):
@@ -891,6 +897,7 @@ def main(argv=None):
     p.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the comparison of results with txray's"
     )
+    add_results_arguments(p)
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.size == "10x" else 3
@@ -929,12 +936,14 @@ def main(argv=None):
         flush=True,
     )
 
+    tables = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         bandwidth = merge_bandwidth(bandwidth, measure_bandwidth(gib=1.0, repeats=10, threads=THREADS))
-        run_mode(mode, corpus, args, txray, bandwidth)
+        tables.append(run_mode(mode, corpus, args, txray, bandwidth))
         gc.collect()
     print("\nmemory bandwidth, best of each probe over the run:")
     print_bandwidth(bandwidth)
+    write_results("bench_record", args, tables, bandwidth=bandwidth)
 
 
 def load_average() -> str:

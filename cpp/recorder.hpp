@@ -1,6 +1,6 @@
 // The recording engine: one fused pass per batch over a (tokens x neurons)
 // activation matrix, accumulating per-(neuron, feature) counts and sums for
-// every feature kind (DESIGN.md section 1).
+// every feature kind (docs/method.md).
 #pragma once
 
 #include <cstdint>

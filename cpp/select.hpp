@@ -1,5 +1,5 @@
 // Per-row selection on the CPU: argmax, top-k, and the finiteness check.
-// Ties always go to the lowest neuron index, as DESIGN.md section 1 says.
+// Ties always go to the lowest neuron index, as docs/method.md says.
 #pragma once
 
 #include <algorithm>

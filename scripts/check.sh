@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Static checks, run by .ci/run after the tests: lint, format (Python and C++).
-# Uses the .venv that scripts/test.sh made, with the [dev] extra.
+# Static checks, run by .ci/run after the tests: lint, format (Python and C++), the docs site.
+# Uses the .venv that scripts/test.sh made, with the [dev] and [docs] extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] || { echo "no .venv: run scripts/test.sh first" >&2; exit 2; }
@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.hpp
+# The docs: strict (any warning fails), offline (no fonts or plugins that fetch).
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "${TXRAY_SITE_DIR:-site}"
 echo "checks passed"

@@ -1,7 +1,7 @@
 """Obviously-correct NumPy references for what txray computes, used by the tests.
 
-Everything here loops token by token in float64 and follows DESIGN.md
-section 1 literally; it is slow on purpose and only runs on small inputs.
+Everything here loops token by token in float64 and follows the method
+(docs/method.md) literally; it is slow on purpose and only runs on small inputs.
 """
 
 from __future__ import annotations

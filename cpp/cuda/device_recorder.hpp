@@ -1,4 +1,4 @@
-// The recording engine on a CUDA device (DESIGN.md section 2): the same
+// The recording engine on a CUDA device (docs/design.md, docs/gpu.md): the same
 // statistics as txray::Recorder, kept in device memory and updated by
 // kernels that run on the caller's stream.
 //

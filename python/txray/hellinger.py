@@ -1,4 +1,4 @@
-"""Hellinger distances between neuron preference distributions (DESIGN.md section 1).
+"""Hellinger distances between neuron preference distributions (docs/method.md).
 
 A *distribution set* holds N probability distributions over a vocabulary of
 ``n_features`` features, stored as three CSR arrays:

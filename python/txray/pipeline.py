@@ -112,8 +112,11 @@ def record_model(
         holds ``"shards": [[index, count]]``; an empty shard (more shards than
         sequences) returns ``{}``.
 
-    Returns ``{layer name: Profile}``; each profile's metadata holds the model,
-    layer, corpus, tokenizer, pooling and token count.
+    Returns
+    -------
+    dict
+        ``{layer name: Profile}``; each profile's metadata holds the model,
+        layer, corpus, tokenizer, pooling and token count.
     """
     corpus = as_corpus(corpus)
     word_tokenizer = as_word_tokenizer(tokenizer, max_length)

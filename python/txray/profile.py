@@ -3,7 +3,7 @@
 A profile holds, per feature kind, the recorded cells (neuron, feature,
 count, sum), the corpus frequency of every feature, and per neuron the
 activation mass. Everything else (means, preference distributions, lengths)
-is derived from those as DESIGN.md section 1 defines.
+is derived from those as docs/method.md defines.
 """
 
 from __future__ import annotations
