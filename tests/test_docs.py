@@ -8,6 +8,7 @@ temporary working directory. In docs/*.md, a block preceded by the line
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,45 @@ def test_no_code_points_at_a_missing_design_file():
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in {".py", ".hpp", ".cpp", ".cu", ".md"} and path.name != "test_docs.py":
                 assert "DESIGN.md" not in path.read_text(errors="replace"), path
+
+
+def _load(path: Path, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_results_files_and_the_performance_page(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    common = _load(ROOT / "benchmarks" / "_common.py", "bench_common_for_test")
+    args = argparse.Namespace(size="quick", note="a test run", results=None)
+    bandwidth = [common.Bandwidth("probe", 12.5, "read")]
+    table = {"title": "t", "headers": ["method", "seconds"], "rows": [["txray | fast", 0.1], ["numpy", 0.2]]}
+    path = common.write_results("bench_x", args, [table], bandwidth=bandwidth, path=str(tmp_path / "bench_x.json"))
+    run = json.loads(Path(path).read_text())
+    for key in ("date_utc", "commit", "dirty", "arguments", "machine", "versions", "tables", "bandwidth_measured"):
+        assert key in run, key
+    assert run["machine"]["logical_cores"] and run["versions"]["python"]
+    assert run["arguments"] == {"size": "quick", "note": "a test run"} and run["tables"] == [table]
+
+    hooks = _load(ROOT / "docs" / "hooks.py", "docs_hooks_for_test")
+    page = hooks.on_page_markdown("x\n<!-- txray-results: bench_x -->\ny", None, None, None)
+    assert "<!--" not in page and "No results yet" in page  # benchmarks/results/ has no bench_x.json
+    text = hooks.render("bench_x", str(tmp_path))
+    assert "| txray \\| fast | 0.1 |" in text and "a test run" in text and "12.5" in text
+    assert "No results yet" in hooks.render("bench_missing", str(tmp_path))
+
+
+def test_every_benchmark_writes_its_results():
+    for script in (ROOT / "benchmarks").glob("bench_*.py"):
+        assert "write_results(" in script.read_text(), script.name
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    for script in (ROOT / "benchmarks").glob("bench_*.py"):
+        assert f"<!-- txray-results: {script.stem} -->" in performance, script.stem
