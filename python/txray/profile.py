@@ -191,11 +191,11 @@ class Profile:
         Raises FileNotFoundError, or :class:`txray.ProfileError` (a ValueError
         that names the file) when it is not a valid profile."""
         data = parquet.read(path)
-        kinds = {
-            kind.name: KindCells(kind.neuron, kind.feature, kind.count, kind.sum, kind.frequencies, kind.names)
-            for kind in data.kinds
-        }
         try:
+            kinds = {
+                kind.name: KindCells(kind.neuron, kind.feature, kind.count, kind.sum, kind.frequencies, kind.names)
+                for kind in data.kinds
+            }
             return cls(data.n_neurons, data.mode, data.k, kinds, data.mass, data.tokens, data.name, data.metadata)
         except (TypeError, ValueError) as err:
             raise parquet.ProfileError(f"{os.fspath(path)} is not a valid profile: {err}") from None
