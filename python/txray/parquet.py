@@ -163,45 +163,25 @@ def write(data: ProfileData, path: str | os.PathLike) -> None:
 
 
 def write_folder(data: ProfileData, folder: str | os.PathLike) -> None:
-    """Write the tables and manifest of a profile into a new folder (not atomic: see :func:`write`)."""
+    """Write the tables and manifest of a profile into a new folder (not atomic: see :func:`write`).
+
+    The cells are written in this thread while the small tables and the
+    manifest are written and fsynced in others; the function returns once
+    every file and the folder are on disk."""
     folder = os.fspath(folder)
     os.mkdir(folder, 0o777)  # the umask decides, as for any other folder
     write_id = uuid.uuid4().hex
-    tables: list[dict[str, Any]] = []
-
-    written: list[str] = []
-
-    def put(table: pa.Table, file: str, entry: dict[str, Any]) -> None:
-        meta = {ID_KEY: write_id.encode(), TABLE_KEY: entry["table"].encode()}
-        table = table.replace_schema_metadata(meta)
-        file_path = os.path.join(folder, file)
-        # Statistics (min/max per page and row group) let DuckDB skip pages; not for the names: no query
-        # filters on their order, and they cost time.
-        statistics = [name for name in table.column_names if name not in ("feature_name", "name")]
-        pq.write_table(table, file_path, compression="zstd", write_page_checksum=True, write_statistics=statistics)
-        written.append(file_path)
-        tables.append({**entry, "file": file, "rows": table.num_rows, "required": True})
-
-    kinds = []
-    names_arrays = {}
-    for kind in data.kinds:
-        names_arrays[kind.name] = None if kind.names is None else pa.array(kind.names, pa.string())
-    put(_cells_table(data, names_arrays), CELLS_FILE, {"table": "cells"})
-    put(_neurons_table(data), NEURONS_FILE, {"table": "neurons"})
+    names_arrays = {k.name: None if k.names is None else pa.array(k.names, pa.string()) for k in data.kinds}
     files = _vocabulary_files([k.name for k in data.kinds])
-    for kind in data.kinds:
-        n = len(kind.frequencies)
-        names = names_arrays[kind.name]
-        vocabulary = pa.Table.from_arrays(
-            [
-                pa.array(np.arange(n, dtype=np.int32)),
-                pa.nulls(n, pa.string()) if names is None else names,
-                pa.array(np.asarray(kind.frequencies, dtype=np.int64)),
-            ],
-            schema=VOCABULARY_SCHEMA,
-        )
-        put(vocabulary, files[kind.name], {"table": "vocabulary", "kind": kind.name})
-        kinds.append({"name": kind.name, "features": n, "names": kind.names is not None, "cells": len(kind.neuron)})
+    tables: list[dict[str, Any]] = [
+        {"table": "cells", "file": CELLS_FILE, "rows": sum(len(k.neuron) for k in data.kinds)},
+        {"table": "neurons", "file": NEURONS_FILE, "rows": data.n_neurons},
+    ]
+    tables += [
+        {"table": "vocabulary", "kind": k.name, "file": files[k.name], "rows": len(k.frequencies)} for k in data.kinds
+    ]
+    for entry in tables:
+        entry["required"] = True
     manifest = {
         "format": FORMAT_VERSION,
         "txray_version": __version__,
@@ -211,19 +191,51 @@ def write_folder(data: ProfileData, folder: str | os.PathLike) -> None:
         "k": data.k,
         "n_neurons": data.n_neurons,
         "tokens": data.tokens,
-        "kinds": kinds,
+        "kinds": [
+            {"name": k.name, "features": len(k.frequencies), "names": k.names is not None, "cells": len(k.neuron)}
+            for k in data.kinds
+        ],
         "tables": tables,
         "metadata": data.metadata,
     }
     manifest["checksum"] = _checksum(manifest)
-    text = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
-    with ThreadPoolExecutor(max(1, len(written))) as pool:  # the tables on disk before the manifest names them
-        list(pool.map(_fsync_path, written))
-    fd = os.open(os.path.join(folder, MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with os.fdopen(fd, "wb") as handle:  # last: a folder with a manifest is complete
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+
+    def put(table: pa.Table, file: str, name: str) -> None:
+        table = table.replace_schema_metadata({ID_KEY: write_id.encode(), TABLE_KEY: name.encode()})
+        file_path = os.path.join(folder, file)
+        # Statistics (min/max per page and row group) let DuckDB skip pages; not for the names: no query
+        # filters on their order, and they cost time.
+        statistics = [column for column in table.column_names if column not in ("feature_name", "name")]
+        pq.write_table(table, file_path, compression="zstd", write_page_checksum=True, write_statistics=statistics)
+        _fsync_path(file_path)
+
+    def small_tables() -> None:
+        put(_neurons_table(data), NEURONS_FILE, "neurons")
+        for kind in data.kinds:
+            n = len(kind.frequencies)
+            names = names_arrays[kind.name]
+            vocabulary = pa.Table.from_arrays(
+                [
+                    pa.array(np.arange(n, dtype=np.int32)),
+                    pa.nulls(n, pa.string()) if names is None else names,
+                    pa.array(np.asarray(kind.frequencies, dtype=np.int64)),
+                ],
+                schema=VOCABULARY_SCHEMA,
+            )
+            put(vocabulary, files[kind.name], "vocabulary")
+
+    def write_manifest() -> None:
+        fd = os.open(os.path.join(folder, MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(manifest, indent=1, ensure_ascii=False).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    with ThreadPoolExecutor(2) as pool:
+        others = [pool.submit(small_tables), pool.submit(write_manifest)]
+        put(_cells_table(data, names_arrays), CELLS_FILE, "cells")
+        for future in others:
+            future.result()
     _fsync_path(folder)
 
 
@@ -356,7 +368,6 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
         if not os.path.lexists(target):
             try:
                 _rename_new(source, target)
-                _fsync_path(parent)
                 return
             except FileExistsError:
                 continue
@@ -378,7 +389,6 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
             except OSError:
                 pass  # left for recover()
             raise
-        _fsync_path(parent)
         remove(old)
         return
     raise OSError(f"could not replace {target}: other processes keep replacing it")
