@@ -93,7 +93,7 @@ _FORMAT1_TEMPORARY = re.compile(r"\.txray-.+\.parquet\.tmp")  # mkstemp names of
 STALE_AFTER_S = 24 * 3600
 """Temporaries of another host (whose process can't be asked) or of format 1
 are removed once this old; those of a dead process on this host at once."""
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 10
 
 
 class ProfileError(ValueError):
@@ -669,6 +669,30 @@ def _read_folder(folder: str, path: str) -> ProfileData:
         if "/" in entry["file"] or "\\" in entry["file"] or entry["file"].startswith("."):
             raise ProfileError(f"{manifest_path} is corrupt: table file {entry['file']!r}")
         tables[key] = entry
+    # Open every table at once, before reading any: a save that replaces the folder meanwhile then
+    # can't give this reader tables of two saves (the ids would tell, and it would read again).
+    handles: dict[tuple[str, str | None], pa.NativeFile] = {}
+    try:
+        for key, entry in tables.items():
+            try:
+                handles[key] = pa.OSFile(os.path.join(folder, entry["file"]))
+            except FileNotFoundError:
+                pass  # reported when the table is read
+        return _read_tables(folder, path, manifest_path, manifest, kinds, tables, handles)
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _read_tables(
+    folder: str,
+    path: str,
+    manifest_path: str,
+    manifest: dict[str, Any],
+    kinds: list[dict[str, Any]],
+    tables: dict[tuple[str, str | None], dict[str, Any]],
+    handles: Mapping[tuple[str, str | None], pa.NativeFile],
+) -> ProfileData:
     write_id = manifest["id"].encode()
 
     def table(key: tuple[str, str | None], schema_names: Sequence[str]) -> pa.Table:
@@ -679,9 +703,9 @@ def _read_folder(folder: str, path: str) -> ProfileData:
             )
         file_path = os.path.join(folder, entry["file"])
         try:
-            # One open file for footer and pages: a save that replaces the folder meanwhile can't mix them.
-            with pa.OSFile(file_path) as handle:
-                result = pq.ParquetFile(handle, page_checksum_verification=True).read()
+            if key not in handles:
+                raise FileNotFoundError(file_path)
+            result = pq.ParquetFile(handles[key], page_checksum_verification=True).read()
         except FileNotFoundError:
             if _manifest_changed(manifest_path, manifest["id"]):
                 raise _Changed() from None
