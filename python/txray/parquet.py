@@ -528,7 +528,7 @@ def _check_replaceable(target: str) -> None:
 
 
 def _is_stale(match: re.Match, path: str) -> bool:
-    if match["host"] == _host():
+    if match["host"] == _host() and os.name == "posix":  # (os.kill on Windows would end the process)
         return not _alive(int(match["pid"]))
     return _age(path) > STALE_AFTER_S
 
