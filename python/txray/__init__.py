@@ -10,6 +10,7 @@ that changes between training stages or models (the TX-Ray method).
 from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
+from .parquet import ProfileError
 from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
@@ -21,6 +22,7 @@ __all__ = [
     "Recorder",
     "Profile",
     "KindCells",
+    "ProfileError",
     "Distributions",
     "compare",
     "summary",

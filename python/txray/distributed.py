@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import parquet
 from .profile import KindCells, Profile, check_compatible
 
 DEFAULT_TIMEOUT = timedelta(hours=2)
@@ -197,15 +198,15 @@ def save_profiles(profiles: Mapping[str | os.PathLike, Profile]) -> None:
     """Write ``{path: profile}`` all or nothing: every profile to a temporary
     name first, renamed once all of them are written. On an error the
     temporary files are removed and no target is touched."""
-    temporary = {Path(path): _temporary_name(Path(path)) for path in profiles}
+    temporary = {Path(path): Path(parquet.temporary_path(path)) for path in profiles}
     try:
         for profile, tmp in zip(profiles.values(), temporary.values()):
             profile.save(tmp)
         for path, tmp in temporary.items():
-            os.replace(tmp, path)
+            parquet.replace(tmp, path)
     finally:
         for tmp in temporary.values():
-            tmp.unlink(missing_ok=True)
+            parquet.remove(tmp)
 
 
 def _rank_device(device: str, local_rank: int) -> str:
@@ -215,10 +216,6 @@ def _rank_device(device: str, local_rank: int) -> str:
     if device == "cpu" or device.startswith("cuda:"):
         return device
     raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
 def check_mergeable(a: Profile, b: Profile) -> None:

@@ -177,13 +177,52 @@ class Profile:
 
     # -- persistence -----------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the profile to one Parquet file (atomically: temp file, then rename)."""
-        parquet.write(self, path)
+        """Write the profile to ``path``, replacing what is there.
+
+        The profile is a folder of Parquet tables (profile format 2,
+        docs/profile-format.md), written under a temporary name and renamed
+        into place: a crash leaves the old profile or the new one."""
+        parquet.write(self._data(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profile:
-        """Read a profile written by :meth:`save`."""
-        return parquet.read(path)
+        """Read and validate a profile written by :meth:`save` (format 2, or a format 1 file).
+
+        Raises FileNotFoundError, or :class:`txray.ProfileError` (a ValueError
+        that names the file) when it is not a valid profile."""
+        data = parquet.read(path)
+        try:
+            kinds = {
+                kind.name: KindCells(kind.neuron, kind.feature, kind.count, kind.sum, kind.frequencies, kind.names)
+                for kind in data.kinds
+            }
+            return cls(data.n_neurons, data.mode, data.k, kinds, data.mass, data.tokens, data.name, data.metadata)
+        except (TypeError, ValueError) as err:
+            raise parquet.ProfileError(f"{os.fspath(path)} is not a valid profile: {err}") from None
+
+    def _data(self) -> parquet.ProfileData:
+        """The parts :mod:`txray.parquet` writes."""
+        kinds = []
+        for kind in self.kinds:
+            cells = self.cells(kind)
+            mean, p = self._mean_and_p(kind)
+            kinds.append(
+                parquet.KindData(
+                    kind,
+                    cells.neuron,
+                    cells.feature,
+                    cells.count,
+                    cells.sum,
+                    cells.frequencies,
+                    cells.names,  # type: ignore[arg-type]  # a list (KindCells makes it one)
+                    mean=mean,
+                    p=p,
+                    lengths=self.lengths(kind),
+                )
+            )
+        return parquet.ProfileData(
+            self.n_neurons, self.mode, self.k, self.tokens, self.name, self.metadata, self._mass, kinds
+        )
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{k}:{self.vocab_size(k)}" for k in self.kinds)

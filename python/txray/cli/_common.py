@@ -14,9 +14,24 @@ from . import UsageError
 TABLE_SUFFIXES = (".parquet", ".csv")
 
 
+def load_profile(path: str) -> Profile:
+    """Load a profile; what can't be loaded is a UsageError (exit 2) naming the file.
+
+    An invalid profile raises :class:`txray.ProfileError`, a ValueError that
+    names the file (exit 2 too)."""
+    try:
+        return Profile.load(path)
+    except MemoryError:
+        raise UsageError(f"{path} is too large to load into this machine's memory") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise UsageError(f"no profile at {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def load_profiles(paths: Sequence[str], kind: str | None = None) -> list[Profile]:
     """Load profile files; with ``kind``, each must have that feature kind."""
-    profiles = [Profile.load(path) for path in paths]
+    profiles = [load_profile(path) for path in paths]
     for path, profile in zip(paths, profiles):
         if profile.name is None:
             profile.name = Path(path).stem  # label figures and tables by file name

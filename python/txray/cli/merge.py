@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..profile import Profile
 from . import UsageError
+from ._common import load_profile
 
 MERGE_GROUP = 16
 """Parts read and merged at a time: memory holds one group and the running merge."""
@@ -68,12 +69,12 @@ def merge_files(paths: Sequence[str], name: str | None = None) -> Profile:
     from ..distributed import check_mergeable, merge_profiles
 
     for path in paths:
-        if not Path(path).is_file():
+        if not Path(path).exists():  # a profile is a folder (format 2) or a file (format 1)
             raise UsageError(f"part not found: {path}")
     merged: Profile | None = None
     for start in range(0, len(paths), MERGE_GROUP):
         group = paths[start : start + MERGE_GROUP]
-        profiles = [Profile.load(path) for path in group]
+        profiles = [load_profile(path) for path in group]
         reference = merged or profiles[0]
         for path, profile in zip(group, profiles):
             try:
