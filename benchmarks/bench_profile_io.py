@@ -24,31 +24,26 @@ shows the best wall time, the best CPU time of the process (less disturbed
 by other processes on a shared machine), and the largest peak resident
 memory the operation added (Linux VmHWM after it, reset before it, minus the
 resident memory before it). Loaded profiles are checked
-against the saved one. Results go to benchmarks/results/profile_io.json.
+against the saved one. Results go to benchmarks/results/bench_profile_io.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
-import pyarrow as pa
 
 import txray
 from txray import parquet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import OtherLoad, now, render_table  # noqa: E402
+from _common import OtherLoad, add_results_arguments, now, render_table, write_results  # noqa: E402
 
 MIB = 1 << 20
 
@@ -183,51 +178,13 @@ def run_case(name: str, profile: txray.Profile, formats, repeats: int, folder: s
     return rows
 
 
-def environment(args: argparse.Namespace) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__), check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                cwd=os.path.dirname(__file__),
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {"txray": txray.__version__, "numpy": np.__version__, "pyarrow": pa.__version__},
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "arguments": vars(args),
-    }
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke test of the script")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each operation (best is shown)")
     parser.add_argument("--tokens", type=int, default=400_000, help="tokens recorded for the paper-sized profile")
     parser.add_argument("--cases", default="paper,5M names,10k neurons", help="comma-separated cases to run")
-    parser.add_argument(
-        "--out",
-        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "profile_io.json"),
-        help="where the JSON results go ('' for none)",
-    )
+    add_results_arguments(parser)
     args = parser.parse_args(argv)
     scale = 20 if args.quick else 1
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -291,13 +248,10 @@ def main(argv=None) -> int:
     ]
     print(render_table(headers, table, title=f"profile save/load, best of {args.repeats}"))
     print(load.report())
-    if args.out:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        result = {"benchmark": "profile_io", **environment(args), "other_load": load.report(), "rows": rows}
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.out}")
+    title = f"profile save/load, best of {args.repeats}"
+    write_results(
+        "bench_profile_io", args, [{"title": title, "headers": headers, "rows": table}], notes=[load.report()]
+    )
     return 0
 
 
