@@ -10,7 +10,7 @@ that changes between training stages or models (the TX-Ray method).
 from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
-from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile
+from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, merge_profiles
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
 from .report import write_report
@@ -22,6 +22,7 @@ __all__ = [
     "Profile",
     "KindCells",
     "Distributions",
+    "merge_profiles",
     "compare",
     "summary",
     "nearest",

@@ -13,8 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import UsageError
-from ._common import check_output, load_profiles, positive_int, write_table
+from ._common import UsageError, check_output, load_profiles, positive_int, write_table
 
 EXAMPLE = """example:
   txray prune mytask.py:load --layer encoder.rnn --profile supervised.parquet \\

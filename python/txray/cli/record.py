@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import UsageError
+from ._common import UsageError
 
 if TYPE_CHECKING:
     from txray.corpus import Shard
@@ -108,6 +108,7 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
     from txray import distributed
+    from txray.profile import save_profiles
 
     model, tokenizer = _load(args.model, device)
     layers = []
@@ -138,7 +139,7 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     out.mkdir(parents=True, exist_ok=True)
     suffix = f".part-{shard.index}-of-{shard.count}" if shard is not None else ""
     paths = {out / f"{_file_name(layer)}{suffix}.parquet": profile for layer, profile in profiles.items()}
-    distributed.save_profiles(paths)
+    save_profiles(paths)
     for path, profile in paths.items():
         print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
     return 0
