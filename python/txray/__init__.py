@@ -46,6 +46,7 @@ __all__ = [
 from .corpus import Corpus, split_whitespace, split_words
 from .features import Column, Feature, Label, Ngram, Pos, Prediction, Token, Vocabulary
 from .neurox import read_neurox, record_neurox
+from .options import RecordOptions
 from .taggers import FlairTagger, SpacyTagger, Tagger
 
 _TORCH_EXPORTS = {
@@ -84,5 +85,6 @@ __all__ += [
     "FlairTagger",
     "read_neurox",
     "record_neurox",
+    "RecordOptions",
     *_TORCH_EXPORTS,
 ]

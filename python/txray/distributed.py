@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .options import RecordOptions
 from .profile import Profile, merge_profiles, missing_shards, save_profiles
 
 __all__ = [
@@ -104,12 +105,20 @@ def shutdown() -> None:
 
 
 def record_model(
-    model: Any, tokenizer: Any, corpus: Any, layers: Sequence[Any], features: Sequence[Any] = ("token",), **options: Any
+    model: Any,
+    tokenizer: Any,
+    corpus: Any,
+    layers: Sequence[Any],
+    features: Sequence[Any] | None = None,
+    options: RecordOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Profile] | None:
     """:func:`txray.record_model` on this rank's shard, merged on rank 0.
 
     Call it on every rank after :func:`init`, with the same arguments (the
-    model already on this rank's device). Vocabularies are built from the
+    model already on this rank's device); ``options`` and ``settings`` are
+    those of :func:`txray.record_model` (a :class:`txray.RecordOptions`),
+    except ``shard``: every rank takes its own. Vocabularies are built from the
     whole corpus on every rank (the same deterministic pass, no
     communication); ``limit_tokens`` cuts the whole corpus before it is
     sharded, so all ranks together record exactly the first ``limit_tokens``
@@ -122,9 +131,12 @@ def record_model(
 
     from .pipeline import record_model as record_shard
 
+    opts = RecordOptions.resolve(options, features, settings)
+    if opts.shard is not None:
+        raise ValueError("distributed.record_model shards the corpus itself (one shard per rank): do not give shard")
     rank, world = dist.get_rank(), dist.get_world_size()
-    options["progress"] = options.get("progress", True) and rank == 0
-    parts = record_shard(model, tokenizer, corpus, layers, features, shard=(rank, world), **options)
+    opts = opts.replace(shard=(rank, world), progress=opts.progress and rank == 0)
+    parts = record_shard(model, tokenizer, corpus, layers, options=opts)
     return gather_profiles(parts)
 
 

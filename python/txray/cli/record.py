@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from txray.corpus import Shard
     from txray.distributed import Context
     from txray.features import Feature
+    from txray.profile import Profile
 
 EXAMPLE = """\
 example:
@@ -108,13 +109,15 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
     from txray import distributed
+    from txray.options import RecordOptions
     from txray.profile import save_profiles
 
     model, tokenizer = _load(args.model, device)
     layers = []
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
-    options = dict(
+    options = RecordOptions(
+        features=tuple(_features(args)),
         mode=args.mode,
         k=args.k,
         pooling=args.pooling,
@@ -124,14 +127,16 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
         cache_dir=args.cache_dir,
         progress=not args.quiet,
         name=args.model,
+        shard=shard,
     )
     corpus = txray.Corpus(args.corpus, text=args.text)
+    profiles: dict[str, Profile] | None
     if context is not None:
-        profiles = distributed.record_model(model, tokenizer, corpus, layers, _features(args), **options)
+        profiles = distributed.record_model(model, tokenizer, corpus, layers, options=options)
         if not context.is_main:
             return 0
     else:
-        profiles = txray.record_model(model, tokenizer, corpus, layers, _features(args), shard=shard, **options)
+        profiles = txray.record_model(model, tokenizer, corpus, layers, options=options)
     if not profiles:
         print(f"shard {args.shard} of {args.corpus} has no sequences: nothing written")
         return 0
