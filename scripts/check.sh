@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks, run by .ci/run after the tests: lint, format (Python and C++).
+# Static checks, run by .ci/run after the tests: lint, format (Python and C++), types.
 # Uses the .venv that scripts/test.sh made, with the [dev] extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.hpp
+mypy  # settings and files: [tool.mypy] in pyproject.toml
 echo "checks passed"

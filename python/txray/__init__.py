@@ -7,6 +7,8 @@ that changes between training stages or models (the TX-Ray method).
     txray.compare(prof_a, prof_b, kind="token")
 """
 
+from typing import Any
+
 from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
@@ -60,7 +62,7 @@ _TORCH_EXPORTS = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _TORCH_EXPORTS:
         import importlib
 

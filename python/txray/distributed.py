@@ -150,7 +150,7 @@ def gather_profiles(parts: Mapping[str, Profile]) -> dict[str, Profile] | None:
 
     names: list[list[str] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(names, list(parts))
-    layers = list(dict.fromkeys(name for rank_names in names for name in rank_names))
+    layers = list(dict.fromkeys(name for rank_names in names for name in rank_names or ()))
     if not layers:
         raise ValueError("no rank recorded any words: the corpus is empty")
     main = dist.get_rank() == 0
@@ -158,7 +158,7 @@ def gather_profiles(parts: Mapping[str, Profile]) -> dict[str, Profile] | None:
     for layer in layers:
         received: list[Profile | None] | None = [None] * dist.get_world_size() if main else None
         dist.gather_object(parts.get(layer), received, dst=0)
-        if main:
+        if received is not None:  # rank 0
             merged[layer] = merge_profiles([p for p in received if p is not None])
             merged[layer].metadata.pop("shards", None)  # every rank answered: complete, even with empty shards
     return merged if main else None

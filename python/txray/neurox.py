@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def record_neurox(
     mode: str = "max1",
     k: int | None = None,
     labels: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
 ) -> dict[int, Profile]:
     """Record a NeuroX activation file: ``{layer index: Profile}``.
 

@@ -168,8 +168,10 @@ class _Run:
         self.words += batch.n_units
 
     def _record(self, layer: str, tensor: torch.Tensor) -> None:
-        check_shape(layer, tensor, tuple(self._batch.input_ids.shape))
-        rows = pool(tensor, self._batch, self.pooling)
+        batch = self._batch
+        assert batch is not None  # step() sets it before the forward pass that calls this
+        check_shape(layer, tensor, tuple(batch.input_ids.shape))
+        rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
         self.recorders.update(layer, rows.cpu(), self._ids)
@@ -215,7 +217,7 @@ def _prepare_vocabularies(
     names = dict(zip(special, tokenizer.token_names(special)))
     for feature in features:
         if not isinstance(feature, Prediction):
-            feature.vocabulary = feature.vocabulary.extend(names.values())
+            feature.vocabulary = feature._vocab().extend(names.values())
     return names
 
 
@@ -237,7 +239,7 @@ def _special_feature_ids(
     features: list[Feature], example: Example, special_names: Mapping[int, str]
 ) -> dict[str, dict[int, int]]:
     return {
-        f.kind: {token: f.vocabulary.id(f.special_string(example, name)) for token, name in special_names.items()}
+        f.kind: {token: f._vocab().id(f.special_string(example, name)) for token, name in special_names.items()}
         for f in features
         if not isinstance(f, Prediction)
     }

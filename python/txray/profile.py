@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -216,6 +216,8 @@ class Profile:
         return cache[kind]
 
 
+PathName = TypeVar("PathName", bound="str | os.PathLike[str]")
+
 IDENTITY_KEYS = ("model", "layer", "tokenizer", "pooling", "include_special")
 """Metadata that must agree between merged parts: they record the same neurons the same way."""
 
@@ -334,7 +336,7 @@ def merge_cells(parts: Sequence[KindCells]) -> KindCells:
         feature=(unique % n_features).astype(np.int32),
         count=count,
         sum=total,
-        frequencies=np.sum([c.frequencies for c in parts], axis=0, dtype=np.int64),
+        frequencies=np.asarray(np.sum([c.frequencies for c in parts], axis=0, dtype=np.int64)),
         names=next((c.names for c in parts if c.names is not None), None),
     )
 
@@ -357,7 +359,7 @@ def duplicate_key(profile: Profile) -> str | None:
     return None if profile.metadata.get("shards") else profile.digest()
 
 
-def save_profiles(profiles: Mapping[str | os.PathLike[str], Profile]) -> None:
+def save_profiles(profiles: Mapping[PathName, Profile]) -> None:
     """Write ``{path: profile}`` all or nothing: every profile to a temporary
     name first, renamed once all of them are written. On an error the
     temporary files are removed and no target is touched."""

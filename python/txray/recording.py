@@ -41,7 +41,7 @@ class LayerRecorders(Generic[LayerKey]):
         """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and kind."""
         recorder = self._recorders.get(layer)
         if recorder is None:
-            sizes = {f.kind: len(f.vocabulary) for f in self.features}
+            sizes = {f.kind: len(f._vocab()) for f in self.features}
             recorder = Recorder(
                 rows.shape[1], sizes, mode=self.mode, k=self.k, dense_limit_bytes=self.dense_limit_bytes
             )

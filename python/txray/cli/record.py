@@ -6,11 +6,12 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._common import UsageError
 
 if TYPE_CHECKING:
+    from txray.capture import Layer
     from txray.corpus import Shard
     from txray.distributed import Context
     from txray.features import Feature
@@ -113,7 +114,7 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     from txray.profile import save_profiles
 
     model, tokenizer = _load(args.model, device)
-    layers = []
+    layers: list[str | Layer] = []
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
     options = RecordOptions(
@@ -154,7 +155,7 @@ def _features(args: argparse.Namespace) -> list[Feature]:
     """The --feature options as feature objects."""
     from txray.features import Column, Label, Ngram, Pos, Token
 
-    features = []
+    features: list[Feature] = []
     for kind in args.feature or ["token"]:
         if kind == "token":
             features.append(Token(min_count=args.min_count))
@@ -171,7 +172,7 @@ def _features(args: argparse.Namespace) -> list[Feature]:
     return features
 
 
-def _load(name: str, device: str):
+def _load(name: str, device: str) -> tuple[Any, Any]:
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError:

@@ -129,7 +129,7 @@ def gained_neurons(comparison: pa.Table, profile: Profile, top: int = GAINED_TOP
     share = mass / mass.sum() if mass.sum() > 0 else np.zeros_like(mass)
     order = gained[np.lexsort((gained, -mass[gained]))]
     tops = analysis.top_features(profile, "token", top=top, neurons=order.tolist()).to_pylist()
-    names = {int(n): [] for n in order}
+    names: dict[int, list[str]] = {int(n): [] for n in order}
     for row in tops:
         names[row["neuron"]].append(row["feature_name"])
     lengths = profile.lengths("token")
