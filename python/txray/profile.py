@@ -375,17 +375,23 @@ def save_profiles(profiles: Mapping[PathName, Profile]) -> None:
 
 
 def _check_distinct(parts: Sequence[Profile]) -> None:
-    seen: dict[str, int] = {}
+    # Hashing every cell costs time on large parts: only parts with the same token count and
+    # the same activation mass (equal in practice only for the same data) are hashed.
+    alike: dict[tuple[int, bytes], list[int]] = {}
     for index, part in enumerate(parts):
-        key = duplicate_key(part)
-        if key is None:
-            continue
-        if key in seen:
-            raise ValueError(
-                f"part {index} holds the same data as part {seen[key]} (profile {part.name!r}); merging it "
-                f"would count its {part.tokens} tokens twice (allow_duplicates=True merges it anyway)"
-            )
-        seen[key] = index
+        if not part.metadata.get("shards"):  # shards: see duplicate_key
+            alike.setdefault((part.tokens, part._mass.tobytes()), []).append(index)
+    for indices in alike.values():
+        seen: dict[str | None, int] = {}
+        for index in indices if len(indices) > 1 else ():
+            key = duplicate_key(parts[index])
+            if key in seen:
+                raise ValueError(
+                    f"part {index} holds the same data as part {seen[key]} (profile {parts[index].name!r}); "
+                    f"merging it would count its {parts[index].tokens} tokens twice "
+                    "(allow_duplicates=True merges it anyway)"
+                )
+            seen[key] = index
 
 
 def _sum_runs(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -55,6 +55,17 @@ def test_different_data_and_different_shards_merge():
         merge_profiles([first, first], allow_duplicates=True)
 
 
+def test_same_activations_with_other_features_are_different_data():
+    acts = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    parts = []
+    for shift in (0, 1):
+        recorder = txray.Recorder(4, {"token": 5})
+        recorder.update(acts, {"token": (np.arange(50) + shift) % 5})
+        parts.append(recorder.profile())
+    assert np.array_equal(parts[0].mass(), parts[1].mass()) and parts[0].digest() != parts[1].digest()
+    assert merge_profiles(parts).tokens == 100
+
+
 def test_a_kind_that_only_one_side_has_is_refused():
     both = record(0, name="both")
     token_only = record(1, kinds={"token": 5}, name="token only")
