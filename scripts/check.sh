@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks, run by .ci/run after the tests: lint, format (Python and C++), the docs site.
+# Static checks, run by .ci/run after the tests: lint, format (Python and C++), types, the docs site.
 # Uses the .venv that scripts/test.sh made, with the [dev] and [docs] extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.hpp
+mypy  # settings and files: [tool.mypy] in pyproject.toml
 # The docs: strict (any warning fails), offline (no fonts or plugins that fetch).
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "${TXRAY_SITE_DIR:-site}"
 echo "checks passed"

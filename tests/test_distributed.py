@@ -14,9 +14,10 @@ import pytest
 from corpora_data import wiki_extracts
 
 import txray
+from txray import merge_profiles
 from txray.cli import main
 from txray.corpus import Shard
-from txray.distributed import merge_profiles, save_profiles
+from txray.profile import save_profiles
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 LAYERS = ["encoder.layer.0.intermediate", "encoder.layer.5.intermediate"]
@@ -220,7 +221,9 @@ def test_merge_profiles_checks_and_save_is_all_or_nothing(tmp_path):
         merge_profiles([a, b])
     with pytest.raises(ValueError, match="nothing to merge"):
         merge_profiles([])
-    doubled = merge_profiles([a, a])
+    with pytest.raises(ValueError, match="part 1 holds the same data as part 0"):
+        merge_profiles([a, a])
+    doubled = merge_profiles([a, a], allow_duplicates=True)
     assert doubled.tokens == 6 and doubled.table("token")["count"].to_pylist() == [2, 2, 2]
 
     class Broken(txray.Profile):

@@ -7,11 +7,13 @@ that changes between training stages or models (the TX-Ray method).
     txray.compare(prof_a, prof_b, kind="token")
 """
 
+from typing import Any
+
 from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
 from .parquet import ProfileError
-from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile
+from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, merge_profiles
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
 from .report import write_report
@@ -24,6 +26,7 @@ __all__ = [
     "KindCells",
     "ProfileError",
     "Distributions",
+    "merge_profiles",
     "compare",
     "summary",
     "nearest",
@@ -47,6 +50,7 @@ __all__ = [
 from .corpus import Corpus, split_whitespace, split_words
 from .features import Column, Feature, Label, Ngram, Pos, Prediction, Token, Vocabulary
 from .neurox import read_neurox, record_neurox
+from .options import RecordOptions
 from .taggers import FlairTagger, SpacyTagger, Tagger
 
 _TORCH_EXPORTS = {
@@ -60,7 +64,7 @@ _TORCH_EXPORTS = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _TORCH_EXPORTS:
         import importlib
 
@@ -85,5 +89,6 @@ __all__ += [
     "FlairTagger",
     "read_neurox",
     "record_neurox",
+    "RecordOptions",
     *_TORCH_EXPORTS,
 ]

@@ -3,7 +3,7 @@ buffers the native core reads, with errors that say what to fix."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,7 +144,16 @@ class DeviceArray:
 
     __slots__ = ("ptr", "shape", "strides", "dtype", "device", "stream", "keep")
 
-    def __init__(self, ptr, shape, strides, dtype, device=None, stream=None, keep=None):
+    def __init__(
+        self,
+        ptr: int,
+        shape: Iterable[int],
+        strides: Iterable[int],
+        dtype: str,
+        device: int | None = None,
+        stream: int | None = None,
+        keep: Any = None,
+    ) -> None:
         self.ptr = int(ptr)
         self.shape = tuple(int(s) for s in shape)
         self.strides = tuple(int(s) for s in strides)
@@ -160,7 +169,7 @@ class DeviceArray:
         )
 
 
-def _contiguous_strides(shape) -> tuple[int, ...]:
+def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
     out, step = [], 1
     for size in reversed(shape):
         out.append(step)
@@ -285,7 +294,7 @@ def collapse_rows(shape: tuple[int, ...], strides: tuple[int, ...]) -> int | Non
     return dims[-1][1]
 
 
-def device_activations(acts: Any, n_neurons: int, stream: int | None):
+def device_activations(acts: Any, n_neurons: int, stream: int | None) -> tuple[DeviceArray, int, tuple[int, ...]]:
     """(DeviceArray of a (tokens, neurons) view, row stride, leading shape)."""
     arr = device_array(acts, "activations", stream)
     if arr is None:
@@ -316,7 +325,7 @@ def device_activations(acts: Any, n_neurons: int, stream: int | None):
     return arr, row_stride, lead
 
 
-def device_ids(ids: Any, kind: str, lead: tuple[int, ...], stream: int | None):
+def device_ids(ids: Any, kind: str, lead: tuple[int, ...], stream: int | None) -> tuple[np.ndarray | int, Any]:
     """A device pointer (int) to contiguous int64 ids, with what to keep
     alive; or a host int64 array (copied by the extension)."""
     arr = device_array(ids, f"feature '{kind}'", stream)
@@ -343,7 +352,7 @@ def device_ids(ids: Any, kind: str, lead: tuple[int, ...], stream: int | None):
     )
 
 
-def device_mask(mask: Any, lead: tuple[int, ...], stream: int | None):
+def device_mask(mask: Any, lead: tuple[int, ...], stream: int | None) -> tuple[np.ndarray | int | None, Any]:
     """None, a device pointer (int) to one byte per token, or a host bool array."""
     if mask is None:
         return None, None

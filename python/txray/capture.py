@@ -171,6 +171,7 @@ class Capture:
         out = {}
         for layer in self.layers:
             if layer.module is None:
+                assert layer.pick is not None  # a Layer without a module has a pick (__post_init__)
                 out[layer.name] = layer.pick(model_output).detach()
             elif layer.name in self._store:
                 out[layer.name] = self._store.pop(layer.name)
@@ -180,7 +181,7 @@ class Capture:
         return out
 
 
-def check_shape(name: str, acts: torch.Tensor, batch_shape: tuple[int, int]) -> None:
+def check_shape(name: str, acts: torch.Tensor, batch_shape: tuple[int, ...]) -> None:
     """Raise a clear error unless ``acts`` is (batch, seq, neurons) for this input."""
     if acts.dim() != 3 or tuple(acts.shape[:2]) != batch_shape:
         raise ValueError(

@@ -118,6 +118,7 @@ class Corpus:
                     )
                 self._consumed = True
             return (self._as_record(item) for item in self._source)
+        assert self.path is not None  # no source: the corpus is a file
         kind = TABLE_SUFFIXES.get(self.path.suffix.lower())
         if kind is None:
             return self._text_records()
@@ -170,6 +171,7 @@ class Corpus:
         )
 
     def _text_records(self) -> Iterator[Record]:
+        assert self.path is not None
         with open(self.path, encoding="utf-8", errors="replace") as lines:
             for line in lines:
                 line = line.rstrip("\n")
@@ -177,6 +179,7 @@ class Corpus:
                     yield {self.text: line}
 
     def _table_records(self, kind: str) -> Iterator[Record]:
+        assert self.path is not None
         for batch in _read_table_batches(self.path, kind):
             if self.text not in batch.schema.names:
                 raise KeyError(f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}")

@@ -307,7 +307,7 @@ def build_vocabularies(features: Sequence[Feature], examples: Iterable[Example])
         return
     if any(f.tagger is not None for f in todo):
         raise ValueError("a tagged feature needs its tagset as vocabulary")
-    counts = {f.kind: collections.Counter() for f in todo}
+    counts: dict[str, collections.Counter[str]] = {f.kind: collections.Counter() for f in todo}
     seen = 0
     for example in examples:
         seen += 1

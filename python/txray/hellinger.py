@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
 #: A rows per parallel work item in ``hellinger_topk`` (each owns one length-N_B scratch vector).
@@ -61,7 +62,14 @@ class _Csr(NamedTuple):
 # ----------------------------------------------------------------------------
 
 
-def hellinger_paired(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data):
+def hellinger_paired(
+    a_indptr: ArrayLike,
+    a_indices: ArrayLike,
+    a_data: ArrayLike,
+    b_indptr: ArrayLike,
+    b_indices: ArrayLike,
+    b_data: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hellinger distance between row i of A and row i of B, for every i.
 
     Both sets must have the same number of rows N (the same neurons in two
@@ -92,8 +100,16 @@ def hellinger_paired(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data):
 
 
 def hellinger_topk(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_features, k, block_rows=DEFAULT_BLOCK_ROWS
-):
+    a_indptr: ArrayLike,
+    a_indices: ArrayLike,
+    a_data: ArrayLike,
+    b_indptr: ArrayLike,
+    b_indices: ArrayLike,
+    b_data: ArrayLike,
+    n_features: int,
+    k: int,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest non-empty rows of B, by Hellinger distance, for every row of A.
 
     A (N_A rows) and B (N_B rows) may differ in size; feature ids must lie in
@@ -117,7 +133,15 @@ def hellinger_topk(
     return _topk(a, b, n_features, _positive_int("k", k), _positive_int("block_rows", block_rows))
 
 
-def hellinger_matrix(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_features):
+def hellinger_matrix(
+    a_indptr: ArrayLike,
+    a_indices: ArrayLike,
+    a_data: ArrayLike,
+    b_indptr: ArrayLike,
+    b_indices: ArrayLike,
+    b_data: ArrayLike,
+    n_features: int,
+) -> np.ndarray:
     """All-pairs Hellinger distances as a dense float64[N_A, N_B] matrix.
 
     Entry (i, j) is H(A_i, B_j), NaN where A_i or B_j is empty. Uses
@@ -132,7 +156,16 @@ def hellinger_matrix(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n
     return _matrix(a, b, n_features)
 
 
-def match(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_features, method="auto"):
+def match(
+    a_indptr: ArrayLike,
+    a_indices: ArrayLike,
+    a_data: ArrayLike,
+    b_indptr: ArrayLike,
+    b_indices: ArrayLike,
+    b_data: ArrayLike,
+    n_features: int,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching of non-empty A rows to non-empty B rows by Hellinger distance.
 
     Useful for neurons of two different models, which share no index.
@@ -173,7 +206,7 @@ def match(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_features, 
 # ----------------------------------------------------------------------------
 
 
-def _as_csr(name, indptr, indices, data, n_features=None):
+def _as_csr(name: str, indptr: ArrayLike, indices: ArrayLike, data: ArrayLike, n_features: int | None = None) -> _Csr:
     """Check one distribution set and return it as a contiguous ``_Csr``.
 
     ``name`` ("a" or "b") prefixes the messages. Feature ids are checked
@@ -204,7 +237,7 @@ def _as_csr(name, indptr, indices, data, n_features=None):
     return csr
 
 
-def _check_features(name, csr, n_features):
+def _check_features(name: str, csr: _Csr, n_features: int | None) -> None:
     """Feature ids in range and strictly increasing within each row."""
     if len(csr.indices):
         low, high = csr.indices.min(), csr.indices.max()
@@ -218,7 +251,7 @@ def _check_features(name, csr, n_features):
         raise ValueError(f"{name}_indices must be strictly increasing within each row")
 
 
-def _check_probabilities(name, csr):
+def _check_probabilities(name: str, csr: _Csr) -> None:
     """Entries > 0 and every non-empty row summing to 1."""
     if not np.all(csr.data > 0):  # also rejects NaN
         raise ValueError(f"{name}_data must hold probabilities > 0")
@@ -231,24 +264,24 @@ def _check_probabilities(name, csr):
             raise ValueError(f"{name}: every non-empty row must sum to 1, row {row} sums to {float(sums[bad[0]])}")
 
 
-def _positive_int(name, value):
+def _positive_int(name: str, value: int) -> int:
     if int(value) != value or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
-def _non_negative_int(name, value):
+def _non_negative_int(name: str, value: int) -> int:
     if int(value) != value or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
 
 
-def _nonempty_rows(csr):
+def _nonempty_rows(csr: _Csr) -> np.ndarray:
     """Ids of the rows with at least one entry, ascending."""
     return np.flatnonzero(np.diff(csr.indptr))
 
 
-def _take_rows(csr, nonempty_rows):
+def _take_rows(csr: _Csr, nonempty_rows: np.ndarray) -> _Csr:
     """The sub-set made of the given non-empty rows, in order.
 
     Empty rows own no entries, so dropping them leaves indices and data as
@@ -257,7 +290,7 @@ def _take_rows(csr, nonempty_rows):
     return _Csr(np.concatenate(([0], csr.indptr[nonempty_rows + 1])), csr.indices, csr.data)
 
 
-def _postings(csr, n_features):
+def _postings(csr: _Csr, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transpose a distribution set into feature-major posting lists of sqrt(q).
 
     Returns ``(feature_ptr, rows, sqrt_q)``: the rows holding feature f are
@@ -273,7 +306,7 @@ def _postings(csr, n_features):
     return feature_ptr, rows, sqrt_q
 
 
-def _topk(a, b, n_features, k, block_rows):
+def _topk(a: _Csr, b: _Csr, n_features: int, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """``hellinger_topk`` on validated input."""
     neighbors = np.full((a.n_rows, k), -1, np.int64)
     distances = np.full((a.n_rows, k), np.nan)
@@ -281,21 +314,21 @@ def _topk(a, b, n_features, k, block_rows):
     return neighbors, distances
 
 
-def _matrix(a, b, n_features):
+def _matrix(a: _Csr, b: _Csr, n_features: int) -> np.ndarray:
     """``hellinger_matrix`` on validated input."""
     out = np.full((a.n_rows, b.n_rows), np.nan)
     _matrix_kernel(*a, *_postings(b, n_features), _nonempty_rows(b), out)
     return out
 
 
-def _match_exact(a, b, n_features):
+def _match_exact(a: _Csr, b: _Csr, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Optimal assignment on sets whose rows are all non-empty."""
     cost = _matrix(a, b, n_features)
     rows, cols = linear_sum_assignment(cost)
     return rows, cols, cost[rows, cols]
 
 
-def _match_greedy(a, b, n_features):
+def _match_greedy(a: _Csr, b: _Csr, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy assignment over top-k candidate edges; all rows non-empty."""
     k = min(GREEDY_MATCH_K, b.n_rows)
     if a.n_rows == 0 or k == 0:
@@ -304,12 +337,12 @@ def _match_greedy(a, b, n_features):
     edge_a = np.repeat(np.arange(a.n_rows), k)
     edge_b, edge_d = neighbors.ravel(), distances.ravel()  # k <= n_b: no -1 padding
     taken_a, taken_b = np.zeros(a.n_rows, bool), np.zeros(b.n_rows, bool)
-    chosen = []
+    taken: list[int] = []
     for e in np.lexsort((edge_b, edge_a, edge_d)):
         if not taken_a[edge_a[e]] and not taken_b[edge_b[e]]:
             taken_a[edge_a[e]] = taken_b[edge_b[e]] = True
-            chosen.append(e)
-    chosen = np.array(chosen, np.int64)
+            taken.append(e)
+    chosen = np.array(taken, np.int64)
     chosen = chosen[np.argsort(edge_a[chosen])]
     return edge_a[chosen], edge_b[chosen], edge_d[chosen]
 
@@ -320,7 +353,17 @@ def _match_greedy(a, b, n_features):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _paired_kernel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, distance, union_length, shared_length):
+def _paired_kernel(
+    a_indptr: np.ndarray,
+    a_indices: np.ndarray,
+    a_data: np.ndarray,
+    b_indptr: np.ndarray,
+    b_indices: np.ndarray,
+    b_data: np.ndarray,
+    distance: np.ndarray,
+    union_length: np.ndarray,
+    shared_length: np.ndarray,
+) -> None:
     """Merge-walk row i of A and row i of B (both sorted by feature id)."""
     for i in prange(len(distance)):
         ia, a_end = a_indptr[i], a_indptr[i + 1]
@@ -352,7 +395,14 @@ def _paired_kernel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, dis
 
 
 @njit(cache=True, nogil=True)
-def _fill_postings(indptr, indices, data, next_slot, rows, sqrt_q):
+def _fill_postings(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    next_slot: np.ndarray,
+    rows: np.ndarray,
+    sqrt_q: np.ndarray,
+) -> None:
     """Counting-sort the entries by feature; next_slot[f] starts at feature f's first slot."""
     for i in range(len(indptr) - 1):
         for t in range(indptr[i], indptr[i + 1]):
@@ -363,7 +413,16 @@ def _fill_postings(indptr, indices, data, next_slot, rows, sqrt_q):
 
 
 @njit(cache=True, nogil=True)
-def _accumulate_bc(a_indices, a_data, start, end, feature_ptr, post_rows, post_sqrt, bc):
+def _accumulate_bc(
+    a_indices: np.ndarray,
+    a_data: np.ndarray,
+    start: int,
+    end: int,
+    feature_ptr: np.ndarray,
+    post_rows: np.ndarray,
+    post_sqrt: np.ndarray,
+    bc: np.ndarray,
+) -> None:
     """Add BC(p, q_j) to bc[j] for every B row j, where p is A's entries [start, end).
 
     Only the B rows sharing a feature with p are touched.
@@ -376,13 +435,13 @@ def _accumulate_bc(a_indices, a_data, start, end, feature_ptr, post_rows, post_s
 
 
 @njit(cache=True, nogil=True)
-def _bc_to_hellinger(bc):
+def _bc_to_hellinger(bc: float) -> float:
     # Rounding can push BC slightly above 1 for identical rows.
     return np.sqrt(max(0.0, 1.0 - bc))
 
 
 @njit(cache=True, nogil=True)
-def _insert(best_d, best_j, d, j):
+def _insert(best_d: np.ndarray, best_j: np.ndarray, d: float, j: int) -> None:
     """Insert (d, j) into the ascending lists best_d / best_j, dropping the last entry.
 
     The caller has checked d < best_d[-1]. An inserted entry goes after all
@@ -400,8 +459,18 @@ def _insert(best_d, best_j, d, j):
 
 @njit(parallel=True, cache=True, nogil=True)
 def _topk_kernel(
-    a_indptr, a_indices, a_data, feature_ptr, post_rows, post_sqrt, b_nonempty, n_b, block_rows, neighbors, distances
-):
+    a_indptr: np.ndarray,
+    a_indices: np.ndarray,
+    a_data: np.ndarray,
+    feature_ptr: np.ndarray,
+    post_rows: np.ndarray,
+    post_sqrt: np.ndarray,
+    b_nonempty: np.ndarray,
+    n_b: int,
+    block_rows: int,
+    neighbors: np.ndarray,
+    distances: np.ndarray,
+) -> None:
     """Fill neighbors / distances (preset to -1 / NaN) for every non-empty A row."""
     n_a = len(a_indptr) - 1
     n_blocks = (n_a + block_rows - 1) // block_rows
@@ -429,7 +498,16 @@ def _topk_kernel(
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _matrix_kernel(a_indptr, a_indices, a_data, feature_ptr, post_rows, post_sqrt, b_nonempty, out):
+def _matrix_kernel(
+    a_indptr: np.ndarray,
+    a_indices: np.ndarray,
+    a_data: np.ndarray,
+    feature_ptr: np.ndarray,
+    post_rows: np.ndarray,
+    post_sqrt: np.ndarray,
+    b_nonempty: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """Fill out (preset to NaN) at every (non-empty A row, non-empty B row)."""
     for i in prange(out.shape[0]):
         start, end = a_indptr[i], a_indptr[i + 1]

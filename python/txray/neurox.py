@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .features import (
     word_feature_ids,
 )
 from .profile import Profile
-from .recorder import Recorder
+from .recording import LayerRecorders
 from .taggers import default_cache_dir
 
 _OCCURRENCE = re.compile(r" \(Occurrence \d+\)$")
@@ -107,7 +107,7 @@ def record_neurox(
     mode: str = "max1",
     k: int | None = None,
     labels: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
 ) -> dict[int, Profile]:
     """Record a NeuroX activation file: ``{layer index: Profile}``.
 
@@ -127,7 +127,7 @@ def record_neurox(
         build_vocabularies(features, _examples(path, labels, None))
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     acts_of: dict[int, np.ndarray] = {}
-    recorders: dict[int, Recorder] = {}
+    recorders: LayerRecorders[int] = LayerRecorders(features, mode, k)
     for example in annotate(_examples(path, labels, acts_of), features, cache):
         acts = acts_of.pop(example.index)
         chosen = range(acts.shape[0]) if layers is None else layers
@@ -135,20 +135,11 @@ def record_neurox(
         for layer in chosen:
             if not 0 <= layer < acts.shape[0]:
                 raise ValueError(f"{path} has {acts.shape[0]} layers; there is no layer {layer}")
-            if layer not in recorders:
-                sizes = {f.kind: len(f.vocabulary) for f in features}
-                recorders[layer] = Recorder(acts.shape[2], sizes, mode=mode, k=k)
-            recorders[layer].update(acts[layer], ids)
+            recorders.update(layer, acts[layer], ids)
     if not recorders:
         raise ValueError(f"{path} holds no sentences")
-    names = {f.kind: f.names() for f in features}
     meta = {"source": "neurox", "corpus": Path(path).name, "txray_version": __version__}
-    return {
-        layer: rec.profile(
-            name=f"layer{layer}", feature_names=names, metadata={**meta, "layer": layer, "tokens": rec.tokens}
-        )
-        for layer, rec in recorders.items()
-    }
+    return recorders.profiles(meta, name=lambda layer: f"layer{layer}")
 
 
 def _examples(

@@ -31,8 +31,9 @@ from .features import (
     resolve_features,
     word_feature_ids,
 )
+from .options import RecordOptions
 from .profile import Profile
-from .recorder import DEFAULT_DENSE_LIMIT, Recorder
+from .recording import LayerRecorders
 from .taggers import default_cache_dir
 from .words import Batch, Window, WordTokenizer, as_word_tokenizer, batches, make_batch, pool, windows
 
@@ -43,22 +44,11 @@ Forward = Callable[[nn.Module, Batch], Any]
 def record_model(
     model: nn.Module,
     tokenizer: Any,
-    corpus: Corpus | str | os.PathLike | Iterable[Any],
+    corpus: Corpus | str | os.PathLike[str] | Iterable[Any],
     layers: Sequence[str | Layer],
-    features: Sequence[str | Feature] = ("token",),
-    mode: str = "max1",
-    k: int | None = None,
-    pooling: str = "mean",
-    include_special: bool = False,
-    limit_tokens: int | None = None,
-    max_tokens: int = 4096,
-    max_length: int | None = None,
-    forward: Forward | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    name: str | None = None,
-    dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
-    shard: Shard | tuple[int, int] | None = None,
+    features: Sequence[str | Feature] | None = None,
+    options: RecordOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Profile]:
     """Record what the neurons of each layer prefer over a corpus.
 
@@ -77,65 +67,42 @@ def record_model(
         :class:`txray.Layer` objects; :func:`txray.mlp_layers` lists a
         transformer's MLP layers.
     features:
-        Feature kinds recorded per word: ``"token"``, ``"pos"``, ``"label"``,
-        ``"prediction"``, ``"ngram2"``, ``"column:NAME"``, or
-        :class:`txray.Feature` objects.
-    mode, k:
-        ``"max1"`` (the paper), ``"topk"`` with ``k``, or ``"all"``.
-    pooling:
-        How a word's pieces become one row: ``"first"``, ``"last"``,
-        ``"mean"`` or ``"max"``.
-    include_special:
-        Also record special tokens (``[CLS]``, ``[SEP]``) as units of their
-        own; their word-level features are their own strings.
-    limit_tokens:
-        Record only the first this-many words of the corpus.
-    max_tokens:
-        Padded input positions per forward pass (the batch budget).
-    max_length:
-        Longest window (special tokens included); default: the tokenizer's
-        ``model_max_length``. Longer sequences are split into windows.
-    forward:
-        ``forward(model, batch)`` runs the model on a :class:`txray.words.Batch`;
-        default: ``model(input_ids=..., attention_mask=...)`` for Hugging Face
-        models, ``model(input_ids)`` otherwise.
-    cache_dir:
-        Where POS tags are cached (default ``~/.cache/txray``; ``False`` disables).
-    name:
-        Model name for the metadata; default: the model's ``name_or_path``.
-    shard:
-        ``(index, count)`` or a :class:`txray.corpus.Shard`: record only the
-        sequences ``i`` with ``i % count == index`` (counted after
-        ``limit_tokens``). Vocabularies are still built from the whole corpus,
-        so the parts of all shards merge (:func:`txray.distributed.merge_profiles`,
-        ``txray merge``) into the profile of a whole run. Each part's metadata
-        holds ``"shards": [[index, count]]``; an empty shard (more shards than
-        sequences) returns ``{}``.
+        The feature kinds (:attr:`RecordOptions.features`; default ``("token",)``).
+    options, settings:
+        How to record: a :class:`txray.RecordOptions`, and/or any of its fields
+        by name (``mode="all"``, ``limit_tokens=10_000``, ``shard=(0, 8)``, ...),
+        which override those of ``options``. The fields are documented there.
 
     Returns
     -------
     dict
         ``{layer name: Profile}``; each profile's metadata holds the model,
-        layer, corpus, tokenizer, pooling and token count.
+        layer, corpus, tokenizer, pooling and token count (and ``"shards"``
+        for a shard, which returns ``{}`` when it is empty).
     """
+    opts = RecordOptions.resolve(options, features, settings)
+    mode, k, pooling, include_special = opts.mode, opts.k, opts.pooling, opts.include_special
+    limit_tokens, cache_dir = opts.limit_tokens, opts.cache_dir
     corpus = as_corpus(corpus)
-    word_tokenizer = as_word_tokenizer(tokenizer, max_length)
-    features = resolve_features(features)
+    word_tokenizer = as_word_tokenizer(tokenizer, opts.max_length)
+    resolved = resolve_features(opts.features)
     capture = Capture(model, layers)
-    special_names = _prepare_vocabularies(features, corpus, limit_tokens, word_tokenizer, include_special)
+    special_names = _prepare_vocabularies(resolved, corpus, limit_tokens, word_tokenizer, include_special)
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
-    run = _Run(model, capture, features, mode, k, pooling, forward or default_forward(model), dense_limit_bytes)
+    forward = opts.forward or default_forward(model)
+    run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes)
 
+    shard = opts.shard
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
         shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
     examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
-    examples = annotate(examples, features, cache)
+    examples = annotate(examples, resolved, cache)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=limit_tokens, unit="tok", unit_scale=True, disable=not progress, desc="txray record")
+    bar = tqdm(total=limit_tokens, unit="tok", unit_scale=True, disable=not opts.progress, desc="txray record")
     try:
         with capture, torch.inference_mode():
-            for group in batches(_windows(examples, features, word_tokenizer, special_names), max_tokens):
+            for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
                 batch = make_batch(group, word_tokenizer, include_special)
                 run.step(batch)
                 bar.update(batch.words)
@@ -147,7 +114,7 @@ def record_model(
     if not run.recorders:
         raise ValueError(f"corpus {corpus.name!r} has no words to record")
     metadata = {
-        "model": name or _model_name(model),
+        "model": opts.name or _model_name(model),
         "corpus": corpus.name,
         "tokenizer": word_tokenizer.name,
         "pooling": pooling,
@@ -184,8 +151,7 @@ class _Run:
     ) -> None:
         self.model, self.capture, self.features = model, capture, features
         self.mode, self.k, self.pooling, self.forward = mode, k, pooling, forward
-        self.dense_limit_bytes = dense_limit_bytes
-        self.recorders: dict[str, Recorder] = {}
+        self.recorders: LayerRecorders[str] = LayerRecorders(features, mode, k, dense_limit_bytes)
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
@@ -205,21 +171,13 @@ class _Run:
         self.words += batch.n_units
 
     def _record(self, layer: str, tensor: torch.Tensor) -> None:
-        check_shape(layer, tensor, tuple(self._batch.input_ids.shape))
-        rows = pool(tensor, self._batch, self.pooling)
+        batch = self._batch
+        assert batch is not None  # step() sets it before the forward pass that calls this
+        check_shape(layer, tensor, tuple(batch.input_ids.shape))
+        rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
-        recorder = self.recorders.get(layer) or self._new_recorder(layer, rows.shape[1])
-        try:
-            recorder.update(rows.cpu(), self._ids)
-        except ValueError as err:
-            raise ValueError(f"layer {layer!r}: {err}") from None
-
-    def _new_recorder(self, layer: str, width: int) -> Recorder:
-        sizes = {f.kind: len(f.vocabulary) for f in self.features}
-        recorder = Recorder(width, sizes, mode=self.mode, k=self.k, dense_limit_bytes=self.dense_limit_bytes)
-        self.recorders[layer] = recorder
-        return recorder
+        self.recorders.update(layer, rows.cpu(), self._ids)
 
     def _predictions(self, feature: Prediction, output: Any, batch: Batch) -> np.ndarray:
         logits = feature.pick(output)
@@ -240,15 +198,7 @@ class _Run:
         )
 
     def profiles(self, metadata: Mapping[str, Any]) -> dict[str, Profile]:
-        names = {f.kind: f.names() for f in self.features}
-        return {
-            layer: recorder.profile(
-                name=layer,
-                feature_names=names,
-                metadata={**metadata, "layer": layer, "tokens": recorder.tokens},
-            )
-            for layer, recorder in self.recorders.items()
-        }
+        return self.recorders.profiles(metadata)
 
 
 def _prepare_vocabularies(
@@ -270,7 +220,7 @@ def _prepare_vocabularies(
     names = dict(zip(special, tokenizer.token_names(special)))
     for feature in features:
         if not isinstance(feature, Prediction):
-            feature.vocabulary = feature.vocabulary.extend(names.values())
+            feature.vocabulary = feature._vocab().extend(names.values())
     return names
 
 
@@ -292,7 +242,7 @@ def _special_feature_ids(
     features: list[Feature], example: Example, special_names: Mapping[int, str]
 ) -> dict[str, dict[int, int]]:
     return {
-        f.kind: {token: f.vocabulary.id(f.special_string(example, name)) for token, name in special_names.items()}
+        f.kind: {token: f._vocab().id(f.special_string(example, name)) for token, name in special_names.items()}
         for f in features
         if not isinstance(f, Prediction)
     }

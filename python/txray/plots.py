@@ -103,7 +103,9 @@ def hellinger_length(profiles: Sequence[Profile], kind: str = "token", top: int 
     return fig
 
 
-def _segments(step: int, la: np.ndarray, lb: np.ndarray, neurons: np.ndarray):
+def _segments(
+    step: int, la: np.ndarray, lb: np.ndarray, neurons: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, y, neuron arrays for line segments stage step -> step+1, separated by gaps."""
     n = len(la)
     x = np.empty(3 * n, dtype=object)

@@ -9,10 +9,12 @@ is derived from those as docs/method.md defines.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -158,22 +160,22 @@ class Profile:
         """Whether each neuron has a non-empty preference distribution."""
         return self.lengths(kind) > 0
 
-    def merge(self, other: Profile, name: str | None = None) -> Profile:
-        """A profile with the statistics of both (same layer shape, mode and vocabularies)."""
-        check_compatible(self, other, self.kinds, same_neurons=True)
-        if (self.mode, self.k) != (other.mode, other.k):
-            raise ValueError(f"cannot merge a {self.mode!r} profile with a {other.mode!r} one")
-        kinds = {kind: _merge_cells(self.cells(kind), other.cells(kind), self.n_neurons) for kind in self.kinds}
-        return Profile(
-            self.n_neurons,
-            self.mode,
-            self.k,
-            kinds,
-            self._mass + other._mass,
-            self.tokens + other.tokens,
-            name=name if name is not None else self.name,
-            metadata=self.metadata,
+    def merge(self, other: Profile, name: str | None = None, allow_duplicates: bool = False) -> Profile:
+        """A profile with the statistics of both: :func:`merge_profiles` of ``[self, other]``."""
+        return merge_profiles(
+            [self, other], name=name if name is not None else self.name, allow_duplicates=allow_duplicates
         )
+
+    def digest(self) -> str:
+        """A hash of the recorded statistics (cells, frequencies, mass, token count, mode and
+        shape), not of the name or metadata: two profiles with the same digest hold the same data."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.n_neurons, self.mode, self.k, self.tokens, list(self._kinds)]).encode())
+        h.update(self._mass.tobytes())
+        for cells in self._kinds.values():
+            for array in (cells.neuron, cells.feature, cells.count, cells.sum, cells.frequencies):
+                h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()
 
     # -- persistence -----------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -253,14 +255,47 @@ class Profile:
         return cache[kind]
 
 
-def check_compatible(a: Profile, b: Profile, kinds: Sequence[str], same_neurons: bool) -> None:
-    """Raise ValueError unless a and b can be compared on these feature kinds."""
+PathName = TypeVar("PathName", bound="str | os.PathLike[str]")
+
+IDENTITY_KEYS = ("model", "layer", "tokenizer", "pooling", "include_special")
+"""Metadata that must agree between merged parts: they record the same neurons the same way."""
+
+SUMMED_KEYS = ("tokens", "words")
+"""Metadata that a merge adds up (where every part has an integer)."""
+
+
+def check_compatible(
+    a: Profile,
+    b: Profile,
+    kinds: Sequence[str] | None = None,
+    same_neurons: bool = True,
+    *,
+    same_recording: bool = False,
+) -> None:
+    """Raise :class:`ValueError` saying what differs unless ``a`` and ``b`` can be used together.
+
+    ``kinds``: the feature kinds both must have, with the same vocabulary (default: all of
+    them, and both must have the same kinds). ``same_neurons``: the same number of neurons
+    (a neuron-by-neuron comparison or a merge; not for nearest neurons across models).
+    ``same_recording``: also the same mode and k, the same feature kinds, and the same
+    :data:`IDENTITY_KEYS` metadata where both have them (what a merge needs).
+    """
+    if same_recording and (a.mode, a.k) != (b.mode, b.k):
+        raise ValueError(f"mode {b.mode!r} (k={b.k}) differs from mode {a.mode!r} (k={a.k})")
+    if kinds is None or same_recording:
+        for p, q in ((a, b), (b, a)):
+            extra = [kind for kind in p.kinds if kind not in q.kinds]
+            if extra:
+                raise ValueError(
+                    f"profile {p.name!r} has feature kind(s) {extra} that profile {q.name!r} lacks "
+                    f"(kinds {list(p.kinds)} vs {list(q.kinds)})"
+                )
     if same_neurons and a.n_neurons != b.n_neurons:
         raise ValueError(
             f"profiles have {a.n_neurons} and {b.n_neurons} neurons; neuron-by-neuron comparison needs "
             "the same layer (use txray.nearest or txray.match for different models)"
         )
-    for kind in kinds:
+    for kind in a.kinds if kinds is None else kinds:
         for p in (a, b):
             if kind not in p.kinds:
                 raise ValueError(f"profile {p.name!r} has no feature kind {kind!r} (it has {list(p.kinds)})")
@@ -276,20 +311,170 @@ def check_compatible(a: Profile, b: Profile, kinds: Sequence[str], same_neurons:
                 f"profiles use different {kind!r} vocabularies: id {first} is {va[first]!r} in one "
                 f"and {vb[first]!r} in the other"
             )
+    if same_recording:
+        for key in IDENTITY_KEYS:
+            if key in a.metadata and key in b.metadata and a.metadata[key] != b.metadata[key]:
+                raise ValueError(f"{key} {b.metadata[key]!r} differs from {a.metadata[key]!r}")
 
 
-def _merge_cells(a: KindCells, b: KindCells, n_neurons: int) -> KindCells:
-    n_features = len(a.frequencies)
-    key = np.concatenate([c.neuron.astype(np.int64) * n_features + c.feature for c in (a, b)])
-    unique, inverse = np.unique(key, return_inverse=True)
-    count = np.zeros(len(unique), dtype=np.int64)
-    np.add.at(count, inverse, np.concatenate([a.count, b.count]))
-    total = np.bincount(inverse, weights=np.concatenate([a.sum, b.sum]), minlength=len(unique))
+def merge_profiles(parts: Sequence[Profile], name: str | None = None, allow_duplicates: bool = False) -> Profile:
+    """Combine profiles recorded on disjoint parts of a corpus into one.
+
+    The parts must record the same layer the same way (:func:`check_compatible` with
+    ``same_recording``: same number of neurons, mode and k, feature kinds and vocabularies,
+    and the same :data:`IDENTITY_KEYS` metadata where they have them), else
+    :class:`ValueError` says which part differs and how. Counts, frequencies and token
+    counts add up exactly; sums and masses are float64, added in part order.
+
+    The same data given twice would count twice: parts with the same :func:`duplicate_key`
+    are refused unless ``allow_duplicates``.
+
+    Metadata: that of the first part, with :data:`SUMMED_KEYS` summed; any other key whose
+    values differ becomes the list of its distinct values. Parts recorded as shards
+    (``"shards"`` metadata) must not repeat a shard and must agree on the number of shards;
+    the merge's ``"shards"`` lists the shards it holds, and is dropped once they are all there
+    (:func:`missing_shards`). The parts are not changed.
+    """
+    if not parts:
+        raise ValueError("nothing to merge: no profiles given")
+    first = parts[0]
+    for index, part in enumerate(parts[1:], start=1):
+        try:
+            check_compatible(first, part, same_recording=True)
+        except ValueError as err:
+            raise ValueError(f"cannot merge part {index} into part 0: {err}") from None
+    if not allow_duplicates:
+        _check_distinct(parts)
+    shards = _merge_shards([p.metadata for p in parts])
+    kinds = {kind: merge_cells([p.cells(kind) for p in parts]) for kind in first.kinds}
+    mass = np.sum([p.mass() for p in parts], axis=0)
+    return Profile(
+        first.n_neurons,
+        first.mode,
+        first.k,
+        kinds,
+        mass,
+        sum(p.tokens for p in parts),
+        name=name if name is not None else first.name,
+        metadata=_merge_metadata([p.metadata for p in parts], shards),
+    )
+
+
+def merge_cells(parts: Sequence[KindCells]) -> KindCells:
+    """Add up the cells of one kind from several parts, in one stable sort (key: neuron * size + feature)."""
+    n_features = len(parts[0].frequencies)
+    key = np.concatenate([c.neuron.astype(np.int64) * n_features + c.feature for c in parts])
+    order = np.argsort(key, kind="stable")  # stable: a cell's sums are added in part order
+    key = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    unique = key[starts]
+    count = _sum_runs(np.concatenate([c.count for c in parts])[order], starts)
+    total = _sum_runs(np.concatenate([c.sum for c in parts])[order], starts)
     return KindCells(
         neuron=(unique // n_features).astype(np.int32),
         feature=(unique % n_features).astype(np.int32),
         count=count,
         sum=total,
-        frequencies=a.frequencies + b.frequencies,
-        names=a.names if a.names is not None else b.names,
+        frequencies=np.asarray(np.sum([c.frequencies for c in parts], axis=0, dtype=np.int64)),
+        names=next((c.names for c in parts if c.names is not None), None),
     )
+
+
+def missing_shards(profile: Profile) -> list[int]:
+    """The shards a merged profile still lacks (``[]`` when complete or unsharded)."""
+    shards = profile.metadata.get("shards")
+    if not shards:
+        return []
+    have = {index for index, _ in shards}
+    return [index for index in range(shards[0][1]) if index not in have]
+
+
+def duplicate_key(profile: Profile) -> str | None:
+    """What makes two merge parts the same data: equal keys mean the same statistics twice.
+
+    The key is the :meth:`Profile.digest`, or None for a shard of a split (``"shards"``
+    metadata): different shards are distinct parts even when their text is the same, and a
+    repeated shard is refused by the shard bookkeeping of :func:`merge_profiles` itself."""
+    return None if profile.metadata.get("shards") else profile.digest()
+
+
+def save_profiles(profiles: Mapping[PathName, Profile]) -> None:
+    """Write ``{path: profile}`` all or nothing: every profile to a temporary
+    name first, renamed once all of them are written. On an error the
+    temporary files are removed and no target is touched."""
+    temporary = {Path(path): Path(parquet.temporary_path(path)) for path in profiles}
+    try:
+        for profile, tmp in zip(profiles.values(), temporary.values()):
+            profile.save(tmp)
+        for path, tmp in temporary.items():
+            parquet.replace(tmp, path)
+    finally:
+        for tmp in temporary.values():
+            parquet.remove(tmp)
+
+
+def _check_distinct(parts: Sequence[Profile]) -> None:
+    # Hashing every cell costs time on large parts: only parts with the same token count and
+    # the same activation mass (equal in practice only for the same data) are hashed.
+    alike: dict[tuple[int, bytes], list[int]] = {}
+    for index, part in enumerate(parts):
+        if not part.metadata.get("shards"):  # shards: see duplicate_key
+            alike.setdefault((part.tokens, part._mass.tobytes()), []).append(index)
+    for indices in alike.values():
+        seen: dict[str | None, int] = {}
+        for index in indices if len(indices) > 1 else ():
+            key = duplicate_key(parts[index])
+            if key in seen:
+                raise ValueError(
+                    f"part {index} holds the same data as part {seen[key]} (profile {parts[index].name!r}); "
+                    f"merging it would count its {parts[index].tokens} tokens twice "
+                    "(allow_duplicates=True merges it anyway)"
+                )
+            seen[key] = index
+
+
+def _sum_runs(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The sum of each run ``values[starts[i]:starts[i + 1]]`` (exact for integers)."""
+    return np.add.reduceat(values, starts) if len(starts) else values[:0]
+
+
+def _merge_metadata(parts: Sequence[Mapping[str, Any]], shards: list[list[int]] | None) -> dict[str, Any]:
+    merged = dict(parts[0])
+    for key in merged.keys() - set(SUMMED_KEYS) - {"shards"}:
+        values = _distinct(part.get(key) for part in parts)
+        if len(values) > 1:
+            merged[key] = values
+    for key in SUMMED_KEYS:
+        if all(isinstance(part.get(key), int) for part in parts):
+            merged[key] = sum(part[key] for part in parts)
+    merged.pop("shards", None)
+    if shards is not None:
+        merged["shards"] = shards
+    return merged
+
+
+def _merge_shards(parts: Sequence[Mapping[str, Any]]) -> list[list[int]] | None:
+    """The union of the parts' shards; None when complete or when no part is a shard."""
+    listed = [(int(i), int(n)) for part in parts for i, n in part.get("shards") or ()]
+    if not listed:
+        return None
+    counts = {n for _, n in listed}
+    if len(counts) > 1:
+        raise ValueError(f"cannot merge shards of different splits: parts were cut into {sorted(counts)} shards")
+    seen: set[int] = set()
+    for index, count in listed:
+        if index in seen:
+            raise ValueError(f"cannot merge: shard {index}/{count} is in more than one part (it would count twice)")
+        seen.add(index)
+    count = counts.pop()
+    if len(seen) == count:
+        return None
+    return [[index, count] for index in sorted(seen)]
+
+
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    distinct: list[Any] = []
+    for value in values:
+        if value not in distinct:
+            distinct.append(value)
+    return distinct

@@ -25,6 +25,7 @@ def _parse_device(device: Any) -> int | None:
     """None for the CPU, else the CUDA device ordinal."""
     if device is None:
         return None
+    index: int | None
     if isinstance(device, int) and not isinstance(device, bool):
         index, text = device, f"cuda:{device}"
     else:
@@ -118,7 +119,7 @@ class Recorder:
         self.n_neurons = int(n_neurons)
         self.features = {str(kind): int(size) for kind, size in features.items()}
         self.mode = mode
-        self.k = int(k) if mode == "topk" else (1 if mode == "max1" else None)
+        self.k = int(k) if mode == "topk" and k is not None else (1 if mode == "max1" else None)
         self._device = _parse_device(device)
         args = (
             self.n_neurons,
@@ -128,6 +129,7 @@ class Recorder:
             self.k if self.k is not None else 1,
             int(dense_limit_bytes),
         )
+        self._native: Any  # _native.Recorder, or the DeviceRecorder (the same calls, and more)
         if self._device is None:
             self._native = _native.Recorder(*args)
         else:

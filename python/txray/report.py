@@ -11,13 +11,14 @@ PATH); txray never downloads a browser.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,21 +115,23 @@ def report_figures(
     for p in profiles:
         if kind not in p.kinds:
             raise ValueError(f"profile {p.name!r} has no feature kind {kind!r} (it has {list(p.kinds)})")
-    has_pos = bool(pos_kind) and all(pos_kind in p.kinds for p in profiles)
-    paired = len(profiles) >= 2 and _same_layer(profiles, kind) and (not has_pos or _same_layer(profiles, pos_kind))
-    builders: dict[str, Any] = {}
+    pos = pos_kind if pos_kind and all(pos_kind in p.kinds for p in profiles) else None  # None: no POS figures
+    paired = len(profiles) >= 2 and _same_layer(profiles, kind) and (pos is None or _same_layer(profiles, pos))
+    builders: dict[str, Callable[[], go.Figure]] = {}
     if paired:
         builders["hellinger_length"] = lambda: plots.hellinger_length(profiles, kind)
         builders["length_shift_token"] = lambda: plots.length_shift(profiles, kind)
-        if has_pos:
-            builders["length_shift_pos"] = lambda: plots.length_shift(profiles, pos_kind)
-    if has_pos:
-        builders["feature_mass"] = lambda: plots.feature_mass(profiles, pos_kind)
+        if pos is not None:
+            builders["length_shift_pos"] = functools.partial(plots.length_shift, profiles, pos)
+    if pos is not None:
+        builders["feature_mass"] = functools.partial(plots.feature_mass, profiles, pos)
     builders["mass_curve"] = lambda: plots.mass_curve(profiles)
     if paired and int((profiles[0].preferred(kind) & profiles[1].preferred(kind)).sum()):
-        detail = dict(k=k, kind=kind, pos_kind=pos_kind if has_pos else None, top=top, token_pos=token_pos)
-        builders["most_changed"] = lambda: plots.changed_neuron_detail(profiles, which="most", **detail)
-        builders["least_changed"] = lambda: plots.changed_neuron_detail(profiles, which="least", **detail)
+        detail = functools.partial(
+            plots.changed_neuron_detail, profiles, k=k, kind=kind, pos_kind=pos, top=top, token_pos=token_pos
+        )
+        builders["most_changed"] = functools.partial(detail, which="most")
+        builders["least_changed"] = functools.partial(detail, which="least")
     if paired and len(profiles) >= 3:
         builders["timeline"] = lambda: plots.timeline(profiles, kind)
     if len(profiles) >= 2 and all(p.preferred(kind).any() for p in (profiles[0], profiles[-1])):

@@ -179,7 +179,7 @@ def windows(
     budget = None if tokenizer.max_length is None else tokenizer.max_length - specials
     if budget is not None and budget < 1:
         raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
-    start, ids, owner = 0, [], []
+    start, ids, owner = 0, list[int](), list[int]()
     for word, word_pieces in enumerate(pieces):
         word_pieces = word_pieces if budget is None else word_pieces[:budget]
         if budget is not None and ids and len(ids) + len(word_pieces) > budget:
@@ -279,6 +279,7 @@ def _unit_features(window: Window, owners: np.ndarray, kind: str) -> np.ndarray:
     ids = window.features[kind][np.maximum(owners, 0)]
     special = owners < 0
     if special.any():  # special tokens are units only with include_special; in position order
+        assert window.special_features is not None
         positions = np.flatnonzero(np.asarray(window.word_of_piece) < 0)
         ids[special] = [window.special_features[kind][window.input_ids[p]] for p in positions]
     return ids

@@ -10,12 +10,10 @@ import argparse
 import importlib
 import sys
 
+from ._common import UsageError
+
 # Modules of this package that define a subcommand, in --help order.
 COMMANDS: tuple[str, ...] = ("record", "merge", "compare", "nearest", "report", "prune", "demo")
-
-
-class UsageError(Exception):
-    """A problem with the user's input: printed without a traceback, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..profile import Profile
-from . import UsageError
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+class UsageError(Exception):
+    """A problem with the user's input: printed without a traceback, exit code 2."""
 
 
 def load_profile(path: str) -> Profile:

@@ -6,8 +6,12 @@ import argparse
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._common import positive_int
+
+if TYPE_CHECKING:
+    from ..demo.config import DemoConfig
 
 EXAMPLE = """example:
   txray demo --out demo-output                 # CPU-sized defaults, a few minutes on 2 cores
@@ -79,11 +83,11 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The :class:`~txray.demo.DemoConfig` of the parsed arguments: defaults, then --paper, then each flag."""
     from ..demo.config import PAPER, DemoConfig
 
-    values: dict = dict(PAPER) if args.paper else {}
+    values: dict[str, Any] = dict(PAPER) if args.paper else {}
     for field in dataclasses.fields(DemoConfig):
         given = getattr(args, field.name, None)
         if given is not None and field.name not in ("out", "cache", "progress"):

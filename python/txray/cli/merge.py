@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..profile import Profile
-from . import UsageError
-from ._common import load_profile
+from ..profile import Profile, check_compatible, duplicate_key, merge_profiles, missing_shards
+from ._common import UsageError, load_profile
 
 MERGE_GROUP = 16
 """Parts read and merged at a time: memory holds one group and the running merge."""
@@ -23,8 +22,10 @@ example:
   profiles of the same model and layer recorded the same way on disjoint text.
   Counts add up exactly and sums in float64: the result is the profile one run
   over all the text gives. Parts of different models, layers, modes or
-  vocabularies are an error; so is a shard given twice. A missing shard is
-  reported (the merged profile's metadata lists the shards it holds).
+  vocabularies are an error; so is a shard given twice, and so is the same
+  profile given twice (compared by content, whatever the file names) unless
+  --allow-duplicates. A missing shard is reported (the merged profile's
+  metadata lists the shards it holds).
 """
 
 
@@ -40,11 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("parts", nargs="+", metavar="PART", help="profile files (.parquet)")
     parser.add_argument("-o", "--out", required=True, metavar="FILE", help="the merged profile (.parquet)")
     parser.add_argument("--name", help="name of the merged profile (default: the first part's)")
+    parser.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="merge a part that holds the same data as another (its tokens count twice)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import missing_shards, save_profiles
+    from ..distributed import save_profiles
 
     out = Path(args.out)
     if out.suffix.lower() != ".parquet":
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     if out.resolve() in {Path(p).resolve() for p in args.parts}:
         raise UsageError(f"the output {out} is one of the parts; write the merge to a new file")
-    merged = merge_files(args.parts, args.name)
+    merged = merge_files(args.parts, args.name, args.allow_duplicates)
     save_profiles({out: merged})
     missing = missing_shards(merged)
     if missing:
@@ -64,22 +70,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def merge_files(paths: Sequence[str], name: str | None = None) -> Profile:
+def merge_files(paths: Sequence[str], name: str | None = None, allow_duplicates: bool = False) -> Profile:
     """Load and merge profile files, :data:`MERGE_GROUP` at a time."""
-    from ..distributed import check_mergeable, merge_profiles
-
     for path in paths:
         if not Path(path).exists():  # a profile is a folder (format 2) or a file (format 1)
             raise UsageError(f"part not found: {path}")
     merged: Profile | None = None
+    seen: dict[str, str] = {}  # duplicate key -> the first file that has it, across groups
     for start in range(0, len(paths), MERGE_GROUP):
         group = paths[start : start + MERGE_GROUP]
         profiles = [load_profile(path) for path in group]
         reference = merged or profiles[0]
         for path, profile in zip(group, profiles):
             try:
-                check_mergeable(reference, profile)
+                check_compatible(reference, profile, same_recording=True)
             except ValueError as err:
                 raise UsageError(f"cannot merge {path} with {paths[0]}: {err}") from None
-        merged = merge_profiles(([merged] if merged is not None else []) + profiles, name=name)
+            key = None if allow_duplicates else duplicate_key(profile)
+            if key in seen:
+                raise UsageError(
+                    f"{path} holds the same data as {seen[key]}: merging it would count its {profile.tokens} "
+                    "tokens twice (--allow-duplicates merges it anyway)"
+                )
+            if key is not None:
+                seen[key] = path
+        # Checked above, across groups; a group holds no duplicate the merge need look for.
+        merged = merge_profiles(([merged] if merged is not None else []) + profiles, name=name, allow_duplicates=True)
+    assert merged is not None  # paths is not empty: argparse asks for one part or more
     return merged

@@ -13,8 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import UsageError
-from ._common import check_output, load_profiles, positive_int, write_table
+from ._common import UsageError, check_output, load_profiles, positive_int, write_table
 
 EXAMPLE = """example:
   txray prune mytask.py:load --layer encoder.rnn --profile supervised.parquet \\
@@ -69,6 +68,8 @@ def load_entry(entry: str) -> Callable[[], Any]:
         if not path.is_file():
             raise UsageError(f"no Python file {target}")
         spec = importlib.util.spec_from_file_location(f"txray_prune_entry_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot import {target}: not a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)

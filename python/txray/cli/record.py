@@ -6,14 +6,16 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import UsageError
+from ._common import UsageError
 
 if TYPE_CHECKING:
+    from txray.capture import Layer
     from txray.corpus import Shard
     from txray.distributed import Context
     from txray.features import Feature
+    from txray.profile import Profile
 
 EXAMPLE = """\
 example:
@@ -108,12 +110,15 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
     from txray import distributed
+    from txray.options import RecordOptions
+    from txray.profile import save_profiles
 
     model, tokenizer = _load(args.model, device)
-    layers = []
+    layers: list[str | Layer] = []
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
-    options = dict(
+    options = RecordOptions(
+        features=tuple(_features(args)),
         mode=args.mode,
         k=args.k,
         pooling=args.pooling,
@@ -123,14 +128,16 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
         cache_dir=args.cache_dir,
         progress=not args.quiet,
         name=args.model,
+        shard=shard,
     )
     corpus = txray.Corpus(args.corpus, text=args.text)
+    profiles: dict[str, Profile] | None
     if context is not None:
-        profiles = distributed.record_model(model, tokenizer, corpus, layers, _features(args), **options)
+        profiles = distributed.record_model(model, tokenizer, corpus, layers, options=options)
         if not context.is_main:
             return 0
     else:
-        profiles = txray.record_model(model, tokenizer, corpus, layers, _features(args), shard=shard, **options)
+        profiles = txray.record_model(model, tokenizer, corpus, layers, options=options)
     if not profiles:
         print(f"shard {args.shard} of {args.corpus} has no sequences: nothing written")
         return 0
@@ -138,7 +145,7 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     out.mkdir(parents=True, exist_ok=True)
     suffix = f".part-{shard.index}-of-{shard.count}" if shard is not None else ""
     paths = {out / f"{_file_name(layer)}{suffix}.parquet": profile for layer, profile in profiles.items()}
-    distributed.save_profiles(paths)
+    save_profiles(paths)
     for path, profile in paths.items():
         print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
     return 0
@@ -148,7 +155,7 @@ def _features(args: argparse.Namespace) -> list[Feature]:
     """The --feature options as feature objects."""
     from txray.features import Column, Label, Ngram, Pos, Token
 
-    features = []
+    features: list[Feature] = []
     for kind in args.feature or ["token"]:
         if kind == "token":
             features.append(Token(min_count=args.min_count))
@@ -165,7 +172,7 @@ def _features(args: argparse.Namespace) -> list[Feature]:
     return features
 
 
-def _load(name: str, device: str):
+def _load(name: str, device: str) -> tuple[Any, Any]:
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import UsageError
-from ._common import load_profiles, positive_int
+from ._common import UsageError, load_profiles, positive_int
 
 EXAMPLE = """example:
   txray report epoch1.parquet epoch48.parquet epoch49.parquet -o report.html --png figures/

@@ -4,7 +4,8 @@
 - :mod:`.data`: Wikipedia lead sections (pretraining) and tweets (the new domain), cached.
 - :mod:`.lm`: the one-layer LSTM language model, trained with snapshots.
 - :mod:`.classifier`: supervised fine-tuning on positive vs negative tweets, F1.
-- :mod:`.study`: recording, comparisons, pruning, the report and the printed summary.
+- :mod:`.study`: recording, comparisons, pruning, the report; :mod:`.result` holds what it measured
+  and :mod:`.summary` prints it.
 
     from txray.demo import DemoConfig, run_study
     summary = run_study(DemoConfig(out="demo-output"))

@@ -29,41 +29,11 @@ from .config import DemoConfig
 from .data import DemoData, feature_words, lm_vocabulary, load_data
 from .files import write_json, write_table, write_text
 from .lm import LAYER, load_lm, train_lm
+from .result import Comparison, StudyResult
 from .summary import index_html, summary_text
 
 MAX_WINDOW = 256  # words per recorded window (longer articles continue in a new window)
 GAINED_TOP = 8  # features listed per gained neuron (Table 1)
-
-
-@dataclasses.dataclass
-class Comparison:
-    """One comparison of two stages, token features."""
-
-    question: str  # RQ1, RQ2, RQ3
-    a: str
-    b: str
-    table: pa.Table  # analysis.neuron_overview: compare() columns plus each stage's top features
-    counts: dict[str, Any]  # txray.summary, plus mean lengths of the shared neurons
-
-    @property
-    def slug(self) -> str:
-        return f"{self.question}_{self.a}_vs_{self.b}".lower().replace(" ", "_").replace("-", "_")
-
-
-@dataclasses.dataclass
-class StudyResult:
-    """What the study measured and where it wrote it."""
-
-    config: DemoConfig
-    perplexity: list[float]
-    stages: dict[str, Profile]
-    comparisons: list[Comparison]
-    f1: dict[str, float]  # the fine-tuned classifier, unpruned
-    pruning: pa.Table
-    gained: pa.Table
-    files: dict[str, Path]
-    seconds: float
-    summary: str
 
 
 def run_study(config: DemoConfig) -> StudyResult:
@@ -159,7 +129,7 @@ def gained_neurons(comparison: pa.Table, profile: Profile, top: int = GAINED_TOP
     share = mass / mass.sum() if mass.sum() > 0 else np.zeros_like(mass)
     order = gained[np.lexsort((gained, -mass[gained]))]
     tops = analysis.top_features(profile, "token", top=top, neurons=order.tolist()).to_pylist()
-    names = {int(n): [] for n in order}
+    names: dict[int, list[str]] = {int(n): [] for n in order}
     for row in tops:
         names[row["neuron"]].append(row["feature_name"])
     lengths = profile.lengths("token")

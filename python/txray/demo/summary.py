@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .study import StudyResult
+from .result import StudyResult
 
 PAPER_NEURONS = 1500
 PAPER_SHARED = (544, 1335, 1323, 675)

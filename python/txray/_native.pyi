@@ -1,0 +1,101 @@
+"""txray native core: fused recording of neuron feature preferences (cpp/bindings.cpp).
+
+``DeviceRecorder``, ``DeviceError`` and ``cuda_pointer_device`` exist only in a
+build with CUDA kernels (``has_cuda``); the rest is in every build.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+class InputError(ValueError):
+    """Input the native core cannot take (a ValueError)."""
+
+class DeviceError(RuntimeError):
+    """A CUDA failure (CUDA builds only)."""
+
+has_cuda: bool
+
+class Recorder:
+    def __init__(
+        self,
+        n_neurons: int,
+        kinds: Sequence[str],
+        vocab_sizes: Sequence[int],
+        mode: str,
+        k: int,
+        dense_limit_bytes: int,
+    ) -> None: ...
+    def update(
+        self,
+        acts: npt.NDArray[np.generic],
+        dtype: str,
+        mask: npt.NDArray[np.bool_] | None,
+        features: Sequence[npt.NDArray[np.int64]],
+    ) -> None: ...
+    def merge(self, arg0: Recorder, /) -> None: ...
+    def cells(
+        self, kind: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(neuron int32, feature int32, count int64, sum float64) of one kind, sorted by neuron then feature"""
+    def frequencies(self, arg0: int, /) -> npt.NDArray[np.int64]: ...
+    def mass(self) -> npt.NDArray[np.float64]: ...
+    def dense(self, arg0: int, /) -> bool: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+
+class DeviceRecorder:
+    def __init__(
+        self,
+        device: int,
+        n_neurons: int,
+        kinds: Sequence[str],
+        vocab_sizes: Sequence[int],
+        mode: str,
+        k: int,
+        dense_limit_bytes: int,
+    ) -> None: ...
+    def update(
+        self,
+        data: int,
+        rows: int,
+        cols: int,
+        row_stride: int,
+        col_stride: int,
+        dtype: str,
+        mask: int | npt.NDArray[np.bool_] | None,
+        features: Sequence[int | npt.NDArray[np.int64]],
+        stream: int,
+    ) -> int: ...
+    def merge(self, arg0: DeviceRecorder, /) -> None: ...
+    def idle(self) -> bool: ...
+    def synchronize(self) -> None: ...
+    def take_error(self) -> tuple[int, str]: ...
+    def cells(
+        self, arg0: int, /
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+    def frequencies(self, arg0: int, /) -> npt.NDArray[np.int64]: ...
+    def mass(self) -> npt.NDArray[np.float64]: ...
+    def dense(self, arg0: int, /) -> bool: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def device(self) -> int: ...
+
+def set_num_threads(arg0: int, /) -> None: ...
+def get_num_threads() -> int: ...
+def has_openmp() -> bool: ...
+def dlpack_info(capsule: object) -> dict[str, Any]:
+    """pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)"""
+
+def cuda_device_count() -> int: ...
+def cuda_status() -> str:
+    """'' when a CUDA device is usable, otherwise the reason"""
+
+def cuda_pointer_device(arg0: int, /) -> int: ...

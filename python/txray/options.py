@@ -1,0 +1,109 @@
+"""How a model is recorded: :class:`RecordOptions`, shared by :func:`txray.record_model`,
+:func:`txray.distributed.record_model` and ``txray record``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from .corpus import Shard
+from .features import Feature
+from .recorder import DEFAULT_DENSE_LIMIT
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordOptions:
+    """Everything about a recording but the model, tokenizer, corpus and layers.
+
+    ``txray.record_model(model, tokenizer, corpus, layers, options=RecordOptions(mode="all"))``
+    and ``txray.record_model(model, tokenizer, corpus, layers, mode="all")`` are the same call.
+
+    Attributes
+    ----------
+    features:
+        Feature kinds recorded per word: ``"token"``, ``"pos"``, ``"label"``,
+        ``"prediction"``, ``"ngram2"``, ``"column:NAME"``, or
+        :class:`txray.Feature` objects (a list is kept as a tuple).
+    mode, k:
+        ``"max1"`` (the paper), ``"topk"`` with ``k``, or ``"all"``.
+    pooling:
+        How a word's pieces become one row: ``"first"``, ``"last"``,
+        ``"mean"`` or ``"max"``.
+    include_special:
+        Also record special tokens (``[CLS]``, ``[SEP]``) as units of their
+        own; their word-level features are their own strings.
+    limit_tokens:
+        Record only the first this-many words of the corpus.
+    max_tokens:
+        Padded input positions per forward pass (the batch budget).
+    max_length:
+        Longest window (special tokens included); default: the tokenizer's
+        ``model_max_length``. Longer sequences are split into windows.
+    forward:
+        ``forward(model, batch)`` runs the model on a :class:`txray.words.Batch`;
+        default: ``model(input_ids=..., attention_mask=...)`` for Hugging Face
+        models, ``model(input_ids)`` otherwise.
+    cache_dir:
+        Where POS tags are cached (default ``~/.cache/txray``; ``False`` disables).
+    progress:
+        Show a progress bar.
+    name:
+        Model name for the metadata; default: the model's ``name_or_path``.
+    dense_limit_bytes:
+        Per layer and feature kind, the most memory a dense table of cells may
+        take (see :class:`txray.Recorder`); larger ones are hash tables.
+    shard:
+        ``(index, count)`` or a :class:`txray.corpus.Shard`: record only the
+        sequences ``i`` with ``i % count == index`` (counted after
+        ``limit_tokens``). Vocabularies are still built from the whole corpus,
+        so the parts of all shards merge (:func:`txray.merge_profiles`,
+        ``txray merge``) into the profile of a whole run. Each part's metadata
+        holds ``"shards": [[index, count]]``; an empty shard (more shards than
+        sequences) records ``{}``.
+    """
+
+    features: tuple[str | Feature, ...] = ("token",)
+    mode: str = "max1"
+    k: int | None = None
+    pooling: str = "mean"
+    include_special: bool = False
+    limit_tokens: int | None = None
+    max_tokens: int = 4096
+    max_length: int | None = None
+    forward: Callable[[Any, Any], Any] | None = None
+    cache_dir: str | os.PathLike[str] | Literal[False] | None = None
+    progress: bool = True
+    name: str | None = None
+    dense_limit_bytes: int = DEFAULT_DENSE_LIMIT
+    shard: Shard | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        features: Iterable[str | Feature] = (
+            (self.features,) if isinstance(self.features, (str, Feature)) else self.features
+        )
+        object.__setattr__(self, "features", tuple(features))
+
+    def replace(self, **changes: Any) -> RecordOptions:
+        """A copy with some fields changed; an unknown name is a :class:`TypeError` that names it."""
+        unknown = sorted(set(changes) - {field.name for field in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown recording option(s) {unknown}; RecordOptions has {_FIELD_NAMES}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(
+        cls, options: RecordOptions | None, features: Iterable[str | Feature] | None, settings: Mapping[str, Any]
+    ) -> RecordOptions:
+        """The options of a ``record_model(..., features, options=..., **settings)`` call:
+        ``options`` (default: the defaults) with ``features`` and each setting put in."""
+        changes = dict(settings)
+        if features is not None:
+            if "features" in changes:
+                raise TypeError("features given twice: as an argument and as a setting")
+            changes["features"] = features
+        return (options if options is not None else cls()).replace(**changes)
+
+
+_FIELD_NAMES = [field.name for field in dataclasses.fields(RecordOptions)]

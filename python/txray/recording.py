@@ -1,0 +1,72 @@
+"""Recording several layers at once: one :class:`Recorder` per layer, and their profiles.
+
+:func:`txray.record_model` and :func:`txray.record_neurox` both see rows of
+activations layer by layer; a layer's recorder is made when its first rows
+arrive (their width is the layer's), and every layer's profile carries the
+same feature vocabularies and metadata, plus its own layer and token count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from .features import Feature
+from .profile import Profile
+from .recorder import DEFAULT_DENSE_LIMIT, Recorder
+
+LayerKey = TypeVar("LayerKey", bound=Hashable)
+
+
+class LayerRecorders(Generic[LayerKey]):
+    """A :class:`Recorder` per layer, all with the same features, mode and k.
+
+    Layers are keyed by whatever names them (a module name, a NeuroX layer
+    index). A feature's vocabulary is read when a layer's recorder is made
+    (a :class:`~txray.Prediction` learns its classes from the first batch).
+    """
+
+    def __init__(
+        self,
+        features: Sequence[Feature],
+        mode: str = "max1",
+        k: int | None = None,
+        dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
+    ) -> None:
+        self.features = list(features)
+        self.mode, self.k, self.dense_limit_bytes = mode, k, dense_limit_bytes
+        self._recorders: dict[LayerKey, Recorder] = {}
+
+    def update(self, layer: LayerKey, rows: Any, features: Mapping[str, Any]) -> None:
+        """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and kind."""
+        recorder = self._recorders.get(layer)
+        if recorder is None:
+            sizes = {f.kind: len(f._vocab()) for f in self.features}
+            recorder = Recorder(
+                rows.shape[1], sizes, mode=self.mode, k=self.k, dense_limit_bytes=self.dense_limit_bytes
+            )
+            self._recorders[layer] = recorder
+        try:
+            recorder.update(rows, features)
+        except ValueError as err:
+            raise ValueError(f"layer {layer!r}: {err}") from None
+
+    def __len__(self) -> int:
+        """How many layers have recorded rows."""
+        return len(self._recorders)
+
+    def __iter__(self) -> Iterator[LayerKey]:
+        return iter(self._recorders)
+
+    def profiles(self, metadata: Mapping[str, Any], name: Callable[[LayerKey], str] = str) -> dict[LayerKey, Profile]:
+        """``{layer: Profile}``, each named ``name(layer)``, with the features' vocabularies;
+        its metadata is ``metadata`` with the layer and the layer's token count added."""
+        feature_names = {f.kind: f.names() for f in self.features}
+        return {
+            layer: recorder.profile(
+                name=name(layer),
+                feature_names=feature_names,
+                metadata={**metadata, "layer": layer, "tokens": recorder.tokens},
+            )
+            for layer, recorder in self._recorders.items()
+        }
