@@ -150,39 +150,44 @@ def test_profile_during_updates_is_whole_and_consistent(mode, dense):
     assert len(profiles) == 2
 
 
-@pytest.mark.parametrize("mode,dense", [("max1", True), ("max1", False), ("all", True)])
+@pytest.mark.parametrize("mode,dense", [("max1", True), ("max1", False), ("topk", False), ("all", True)])
 def test_merge_during_updates_gives_the_serial_result(mode, dense):
-    batches = _batches(20, 16)
+    batches = _batches(20, 24)
     parts = []
-    for seed in range(6):
+    for seed in range(2):
         part = _recorder(mode, dense)
-        for acts, ids in _batches(100 + seed, 2):
-            part.update(acts, ids)
+        part.update(*_batches(100 + seed, 1)[0])
         parts.append(part)
     rec = _recorder(mode, dense)
     sink = _recorder(mode, dense)  # reads rec while rec is being updated
+    done = threading.Event()
+    merged: list[int] = []
 
     @_catching
     def updater():
-        for acts, ids in batches:
-            rec.update(acts, ids)
+        try:
+            for acts, ids in batches:
+                rec.update(acts, ids)
+        finally:
+            done.set()
 
     @_catching
     def merger():
-        for part in parts:
-            rec.merge(part)
+        while not done.is_set() or not merged:
+            rec.merge(parts[len(merged) % 2])
+            merged.append(len(merged) % 2)
 
     @_catching
     def reader():
-        for _ in range(6):
+        while not done.is_set():
             sink.merge(rec)
 
     _run([threading.Thread(target=updater), threading.Thread(target=merger), threading.Thread(target=reader)])
     serial = _recorder(mode, dense)
     for acts, ids in batches:
         serial.update(acts, ids)
-    for part in parts:
-        serial.merge(part)
+    for i in merged:
+        serial.merge(parts[i])
     _assert_same(rec.profile(), serial.profile())
     _assert_consistent(sink.profile(), rec.k)
 
