@@ -70,6 +70,16 @@ _CLUSTERING = regex.compile(
     r"[\p{M}\p{GCB=Extend}\p{GCB=SpacingMark}\p{GCB=ZWJ}\p{GCB=Prepend}\p{GCB=RI}\p{GCB=L}\p{GCB=V}\p{GCB=T}]"
 )
 
+
+class ColumnError(KeyError, ValueError):
+    """A record lacks a column the caller asked for. A KeyError (a missing
+    key) and a ValueError (bad input: the command line reports it without a
+    traceback), whose message reads as written."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 TEXT_SUFFIXES = (".txt", ".text", ".tok", ".raw")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 READ_BATCH_ROWS = 4096
@@ -199,7 +209,7 @@ class Corpus:
         try:
             value = record[self.text]
         except KeyError:
-            raise KeyError(
+            raise ColumnError(
                 f"corpus {self.name!r} has no column {self.text!r}; its records have {sorted(record)}"
             ) from None
         if value is None:
@@ -229,7 +239,7 @@ class Corpus:
     def _table_records(self, kind: str) -> Iterator[Record]:
         for batch in _read_table_batches(self.path, kind):
             if self.text not in batch.schema.names:
-                raise KeyError(f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}")
+                raise ColumnError(f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}")
             columns = {name: _column_values(batch.column(name)) for name in batch.schema.names}
             for row in range(batch.num_rows):
                 yield {name: values[row] for name, values in columns.items()}

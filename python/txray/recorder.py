@@ -122,16 +122,16 @@ class Recorder:
         if mode == "topk":
             if k is None:
                 raise ValueError("mode='topk' needs k, the number of winners per token")
-        elif k not in (None, 1) or (mode == "all" and k is not None):
+            k = _inputs.integer(k, "k")  # its range is checked by the native core
+        elif k is not None and (mode == "all" or _inputs.integer(k, "k") != 1):
             raise ValueError(f"k is only used with mode='topk' (got k={k} with mode={mode!r})")
-        if isinstance(n_neurons, bool) or int(n_neurons) != n_neurons or n_neurons < 1:
-            raise ValueError(f"n_neurons must be a positive integer, not {n_neurons!r}")
+        self.n_neurons = _inputs.integer(n_neurons, "n_neurons", minimum=1)
+        features = _inputs.feature_sizes(features)
         if not features:
             raise ValueError("features needs at least one kind, e.g. {'token': vocab_size}")
-        self.n_neurons = int(n_neurons)
-        self.features = {str(kind): int(size) for kind, size in features.items()}
+        self.features = features
         self.mode = mode
-        self.k = int(k) if mode == "topk" else (1 if mode == "max1" else None)
+        self.k = k if mode == "topk" else (1 if mode == "max1" else None)
         self._device = _parse_device(device)
         args = (
             self.n_neurons,
@@ -139,7 +139,7 @@ class Recorder:
             list(self.features.values()),
             mode,
             self.k if self.k is not None else 1,
-            int(dense_limit_bytes),
+            _inputs.integer(dense_limit_bytes, "dense_limit_bytes", minimum=0),
         )
         if self._device is None:
             self._native = _native.Recorder(*args)
@@ -315,10 +315,7 @@ class Recorder:
         (its vocabulary); ``metadata`` is any JSON-serialisable mapping kept
         with the profile (model, layer, corpus, ...).
         """
-        feature_names = dict(feature_names or {})
-        unknown = [k for k in feature_names if k not in self.features]
-        if unknown:
-            raise ValueError(f"feature_names has kinds {unknown} that the recorder does not have")
+        feature_names = _inputs.feature_names(feature_names, self.features)
         tokens, mass, state = self._snapshot()
         if tokens == 0:
             raise ValueError("nothing was recorded: call update() with at least one unmasked token first")

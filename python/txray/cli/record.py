@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import UsageError
+from ._common import check_record_args
 
 if TYPE_CHECKING:
     from txray.corpus import Shard
@@ -50,7 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="module to record (repeatable); 'mlp' = every MLP layer, e.g. encoder.layer.0.intermediate",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the profiles")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for the profiles (made if missing; checked before any work); "
+        "profiles already there for the same layers are replaced",
+    )
     parser.add_argument(
         "--feature",
         action="append",
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.corpus).is_file():
         raise UsageError(f"corpus file not found: {args.corpus}")
+    check_record_args(args)
     try:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as err:
