@@ -147,9 +147,9 @@ class Recorder:
             self._native = _native.DeviceRecorder(self._device, *args)
             self._leads: dict[int, tuple[int, ...]] = {}  # leading shape of each update since the last check
             self._inflight: list[Any] = []  # inputs the device may still be reading
-            # A CPU recorder locks itself in the native core; a device one
-            # serialises its calls here (its Python state changes with them).
-            self._lock = threading.RLock()
+        # A CPU recorder locks itself in the native core; a device one
+        # serialises its calls with this lock (its Python state changes with them).
+        self._lock = threading.RLock()
 
     @property
     def device(self) -> str:

@@ -11,6 +11,7 @@ size``.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -218,3 +219,72 @@ def test_merging_a_recorder_into_itself_is_refused():
     with pytest.raises(ValueError, match="itself"):
         rec.merge(rec)
     _assert_same(rec.profile(), before)
+
+
+class _CAI:
+    def __init__(self, **cai):
+        self.__cuda_array_interface__ = cai
+
+
+class _OneAtATimeNative:
+    """Stands in for _native.DeviceRecorder (no GPU needed): fails when two
+    threads are inside it at once, as the real one has no lock of its own."""
+
+    def __init__(self):
+        self.inside = 0
+        self.updates = 0
+        self.tokens = 0
+        self.overlaps = 0
+
+    def _enter(self):
+        self.inside += 1
+        if self.inside > 1:
+            self.overlaps += 1
+        time.sleep(0.0005)  # the GIL is free here, as in the real calls
+        self.inside -= 1
+
+    def update(self, ptr, rows, *args):
+        self._enter()
+        self.updates += 1
+        self.tokens += rows
+        return self.updates
+
+    def idle(self):
+        return False
+
+    def take_error(self):
+        self._enter()
+        return 0, ""
+
+    def cells(self, kind):
+        self._enter()
+        empty = np.zeros(0, np.int32)
+        return empty, empty, np.zeros(0, np.int64), np.zeros(0, np.float64)
+
+    def frequencies(self, kind):
+        self._enter()
+        return np.zeros(VOCAB[list(VOCAB)[kind]], np.int64)
+
+    def mass(self):
+        self._enter()
+        return np.zeros(N_NEURONS)
+
+
+def test_device_recorder_calls_are_serialised_in_python():
+    rec = txray.Recorder(N_NEURONS, VOCAB)
+    rec._device, rec._native, rec._leads, rec._inflight = 0, _OneAtATimeNative(), {}, []
+    acts = _CAI(data=(1 << 20, False), shape=(10, N_NEURONS), typestr="<f4", version=3)
+    ids = {kind: np.zeros(10, np.int64) for kind in VOCAB}
+
+    @_catching
+    def updater():
+        for _ in range(40):
+            rec.update(acts, ids)
+
+    @_catching
+    def reader():
+        for _ in range(15):
+            rec.profile()
+
+    _run([threading.Thread(target=updater) for _ in range(3)] + [threading.Thread(target=reader)])
+    assert rec._native.overlaps == 0 and rec._native.updates == 120 and rec._native.tokens == 1200
