@@ -96,3 +96,15 @@ def test_nothing_but_whitespace_is_dropped(text):
     words = split_words(text)
     assert "".join(words) == "".join(text.split())
     assert all(w and not w.isspace() for w in words)
+
+
+def test_the_cluster_detector_finds_exactly_the_joining_characters():
+    """_CLUSTERING skips characters below U+0300 before testing properties."""
+    import regex
+
+    from txray.corpus import _CLUSTERING_PROPERTIES
+
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    found = _CLUSTERING.findall(every)
+    assert found == regex.findall(_CLUSTERING_PROPERTIES, every)
+    assert len(found) > 3000 and min(found) == "\u0300"
