@@ -21,6 +21,17 @@ using txray::Mode;
 
 namespace {
 
+// Every call that touches a CPU recorder's statistics releases the GIL and
+// then takes the recorder's mutex, in that order: a thread holding the mutex
+// never waits for the GIL, so concurrent calls on one recorder serialise
+// (each runs whole) instead of corrupting it, and never deadlock.
+template <class F>
+auto locked(const txray::Recorder& rec, F&& f) {
+  py::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(rec.mutex());
+  return f();
+}
+
 template <class T>
 py::array_t<T> to_numpy(std::vector<T>&& v) {
   auto* heap = new std::vector<T>(std::move(v));
@@ -78,18 +89,49 @@ void update(txray::Recorder& rec, const py::array& acts, const std::string& dtyp
       throw txray::InputError("mask must be a contiguous 1-D bool array, one entry per token");
     mask_ptr = static_cast<const uint8_t*>(mask_array.data());
   }
-  py::gil_scoped_release release;
-  rec.update(view, mask_ptr, ids);
+  locked(rec, [&] { rec.update(view, mask_ptr, ids); });
+}
+
+py::tuple cells_tuple(txray::Cells&& c) {
+  return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)), to_numpy(std::move(c.count)),
+                        to_numpy(std::move(c.sum)));
 }
 
 py::tuple cells(const txray::Recorder& rec, size_t kind) {
-  txray::Cells c;
-  {
-    py::gil_scoped_release release;
-    c = rec.cells(kind);
-  }
-  return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)), to_numpy(std::move(c.count)),
-                        to_numpy(std::move(c.sum)));
+  return cells_tuple(locked(rec, [&] { return rec.cells(kind); }));
+}
+
+// A self-merge would read the tables it writes; two recorders are locked
+// together (std::scoped_lock orders them), so a.merge(b) beside b.merge(a)
+// cannot deadlock.
+void merge(txray::Recorder& rec, const txray::Recorder& other) {
+  if (&rec == &other) throw txray::InputError("cannot merge a recorder into itself");
+  py::gil_scoped_release release;
+  std::scoped_lock lock(rec.mutex(), other.mutex());
+  rec.merge(other);
+}
+
+// (tokens, mass, [(cells, frequencies) per kind]) taken under one lock, so
+// that a profile made while other threads update is one whole state.
+py::tuple snapshot(const txray::Recorder& rec) {
+  struct State {
+    int64_t tokens;
+    std::vector<double> mass;
+    std::vector<txray::Cells> cells;
+    std::vector<std::vector<int64_t>> freq;
+  };
+  State s = locked(rec, [&] {
+    State out{rec.tokens(), rec.mass(), {}, {}};
+    for (size_t kind = 0; kind < rec.n_kinds(); ++kind) {
+      out.cells.push_back(rec.cells(kind));
+      out.freq.push_back(rec.frequencies(kind));
+    }
+    return out;
+  });
+  py::list kinds;
+  for (size_t kind = 0; kind < s.cells.size(); ++kind)
+    kinds.append(py::make_tuple(cells_tuple(std::move(s.cells[kind])), to_numpy(std::move(s.freq[kind]))));
+  return py::make_tuple(s.tokens, to_numpy(std::move(s.mass)), kinds);
 }
 
 // -- DLPack -----------------------------------------------------------------
@@ -243,18 +285,16 @@ PYBIND11_MODULE(_native, m) {
            py::arg("n_neurons"), py::arg("kinds"), py::arg("vocab_sizes"), py::arg("mode"), py::arg("k"),
            py::arg("dense_limit_bytes"))
       .def("update", &update, py::arg("acts"), py::arg("dtype"), py::arg("mask"), py::arg("features"))
-      .def("merge", &txray::Recorder::merge, py::call_guard<py::gil_scoped_release>())
+      .def("merge", &merge, py::arg("other"))
       .def("cells", &cells, py::arg("kind"),
            "(neuron int32, feature int32, count int64, sum float64) of one kind, sorted by neuron then feature")
-      .def("frequencies",
-           [](const txray::Recorder& r, size_t kind) {
-             auto f = r.frequencies(kind);
-             return to_numpy(std::move(f));
-           })
-      .def("mass", [](const txray::Recorder& r) { return to_numpy(r.mass()); })
-      .def("dense", &txray::Recorder::dense)
-      .def_property_readonly("tokens", &txray::Recorder::tokens)
-      .def_property_readonly("nbytes", &txray::Recorder::bytes);
+      .def("snapshot", &snapshot, "(tokens, mass, [(cells, frequencies) per kind]) of one moment")
+      .def("frequencies", [](const txray::Recorder& r,
+                             size_t kind) { return to_numpy(locked(r, [&] { return r.frequencies(kind); })); })
+      .def("mass", [](const txray::Recorder& r) { return to_numpy(locked(r, [&] { return r.mass(); })); })
+      .def("dense", [](const txray::Recorder& r, size_t kind) { return locked(r, [&] { return r.dense(kind); }); })
+      .def_property_readonly("tokens", [](const txray::Recorder& r) { return locked(r, [&] { return r.tokens(); }); })
+      .def_property_readonly("nbytes", [](const txray::Recorder& r) { return locked(r, [&] { return r.bytes(); }); });
 
   m.def("set_num_threads", [](int n) {
 #ifdef _OPENMP

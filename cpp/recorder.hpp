@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ struct InputError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Not synchronised itself: whoever shares one Recorder between threads holds
+// mutex() around every call (the Python bindings do, with the GIL released).
 class Recorder {
  public:
   Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes, Mode mode, int k,
@@ -37,8 +40,10 @@ class Recorder {
   std::vector<double> mass() const;
   int64_t tokens() const { return tokens_; }
   int64_t n_neurons() const { return n_neurons_; }
+  size_t n_kinds() const { return kind_names_.size(); }
   bool dense(size_t kind) const;
   size_t bytes() const;
+  std::mutex& mutex() const { return mutex_; }
 
  private:
   // The rows of a batch to record: every row, or the ones a mask keeps.
@@ -71,6 +76,7 @@ class Recorder {
   std::vector<CellTable::Add> adds_;
   std::vector<int64_t> offsets_;
   std::vector<double> mass_parts_;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace txray

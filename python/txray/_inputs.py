@@ -3,6 +3,7 @@ buffers the native core reads, with errors that say what to fix."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,14 +66,39 @@ def feature_ids(features: Mapping[str, Any], kinds: Mapping[str, int], lead: tup
         raise ValueError(f"features must have exactly the kinds {list(kinds)}; missing {missing}, unexpected {extra}")
     out = []
     for kind in kinds:
-        ids = features[kind]
-        ids = _torch_to_numpy(ids, f"feature '{kind}'") if _is_torch(ids) else np.asarray(ids)
+        given = features[kind]
+        ids = _torch_to_numpy(given, f"feature '{kind}'") if _is_torch(given) else np.asarray(given)
+        if ids.dtype.kind in "fO" and not isinstance(given, np.ndarray) and not _is_torch(given):
+            _check_huge_ids(given, kind, kinds[kind], lead)  # Python ints beyond int64 make a float/object array
         if ids.dtype.kind not in "iu":
             raise TypeError(f"feature '{kind}' ids must be integers, got dtype {ids.dtype}")
         if ids.shape != lead:
             raise ValueError(f"feature '{kind}' has shape {ids.shape}; the activations need {lead}")
-        out.append(np.ascontiguousarray(ids.reshape(-1), dtype=np.int64))
+        flat = ids.reshape(-1)
+        if flat.dtype == np.uint64 and flat.size and flat.max() >= kinds[kind]:
+            _raise_outside(kind, int(np.argmax(flat >= kinds[kind])), flat, kinds[kind], lead)
+        out.append(np.ascontiguousarray(flat, dtype=np.int64))
     return out
+
+
+def _raise_outside(kind: str, index: int, flat: Any, size: int, lead: tuple[int, ...]) -> None:
+    """The native core's error for an id outside its vocabulary, with the id's
+    true value (an int64 view would show 2**64-1 as -1)."""
+    raise ValueError(
+        f"feature '{kind}' of {describe_position(index, lead)} is {int(flat[index])}, outside its vocabulary [0, {size})"
+    )
+
+
+def _check_huge_ids(given: Any, kind: str, size: int, lead: tuple[int, ...]) -> None:
+    values = np.asarray(given, dtype=object)
+    if values.shape != lead:
+        return
+    flat = values.reshape(-1)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in flat):
+        return
+    bad = next((i for i, v in enumerate(flat) if not 0 <= v < size), None)
+    if bad is not None:
+        _raise_outside(kind, bad, flat, size, lead)
 
 
 def token_mask(mask: Any, lead: tuple[int, ...]) -> np.ndarray | None:
@@ -371,3 +397,77 @@ def device_mask(mask: Any, lead: tuple[int, ...], stream: int | None) -> tuple[n
         f"a device mask must be a contiguous bool or uint8 array (got {arr.dtype}, strides {arr.strides}); "
         "convert it, or pass it as a host array"
     )
+
+
+# -- arguments ------------------------------------------------------------------
+
+
+def integer(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an int, or a clear error: integers (Python or NumPy) and
+    integral floats (``3.0``) are taken; ``2.7``, bools, strings and None are
+    refused rather than truncated."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+    elif isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
+        number = int(value)
+    else:
+        try:
+            number = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}") from None
+    if minimum is not None and number < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise ValueError(f"{name} must be {wanted}, not {number}")
+    return number
+
+
+def feature_sizes(features: Any) -> dict[str, int]:
+    """``{kind: vocabulary size}`` checked: a mapping of names to positive integers."""
+    if not isinstance(features, Mapping):
+        example = ""
+        if isinstance(features, (list, tuple)) and all(isinstance(k, str) for k in features):
+            example = f", e.g. {{{', '.join(f'{k!r}: vocab_size' for k in features)}}}"
+        raise TypeError(
+            f"features must be a mapping {{kind: vocabulary size}}{example}; got {type(features).__name__} {features!r}"
+        )
+    sizes = {}
+    for kind, size in features.items():
+        if not isinstance(kind, str):
+            raise TypeError(f"feature kinds are names (str), not {type(kind).__name__} {kind!r}")
+        sizes[kind] = integer(size, f"the vocabulary size of feature {kind!r}", minimum=1)
+    return sizes
+
+
+def feature_names(names: Any, kinds: Mapping[str, int]) -> dict[str, list[str] | None]:
+    """``{kind: vocabulary}`` checked: each vocabulary a sequence of strings,
+    one per id (a single string is refused, not split into letters)."""
+    if names is None:
+        return {}
+    if not isinstance(names, Mapping):
+        raise TypeError(f"feature_names must be a mapping {{kind: [name of each id]}}, not {type(names).__name__}")
+    unknown = [k for k in names if k not in kinds]
+    if unknown:
+        raise ValueError(f"feature_names has kinds {unknown} that the recorder does not have")
+    out: dict[str, list[str] | None] = {}
+    for kind, vocab in names.items():
+        if vocab is None:
+            out[kind] = None
+            continue
+        if isinstance(vocab, (str, bytes)) or not isinstance(vocab, Iterable):
+            raise TypeError(
+                f"feature_names[{kind!r}] must be a list of strings, one per id, not {type(vocab).__name__} {vocab!r}"
+            )
+        vocab = list(vocab)
+        bad = next((i for i, n in enumerate(vocab) if not isinstance(n, str)), None)
+        if bad is not None:
+            raise TypeError(
+                f"feature_names[{kind!r}][{bad}] is {type(vocab[bad]).__name__} {vocab[bad]!r}; names must be strings"
+            )
+        if len(vocab) != kinds[kind]:
+            raise ValueError(f"feature_names[{kind!r}] has {len(vocab)} names for {kinds[kind]} feature ids")
+        out[kind] = vocab
+    return out

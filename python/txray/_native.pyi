@@ -35,11 +35,24 @@ class Recorder:
         mask: npt.NDArray[np.bool_] | None,
         features: Sequence[npt.NDArray[np.int64]],
     ) -> None: ...
-    def merge(self, arg0: Recorder, /) -> None: ...
+    def merge(self, other: Recorder) -> None: ...
     def cells(
         self, kind: int
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """(neuron int32, feature int32, count int64, sum float64) of one kind, sorted by neuron then feature"""
+    def snapshot(
+        self,
+    ) -> tuple[
+        int,
+        npt.NDArray[np.float64],
+        list[
+            tuple[
+                tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+                npt.NDArray[np.int64],
+            ]
+        ],
+    ]:
+        """(tokens, mass, [(cells, frequencies) per kind]) of one moment"""
     def frequencies(self, arg0: int, /) -> npt.NDArray[np.int64]: ...
     def mass(self) -> npt.NDArray[np.float64]: ...
     def dense(self, arg0: int, /) -> bool: ...

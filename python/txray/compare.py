@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import hellinger
+from . import _inputs, hellinger
 from .profile import Profile, check_compatible
 
 STATES = ("shared", "avoided", "gained", "dead")
@@ -50,18 +50,40 @@ MATCH_SCHEMA = pa.schema(
 )
 
 
+def _mode(p: Profile) -> str:
+    return f"mode 'topk' (k={p.k})" if p.mode == "topk" else f"mode {p.mode!r}"
+
+
+def check_modes(a: Profile, b: Profile, allow_mode_mismatch: bool = False) -> None:
+    """Refuse to compare profiles recorded in different modes (or topk with
+    different k) unless ``allow_mode_mismatch``: their distributions measure
+    different things, so a distance between them mixes a change of neuron
+    with a change of method."""
+    if allow_mode_mismatch or (a.mode, a.k) == (b.mode, b.k):
+        return
+    raise ValueError(
+        f"profile {a.name!r} was recorded with {_mode(a)} and {b.name!r} with {_mode(b)}: in max1 a neuron's "
+        "distribution is over the tokens it won (was the most active neuron for), in topk over the tokens where "
+        "it was among the k most active, in all over every token, so distances between them measure the change "
+        "of method as much as of the neurons. Record both with the same mode (txray record --mode), or pass "
+        "allow_mode_mismatch=True to compare them anyway."
+    )
+
+
 def _csr(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = profile.distributions(kind)
     return d.indptr, d.indices, d.data
 
 
-def compare(a: Profile, b: Profile, kind: str = "token") -> pa.Table:
+def compare(a: Profile, b: Profile, kind: str = "token", *, allow_mode_mismatch: bool = False) -> pa.Table:
     """Neuron-by-neuron comparison of two profiles of the same layer.
 
-    Returns a table with :data:`COMPARE_SCHEMA`; its schema metadata holds
+    Both must be recorded in the same mode (see :func:`check_modes`; a
+    ValueError otherwise, unless ``allow_mode_mismatch=True``). Returns a table with :data:`COMPARE_SCHEMA`; its schema metadata holds
     the :func:`summary` as JSON under ``txray_summary``.
     """
     check_compatible(a, b, [kind], same_neurons=True)
+    check_modes(a, b, allow_mode_mismatch)
     distance, union, shared = hellinger.hellinger_paired(*_csr(a, kind), *_csr(b, kind))
     pref_a, pref_b = a.preferred(kind), b.preferred(kind)
     state = np.select(
@@ -100,18 +122,20 @@ def summary(comparison: pa.Table) -> dict[str, Any]:
     return out
 
 
-def nearest(a: Profile, b: Profile, kind: str = "token", k: int = 10) -> pa.Table:
+def nearest(a: Profile, b: Profile, kind: str = "token", k: int = 10, *, allow_mode_mismatch: bool = False) -> pa.Table:
     """For every preferred neuron of A, its k nearest preferred neurons of B.
 
     A and B may be layers of different models with different widths; their
     vocabularies for ``kind`` must agree. Distances are Hellinger; ties go to
     the lower B index. Computed in blocks, never as a dense A x B matrix.
-    Returns a table with :data:`NEAREST_SCHEMA` sorted by neuron_a, rank.
+    Returns a table with :data:`NEAREST_SCHEMA` sorted by neuron_a, rank;
+    k larger than B's neurons gives every preferred neuron of B. Both must
+    be recorded in the same mode (see :func:`compare`).
     """
     check_compatible(a, b, [kind], same_neurons=False)
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, not {k!r}")
-    neighbors, distances = hellinger.hellinger_topk(*_csr(a, kind), *_csr(b, kind), a.vocab_size(kind), int(k))
+    check_modes(a, b, allow_mode_mismatch)
+    k = min(_inputs.integer(k, "k", minimum=1), b.n_neurons)
+    neighbors, distances = hellinger.hellinger_topk(*_csr(a, kind), *_csr(b, kind), a.vocab_size(kind), k)
     rows, ranks = np.nonzero(neighbors >= 0)
     return pa.Table.from_arrays(
         [
@@ -124,14 +148,18 @@ def nearest(a: Profile, b: Profile, kind: str = "token", k: int = 10) -> pa.Tabl
     )
 
 
-def match(a: Profile, b: Profile, kind: str = "token", method: str = "auto") -> pa.Table:
+def match(
+    a: Profile, b: Profile, kind: str = "token", method: str = "auto", *, allow_mode_mismatch: bool = False
+) -> pa.Table:
     """One-to-one matching of preferred neurons of A and B minimising total Hellinger.
 
     ``method``: "exact" (Hungarian algorithm on the dense distance matrix),
     "greedy" (approximate, on each neuron's nearest candidates) or "auto"
-    (exact up to 25 million pairs). Returns :data:`MATCH_SCHEMA`.
+    (exact up to 25 million pairs). Returns :data:`MATCH_SCHEMA`. Both must
+    be recorded in the same mode (see :func:`compare`).
     """
     check_compatible(a, b, [kind], same_neurons=False)
+    check_modes(a, b, allow_mode_mismatch)
     rows, cols, dist = hellinger.match(*_csr(a, kind), *_csr(b, kind), a.vocab_size(kind), method=method)
     return pa.Table.from_arrays(
         [rows.astype(np.int32), cols.astype(np.int32), dist.astype(np.float64)], schema=MATCH_SCHEMA

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import Example
+from .corpus import ColumnError, Example
 from .taggers import Tagger, make_tagger, tag_examples
 
 UNK = "<unk>"
@@ -185,7 +185,7 @@ class Column(Feature):
         try:
             return example.record[self.column]
         except KeyError:
-            raise KeyError(
+            raise ColumnError(
                 f"feature {self.kind!r} reads column {self.column!r}, which sequence {example.index} "
                 f"does not have (it has {sorted(example.record)})"
             ) from None

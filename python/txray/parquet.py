@@ -151,7 +151,7 @@ def write(data: ProfileData, path: str | os.PathLike) -> None:
     """
     target = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(target)
-    _check_replaceable(target)
+    check_replaceable(target)
     cleanup(parent)
     staging = temporary_path(target)
     try:
@@ -371,7 +371,7 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
                 return
             except FileExistsError:
                 continue
-        _check_replaceable(target)
+        check_replaceable(target)
         old = os.path.join(parent, f".{base}.txray-old-{_host()}-{os.getpid()}-{rand}")
         try:
             os.rename(target, old)
@@ -522,7 +522,9 @@ def _swap_in_progress(target: str) -> bool:
     return False
 
 
-def _check_replaceable(target: str) -> None:
+def check_replaceable(target: str | os.PathLike) -> None:
+    """Raise :class:`ProfileError` when ``target`` is a folder that is not a profile (a save would refuse it)."""
+    target = os.fspath(target)
     if os.path.isdir(target) and not os.path.islink(target) and not os.path.isfile(os.path.join(target, MANIFEST)):
         raise ProfileError(f"{target} is a folder that is not a txray profile: not replacing it")
 

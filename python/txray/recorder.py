@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,6 +89,18 @@ class Recorder:
         batch; input errors found on the device are raised at the next
         synchronisation point (see :meth:`synchronize`).
 
+    Threads
+    -------
+    One recorder may be shared by several threads. Its calls serialise:
+    each ``update``, ``merge``, ``profile``, ``tokens`` runs whole, one
+    after another, so the statistics are exactly those of some serial order
+    of the calls (counts equal the serial run's; float sums may differ in
+    the last bits, as additions happen in another order), and a profile is
+    never taken in the middle of an update. Updates release the GIL, so
+    separate recorders in separate threads record in parallel; threads
+    sharing one recorder wait for each other. ``a.merge(b)`` beside
+    ``b.merge(a)`` does not deadlock; ``a.merge(a)`` raises ValueError.
+
     Examples
     --------
     >>> rec = Recorder(n_neurons=4, features={"token": 10})
@@ -110,16 +123,16 @@ class Recorder:
         if mode == "topk":
             if k is None:
                 raise ValueError("mode='topk' needs k, the number of winners per token")
-        elif k not in (None, 1) or (mode == "all" and k is not None):
+            k = _inputs.integer(k, "k")  # its range is checked by the native core
+        elif k is not None and (mode == "all" or _inputs.integer(k, "k") != 1):
             raise ValueError(f"k is only used with mode='topk' (got k={k} with mode={mode!r})")
-        if isinstance(n_neurons, bool) or int(n_neurons) != n_neurons or n_neurons < 1:
-            raise ValueError(f"n_neurons must be a positive integer, not {n_neurons!r}")
+        self.n_neurons = _inputs.integer(n_neurons, "n_neurons", minimum=1)
+        features = _inputs.feature_sizes(features)
         if not features:
             raise ValueError("features needs at least one kind, e.g. {'token': vocab_size}")
-        self.n_neurons = int(n_neurons)
-        self.features = {str(kind): int(size) for kind, size in features.items()}
+        self.features = features
         self.mode = mode
-        self.k = int(k) if mode == "topk" and k is not None else (1 if mode == "max1" else None)
+        self.k = k if mode == "topk" else (1 if mode == "max1" else None)
         self._device = _parse_device(device)
         args = (
             self.n_neurons,
@@ -127,7 +140,7 @@ class Recorder:
             list(self.features.values()),
             mode,
             self.k if self.k is not None else 1,
-            int(dense_limit_bytes),
+            _inputs.integer(dense_limit_bytes, "dense_limit_bytes", minimum=0),
         )
         self._native: Any  # _native.Recorder, or the DeviceRecorder (the same calls, and more)
         if self._device is None:
@@ -136,6 +149,9 @@ class Recorder:
             self._native = _native.DeviceRecorder(self._device, *args)
             self._leads: dict[int, tuple[int, ...]] = {}  # leading shape of each update since the last check
             self._inflight: list[Any] = []  # inputs the device may still be reading
+        # A CPU recorder locks itself in the native core; a device one
+        # serialises its calls with this lock (its Python state changes with them).
+        self._lock = threading.RLock()
 
     @property
     def device(self) -> str:
@@ -146,8 +162,11 @@ class Recorder:
     def tokens(self) -> int:
         """Number of (unmasked) tokens recorded so far (on a device: waits
         for the device and raises a pending input error)."""
-        self.synchronize()
-        return self._native.tokens
+        if self._device is None:
+            return self._native.tokens
+        with self._lock:
+            self.synchronize()
+            return self._native.tokens
 
     def synchronize(self) -> None:
         """Wait for recorded work and raise any input error found since the
@@ -164,6 +183,10 @@ class Recorder:
         """
         if self._device is None:
             return
+        with self._lock:
+            self._synchronize_device()
+
+    def _synchronize_device(self) -> None:
         update, message = self._native.take_error()
         self._inflight.clear()
         leads, self._leads = self._leads, {}
@@ -180,7 +203,10 @@ class Recorder:
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulators."""
-        return self._native.nbytes
+        if self._device is None:
+            return self._native.nbytes
+        with self._lock:
+            return self._native.nbytes
 
     def update(self, acts: Any, features: Mapping[str, Any], mask: Any = None, *, stream: Any = None) -> None:
         """Record one batch.
@@ -204,7 +230,9 @@ class Recorder:
         :meth:`synchronize`.
         """
         if self._device is not None:
-            self._update_device(acts, features, mask, _inputs.stream_handle(stream))
+            stream = _inputs.stream_handle(stream)
+            with self._lock:
+                self._update_device(acts, features, mask, stream)
             return
         if stream is not None:
             raise ValueError("stream is only used by CUDA recorders (Recorder(..., device='cuda'))")
@@ -265,9 +293,16 @@ class Recorder:
                 f"cannot merge a recorder on {other.device} into one on {self.device}; "
                 "merge their profiles instead (a.profile().merge(b.profile()))"
             )
-        self.synchronize()
-        other.synchronize()
-        self._native.merge(other._native)
+        if other is self:
+            raise ValueError("cannot merge a recorder into itself")
+        if self._device is None:
+            self._native.merge(other._native)  # locks both recorders
+            return self
+        first, second = sorted((self, other), key=id)  # one order: crossed merges cannot deadlock
+        with first._lock, second._lock:
+            self.synchronize()
+            other.synchronize()
+            self._native.merge(other._native)
         return self
 
     def profile(
@@ -282,33 +317,39 @@ class Recorder:
         (its vocabulary); ``metadata`` is any JSON-serialisable mapping kept
         with the profile (model, layer, corpus, ...).
         """
-        if self.tokens == 0:
+        names = _inputs.feature_names(feature_names, self.features)
+        tokens, mass, state = self._snapshot()
+        if tokens == 0:
             raise ValueError("nothing was recorded: call update() with at least one unmasked token first")
-        feature_names = dict(feature_names or {})
-        unknown = [k for k in feature_names if k not in self.features]
-        if unknown:
-            raise ValueError(f"feature_names has kinds {unknown} that the recorder does not have")
         kinds = {}
-        for index, kind in enumerate(self.features):
-            neuron, feature, count, total = self._native.cells(index)
+        for kind, ((neuron, feature, count, total), frequencies) in zip(self.features, state):
             kinds[kind] = KindCells(
                 neuron=neuron,
                 feature=feature,
                 count=count,
                 sum=total,
-                frequencies=self._native.frequencies(index),
-                names=feature_names.get(kind),
+                frequencies=frequencies,
+                names=names.get(kind),
             )
         return Profile(
             n_neurons=self.n_neurons,
             mode=self.mode,
             k=self.k,
             kinds=kinds,
-            mass=self._native.mass(),
-            tokens=self.tokens,
+            mass=mass,
+            tokens=tokens,
             name=name,
             metadata=metadata,
         )
+
+    def _snapshot(self) -> tuple[int, Any, list[Any]]:
+        """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind]) of one moment."""
+        if self._device is None:
+            return self._native.snapshot()
+        with self._lock:
+            self.synchronize()
+            state = [(self._native.cells(i), self._native.frequencies(i)) for i in range(len(self.features))]
+            return self._native.tokens, self._native.mass(), state
 
     def _shape(self) -> str:
         return f"(n_neurons={self.n_neurons}, features={self.features}, mode={self.mode!r}, k={self.k})"

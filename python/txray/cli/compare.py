@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("a", metavar="A.parquet", help="profile of stage A (before)")
     parser.add_argument("b", metavar="B.parquet", help="profile of stage B (after)")
     parser.add_argument("--kind", default="token", help="feature kind to compare (default: token)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write the per-neuron table (.parquet or .csv)")
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write the per-neuron table (.parquet or .csv; replaced if it exists)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 

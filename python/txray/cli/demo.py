@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import positive_int
+from ._common import check_output_dir, positive_int
 
 if TYPE_CHECKING:
     from ..demo.config import DemoConfig
@@ -40,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", default=str(defaults.out), metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        default=str(defaults.out),
+        metavar="DIR",
+        help="output folder, made if missing and checked before any work (default: %(default)s)",
+    )
     parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $TXRAY_CACHE/demo, else OUT/cache)")
     parser.add_argument(
         "--paper",
@@ -102,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     # training amplifies the differences; STRICT makes a run repeatable on the same machine at
     # no measurable cost. MKL reads this when it starts, so it is set before torch is imported.
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    check_output_dir(args.out, "--out")
+    if args.cache:
+        check_output_dir(args.cache, "--cache")
     from ..demo import run_study
 
     result = run_study(config_from_args(args))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..profile import Profile, check_compatible, duplicate_key, merge_profiles, missing_shards
-from ._common import UsageError, load_profile
+from ._common import UsageError, check_profile_output, load_profile
 
 MERGE_GROUP = 16
 """Parts read and merged at a time: memory holds one group and the running merge."""
@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".parquet":
         raise UsageError(f"cannot write {out}: the merged profile must end in .parquet")
-    if not out.resolve().parent.is_dir():
-        raise UsageError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
+    check_profile_output(out)
     if out.resolve() in {Path(p).resolve() for p in args.parts}:
         raise UsageError(f"the output {out} is one of the parts; write the merge to a new file")
     merged = merge_files(args.parts, args.name, args.allow_duplicates)

@@ -31,8 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("b", metavar="B.parquet", help="profile searched for the nearest neurons")
     parser.add_argument("--kind", default="token", help="feature kind (default: token)")
     parser.add_argument("-k", type=positive_int, default=10, help="neighbours per neuron (default: 10)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write the k nearest per neuron (.parquet or .csv)")
-    parser.add_argument("--match", metavar="FILE", help="also write a one-to-one matching (.parquet or .csv)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the k nearest per neuron (.parquet or .csv; replaced if it exists)",
+    )
+    parser.add_argument(
+        "--match", metavar="FILE", help="also write a one-to-one matching (.parquet or .csv; replaced if it exists)"
+    )
     parser.add_argument(
         "--method", choices=("auto", "exact", "greedy"), default="auto", help="matching method (default: auto)"
     )

@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-k", type=positive_int, default=20, help="neurons in the least/most massive sets (default: 20)"
     )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=IDS", help="a named set, e.g. mine=3,17,42")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write the table (.parquet or .csv)")
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write the table (.parquet or .csv; replaced if it exists)"
+    )
     parser.set_defaults(func=run)
 
 

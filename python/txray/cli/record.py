@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError
+from ._common import UsageError, check_record_args
 
 if TYPE_CHECKING:
     from txray.capture import Layer
@@ -52,7 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="module to record (repeatable); 'mlp' = every MLP layer, e.g. encoder.layer.0.intermediate",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the profiles")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for the profiles (made if missing; checked before any work); "
+        "profiles already there for the same layers are replaced",
+    )
     parser.add_argument(
         "--feature",
         action="append",
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.corpus).is_file():
         raise UsageError(f"corpus file not found: {args.corpus}")
+    check_record_args(args)
     try:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as err:

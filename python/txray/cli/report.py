@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import UsageError, load_profiles, positive_int
+from ._common import UsageError, check_output_dir, check_writable_file, load_profiles, positive_int
 
 EXAMPLE = """example:
   txray report epoch1.parquet epoch48.parquet epoch49.parquet -o report.html --png figures/
@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("profiles", nargs="+", metavar="PROFILE.parquet", help="profiles, in stage order")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the report to write")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE.html", help="the report to write (replaced if it exists)"
+    )
     parser.add_argument("--kind", default="token", help="feature kind compared (default: token)")
     parser.add_argument("--pos-kind", default="pos", help="POS feature kind, 'none' to leave POS out (default: pos)")
     parser.add_argument(
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("the report needs plotly: pip install 'txray[report]'") from None
     if Path(args.output).suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"the report is HTML: name the output FILE.html, not {args.output}")
+    check_writable_file(args.output)
+    if args.png is not None:
+        check_output_dir(args.png, "--png")
     token_pos = read_token_pos(args.token_pos) if args.token_pos else None
     profiles = load_profiles(args.profiles, args.kind)
     pos_kind = None if args.pos_kind.lower() == "none" else args.pos_kind
