@@ -33,6 +33,10 @@ process CPU seconds of the same updates (both threads; less sensitive to
 other processes taking the CPU, though OpenMP threads spinning at a barrier
 count too).
 
+Ratios: 'ratio to' is best over best; 'paired median' is the median over
+repeats of the two builds' times in the same repeat, 'paired CPU median'
+the same for CPU seconds (steadier when other processes come and go).
+
 --all-sets adds rows for each build's other instruction sets (a portable
 build forced to AVX2 or baseline code with txray._native.set_simd).
 
@@ -47,6 +51,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -257,6 +262,11 @@ def main(argv=None):
             secs, cpus = passes[(w.name, s, m)], cpu[(w.name, s, m)]
             best = min(secs)
             ratio = best / min(passes[(base, base_simd, m)])
+            # Per repeat, this entry's time over the base build's in the same
+            # repeat (the two ran seconds apart): its median resists noise
+            # that comes and goes better than the ratio of the two bests.
+            paired = [a / b for a, b in zip(secs, passes[(base, base_simd, m)])]
+            paired_cpu = [a / b for a, b in zip(cpus, cpu[(base, base_simd, m)])]
             chosen = s == w.hello["simd"]
             name = f"{w.name} ({s})" if chosen else f"  {w.name}, forced {s}"
             rows.append(
@@ -266,6 +276,8 @@ def main(argv=None):
                     fmt_seconds(best),
                     f"{nbytes / best / 1e9:.2f}",
                     f"{ratio:.3f}",
+                    f"{statistics.median(paired):.3f}",
+                    f"{statistics.median(paired_cpu):.3f}",
                     f"{best / floor:.2f}",
                     fmt_seconds(min(cpus)),
                     ", ".join(f"{x:.3f}" for x in secs),
@@ -284,10 +296,12 @@ def main(argv=None):
                     "cpu_seconds_each_repeat": cpus,
                     "gb_per_s": nbytes / best / 1e9,
                     f"ratio_to_{base}": ratio,
+                    f"median_paired_ratio_to_{base}": statistics.median(paired),
+                    f"median_paired_cpu_ratio_to_{base}": statistics.median(paired_cpu),
                     "ratio_to_floor": best / floor,
                 }
             )
-        rows.append([label, "floor", fmt_seconds(floor), f"{bw.gbps:.2f}", "-", "1.00", "-", bw.label])
+        rows.append([label, "floor", fmt_seconds(floor), f"{bw.gbps:.2f}", "-", "-", "-", "1.00", "-", bw.label])
     title = (
         f"Recorder.update, {T:,} tokens x 1,500 neurons float32 ({nbytes / 1e9:.2f} GB), batches of "
         f"{args.batch:,}, best of {args.repeats} interleaved; ratio = seconds / {base}'s"
@@ -298,6 +312,8 @@ def main(argv=None):
         "seconds",
         "GB/s read",
         f"ratio to {base}",
+        "paired median",
+        "paired CPU median",
         "x floor",
         "CPU s (best)",
         "each repeat (s)",
