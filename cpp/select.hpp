@@ -106,6 +106,42 @@ TXRAY_INLINE f32x8 load8(F16, const uint16_t* p) {  // half_to_float, 8 lanes at
 }
 }  // namespace simd
 
+// argmax_row's end, shared with the AVX-512 loop of kernels.cpp: given the
+// lanes' running maxima (max0, max1), where they occurred (at0, at1) and
+// the lanes' sum after elements [0, i), reduces across lanes and scans the
+// tail [i, n).
+template <class E>
+TXRAY_INLINE bool argmax_finish(const typename E::storage* row, int64_t n, int64_t i, const simd::f32x8& max0,
+                                const simd::f32x8& max1, const simd::i32x8& at0, const simd::i32x8& at1,
+                                const simd::f32x8& sum, Winner* out) {
+  using namespace simd;
+  // Across lanes without branches (their outcome is data, so they would be
+  // mispredicted): the maximum, then the lowest index holding it.
+  const f32x8 top = max0 > max1 ? max0 : max1;
+  float best = top[0];
+  for (int j = 1; j < 8; ++j) best = top[j] > best ? top[j] : best;
+  const i32x8 none = at0 * 0 + INT32_MAX;
+  const i32x8 c0 = max0 == best ? at0 : none, c1 = max1 == best ? at1 : none;
+  const i32x8 first = c0 < c1 ? c0 : c1;
+  int32_t lowest = first[0];
+  for (int j = 1; j < 8; ++j) lowest = first[j] < lowest ? first[j] : lowest;
+  int64_t at = lowest;
+  float total = 0.0f;
+  for (int j = 0; j < 8; ++j) total += sum[j];
+  for (; i < n; ++i) {  // the tail has higher indices than every lane
+    const float x = E::load(row[i]);
+    if (x > best) {
+      best = x;
+      at = i;
+    }
+    total += x;
+  }
+  if (!is_finite(total) && first_nonfinite<E>(row, n, 1) >= 0) return false;
+  out->neuron = static_cast<int32_t>(at);
+  out->value = best;
+  return true;
+}
+
 // Argmax of a contiguous row. Two 8-lane accumulators keep each lane's
 // running maximum and where it first occurred (strict > keeps the earliest
 // index); across lanes the lowest index holding the maximum wins.
@@ -141,32 +177,7 @@ TXRAY_INLINE bool argmax_row(const typename E::storage* row, int64_t n, Winner* 
     idx0 += 16;
     idx1 += 16;
   }
-  // Across lanes without branches (their outcome is data, so they would be
-  // mispredicted): the maximum, then the lowest index holding it.
-  const f32x8 top = max0 > max1 ? max0 : max1;
-  float best = top[0];
-  for (int j = 1; j < 8; ++j) best = top[j] > best ? top[j] : best;
-  const i32x8 none = at0 * 0 + INT32_MAX;
-  const i32x8 c0 = max0 == best ? at0 : none, c1 = max1 == best ? at1 : none;
-  const i32x8 first = c0 < c1 ? c0 : c1;
-  int32_t lowest = first[0];
-  for (int j = 1; j < 8; ++j) lowest = first[j] < lowest ? first[j] : lowest;
-  int64_t at = lowest;
-  const f32x8 sum = sum0 + sum1;
-  float total = 0.0f;
-  for (int j = 0; j < 8; ++j) total += sum[j];
-  for (; i < n; ++i) {  // the tail has higher indices than every lane
-    const float x = E::load(row[i]);
-    if (x > best) {
-      best = x;
-      at = i;
-    }
-    total += x;
-  }
-  if (!is_finite(total) && first_nonfinite<E>(row, n, 1) >= 0) return false;
-  out->neuron = static_cast<int32_t>(at);
-  out->value = best;
-  return true;
+  return argmax_finish<E>(row, n, i, max0, max1, at0, at1, sum0 + sum1, out);
 }
 
 // The k largest entries of a finite float row, largest first, equal values
