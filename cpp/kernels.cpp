@@ -3,9 +3,11 @@
 // How: with GCC or Clang on x86, each kernel below is defined three times by
 // one macro, as functions with __attribute__((target("..."))) for AVX-512,
 // AVX2 and the baseline; the row loops of select.hpp are forced inline into
-// them and so compiled three times. A table of function pointers is chosen
-// once, when the module loads, with __builtin_cpu_supports (which also checks
-// that the OS saves the AVX/AVX-512 registers).
+// them and so compiled three times (AVX-512's argmax loop is written with
+// mask-register intrinsics instead: argmax_row_avx512 says why). A table of
+// function pointers is chosen once, when the module loads, with
+// __builtin_cpu_supports (which also checks that the OS saves the AVX/AVX-512
+// registers). TXRAY_SIMD=avx512|avx2|baseline forces one (tests, benchmarks).
 //
 // Why this and not separate translation units built with -mavx2 / -mavx512f:
 // an inline function or template instantiated in such a unit (a std::vector
