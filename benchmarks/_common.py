@@ -219,7 +219,7 @@ def add_results_arguments(parser) -> None:
     )
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -276,6 +276,7 @@ def write_results(
     bandwidth: list[Bandwidth] | None = None,
     notes: list[str] | None = None,
     path: str | None = None,
+    details: dict | None = None,
 ) -> str | None:
     """Write one benchmark run as JSON: machine, versions, commit, date, arguments and every row.
 
@@ -283,7 +284,9 @@ def write_results(
     tables the script printed, row for row. ``args`` is the argparse namespace (``note`` and
     ``results`` come from :func:`add_results_arguments`). The file is
     ``benchmarks/results/<benchmark>.json`` unless ``--results`` says otherwise: one current run per
-    benchmark, its history is in git. Returns the path written, or None for ``--results none``.
+    benchmark, its history is in git. ``details`` (JSON-serialisable) is stored as it is, for data
+    beyond the printed tables (e.g. every repeat's time). Returns the path written, or None for
+    ``--results none``.
     """
     import json
     import platform
@@ -303,7 +306,7 @@ def write_results(
         "machine": {
             "platform": platform.platform(),
             "machine": platform.machine(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "logical_cores": os.cpu_count(),
             "memory_bytes": _memory_bytes(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -315,6 +318,8 @@ def write_results(
         "tables": tables,
         "notes": list(notes or []),
     }
+    if details is not None:
+        result["details"] = details
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.partial-{os.getpid()}"
     with open(tmp, "w") as f:

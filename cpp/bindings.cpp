@@ -9,6 +9,7 @@
 #include <omp.h>
 #endif
 
+#include "kernels.hpp"
 #include "recorder.hpp"
 #ifdef TXRAY_HAS_CUDA
 #include "cuda/device_recorder.hpp"
@@ -315,6 +316,14 @@ PYBIND11_MODULE(_native, m) {
     return false;
 #endif
   });
+  // The instruction set of the CPU kernels (cpp/kernels.cpp): chosen at load,
+  // or by the environment variable TXRAY_SIMD (a bad name fails the import).
+  txray::kernels::active_name();
+  m.def("simd", &txray::kernels::active_name,
+        "instruction set of the CPU kernels in use: 'avx512', 'avx2', 'baseline' or 'native' (-march=native build)");
+  m.def("simd_variants", &txray::kernels::available, "instruction sets this build has and this CPU runs, best first");
+  m.def("set_simd", &txray::kernels::use, py::arg("name"),
+        "use the kernels of this instruction set from now on (one of simd_variants(); for tests)");
   m.def("dlpack_info", &dlpack_info, py::arg("capsule"),
         "pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)");
 

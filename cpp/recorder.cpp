@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "kernels.hpp"
 #include "select.hpp"
 
 #ifdef _OPENMP
@@ -32,6 +33,20 @@ constexpr int64_t kParallelValues = int64_t(1) << 22;
 template <class E>
 const typename E::storage* row_ptr(const ActivationView& a, int64_t t) {
   return static_cast<const typename E::storage*>(a.data) + t * a.row_stride;
+}
+
+// The calling thread's contiguous share [lo, hi) of n items (inside an
+// OpenMP parallel region; the whole range outside one), as schedule(static).
+struct Share {
+  int64_t lo, hi;
+};
+Share my_share(int64_t n) {
+#ifdef _OPENMP
+  const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+  const int64_t n_threads = 1, me = 0;
+#endif
+  return Share{n * me / n_threads, n * (me + 1) / n_threads};
 }
 
 std::string describe_nonfinite(const ActivationView& a, int64_t t) {
@@ -111,14 +126,15 @@ void Recorder::check_features(const Rows& rows, const std::vector<const int64_t*
 
 void Recorder::check_finite(const ActivationView& acts, const Rows& rows) const {
   const int64_t n = rows.size;
-  const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
-    using E = decltype(e);
-    int64_t bad = n;
-#pragma omp parallel for schedule(static) reduction(min : bad) if (n * acts.cols >= kParallelValues)
-    for (int64_t i = 0; i < n; ++i)
-      if (i < bad && !all_finite<E>(row_ptr<E>(acts, rows[i]), acts.cols, acts.col_stride)) bad = i;
-    return bad;
-  });
+  const kernels::Kernels& kern = kernels::active();
+  const int64_t* kept = rows.all ? nullptr : rows.kept.data();
+  int64_t first_bad = n;
+#pragma omp parallel reduction(min : first_bad) if (n * acts.cols >= kParallelValues)
+  {
+    const Share share = my_share(n);
+    const int64_t bad = kern.first_nonfinite_row(acts, kept, share.lo, share.hi);
+    if (bad >= 0) first_bad = bad;
+  }
   if (first_bad < n) throw InputError(describe_nonfinite(acts, rows[first_bad]));
 }
 
@@ -173,29 +189,19 @@ void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
 
 void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int64_t begin, int64_t end) {
   winners_.resize(size_t((end - begin) * k_));
-  const int64_t first_bad = dispatch_dtype(acts.dtype, [&](auto e) {
-    using E = decltype(e);
-    int64_t bad = end;
-#pragma omp parallel if ((end - begin) * n_neurons_ >= kParallelValues)
-    {
-      std::vector<float> buffer(static_cast<size_t>(n_neurons_));
-      std::vector<int32_t> scratch;
-#pragma omp for schedule(static) reduction(min : bad)
-      for (int64_t i = begin; i < end; ++i) {
-        const auto* src = row_ptr<E>(acts, rows[i]);
-        Winner* out = &winners_[size_t((i - begin) * k_)];
-        bool ok;
-        if (k_ == 1 && acts.col_stride == 1) {
-          ok = argmax_row<E>(src, n_neurons_, out);
-        } else {
-          ok = load_row<E>(src, n_neurons_, acts.col_stride, buffer.data());
-          if (ok) topk_row(buffer.data(), n_neurons_, k_, out, scratch);
-        }
-        if (!ok && i < bad) bad = i;
-      }
-    }
-    return bad;
-  });
+  const kernels::Kernels& kern = kernels::active();  // one indirect call per thread, not per row
+  const int64_t* kept = rows.all ? nullptr : rows.kept.data();
+  int64_t first_bad = end;
+#pragma omp parallel reduction(min : first_bad) if ((end - begin) * n_neurons_ >= kParallelValues)
+  {
+    std::vector<float> buffer(static_cast<size_t>(n_neurons_));
+    std::vector<int32_t> scratch;
+    const Share share = my_share(end - begin);
+    const int64_t lo = begin + share.lo, hi = begin + share.hi;
+    const int64_t bad =
+        kern.select(acts, kept, lo, hi, k_, winners_.data() + (lo - begin) * k_, buffer.data(), scratch);
+    if (bad >= 0) first_bad = bad;
+  }
   if (first_bad < end) throw InputError(describe_nonfinite(acts, rows[first_bad]));
 }
 
@@ -327,28 +333,20 @@ void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const 
     for (size_t kind = 0; kind < n_kinds; ++kind) row_of[kind][i] = rows_[kind].row_for(features[kind][order[i]]);
   }
 
-  dispatch_dtype(acts.dtype, [&](auto e) {
-    using E = decltype(e);
+  const kernels::Kernels& kern = kernels::active();
 #pragma omp parallel if (n_tokens * n_neurons_ >= kParallelValues)
-    {
+  {
 #ifdef _OPENMP
-      const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
 #else
-      const int64_t n_threads = 1, me = 0;
+    const int64_t n_threads = 1, me = 0;
 #endif
-      // Slices are multiples of 8 neurons: a cache line of doubles.
-      const int64_t per = ((n_neurons_ + n_threads - 1) / n_threads + 7) / 8 * 8;
-      const int64_t lo = std::min(n_neurons_, me * per), hi = std::min(n_neurons_, lo + per);
-      std::vector<float> x(size_t(std::max<int64_t>(hi - lo, 0)));
-      for (int64_t i = 0; i < n_tokens && lo < hi; ++i) {
-        load_row<E>(row_ptr<E>(acts, order[i]) + lo * acts.col_stride, hi - lo, acts.col_stride, x.data());
-        for (size_t kind = 0; kind < n_kinds; ++kind) {
-          double* sum = rows_[kind].row(row_of[kind][i]);
-          for (int64_t n = lo; n < hi; ++n) sum[n] += double(x[n - lo]);
-        }
-      }
-    }
-  });
+    // Slices are multiples of 8 neurons: a cache line of doubles.
+    const int64_t per = ((n_neurons_ + n_threads - 1) / n_threads + 7) / 8 * 8;
+    const int64_t lo = std::min(n_neurons_, me * per), hi = std::min(n_neurons_, lo + per);
+    std::vector<float> x(size_t(std::max<int64_t>(hi - lo, 0)));
+    if (lo < hi) kern.add_all(acts, order.data(), n_tokens, lo, hi, rows_.data(), row_of.data(), n_kinds, x.data());
+  }
 }
 
 void Recorder::merge(const Recorder& other) {

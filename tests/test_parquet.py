@@ -69,7 +69,7 @@ def test_failed_write_keeps_the_old_profile(tmp_path, monkeypatch):
     monkeypatch.setattr(pq, "write_table", crash)
     with pytest.raises(OSError, match="disk full"):
         sample_profile(seed=2).save(path)
-    assert len(calls) == 3
+    assert len(calls) >= 3  # the small tables are written in another thread: one more may start
     assert_same_profile(txray.Profile.load(path), old)
     assert os.listdir(tmp_path) == ["p.parquet"]
 

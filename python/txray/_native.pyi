@@ -104,6 +104,15 @@ class DeviceRecorder:
 def set_num_threads(arg0: int, /) -> None: ...
 def get_num_threads() -> int: ...
 def has_openmp() -> bool: ...
+def simd() -> str:
+    """instruction set of the CPU kernels in use: 'avx512', 'avx2', 'baseline' or 'native' (-march=native build)"""
+
+def simd_variants() -> list[str]:
+    """instruction sets this build has and this CPU runs, best first"""
+
+def set_simd(name: str) -> None:
+    """use the kernels of this instruction set from now on (one of simd_variants(); for tests)"""
+
 def dlpack_info(capsule: object) -> dict[str, Any]:
     """pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)"""
 

@@ -180,7 +180,7 @@ def test_merge_during_updates_gives_the_serial_result(mode, dense):
 
     @_catching
     def reader():
-        while not done.is_set():
+        while not done.is_set() or sink.tokens == 0:  # at least one merge of a non-empty rec
             sink.merge(rec)
 
     _run([threading.Thread(target=updater), threading.Thread(target=merger), threading.Thread(target=reader)])

@@ -1,0 +1,260 @@
+// Runtime choice of the instruction set of the hot loops (kernels.hpp).
+//
+// How: with GCC or Clang on x86, each kernel below is defined three times by
+// one macro, as functions with __attribute__((target("..."))) for AVX-512,
+// AVX2 and the baseline; the row loops of select.hpp are forced inline into
+// them and so compiled three times (AVX-512's argmax loop is written with
+// mask-register intrinsics instead: argmax_row_avx512 says why). A table of
+// function pointers is chosen once, when the module loads, with
+// __builtin_cpu_supports (which also checks that the OS saves the AVX/AVX-512
+// registers). TXRAY_SIMD=avx512|avx2|baseline forces one (tests, benchmarks).
+//
+// Why this and not separate translation units built with -mavx2 / -mavx512f:
+// an inline function or template instantiated in such a unit (a std::vector
+// member, say) is emitted there as a weak symbol compiled for that set, and
+// the linker may keep that copy for every caller, baseline code included,
+// which then faults on an older CPU. A target attribute applies to its
+// function and what is inlined into it only; whatever is called out of line
+// stays baseline code. And not target_clones: its ifunc resolver picks by the
+// CPU alone, with no way to force a set for tests (TXRAY_SIMD), and it needs
+// glibc's ifunc support.
+//
+// With -march=native (TXRAY_NATIVE_ARCH=ON) there is one set, "native": the
+// whole module is already built for the building machine. Other compilers
+// (MSVC) and other architectures get the one "baseline" set.
+#include "kernels.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#if !defined(TXRAY_NATIVE_ARCH) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
+
+// GCC checks the 32-byte vector helpers of select.hpp at the end of the unit,
+// past select.hpp's own pragma; they are always inlined (see there).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace txray {
+namespace kernels {
+
+namespace {
+
+template <class E>
+const typename E::storage* row_ptr(const ActivationView& a, int64_t t) {
+  return static_cast<const typename E::storage*>(a.data) + t * a.row_stride;
+}
+
+// How select_rows finds a row's argmax: select.hpp's argmax_row, inlined.
+struct Argmax {
+  template <class E>
+  static TXRAY_INLINE bool row(const typename E::storage* row, int64_t n, Winner* out) {
+    return argmax_row<E>(row, n, out);
+  }
+};
+
+template <class E, class A = Argmax>
+TXRAY_INLINE int64_t select_rows(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end, int k,
+                                 Winner* out, float* buffer, std::vector<int32_t>& scratch) {
+  for (int64_t i = begin; i < end; ++i) {
+    const auto* src = row_ptr<E>(a, kept ? kept[i] : i);
+    Winner* w = out + (i - begin) * k;
+    bool ok;
+    if (k == 1 && a.col_stride == 1) {
+      ok = A::template row<E>(src, a.cols, w);
+    } else {
+      ok = load_row<E>(src, a.cols, a.col_stride, buffer);
+      if (ok) topk_row(buffer, a.cols, k, w, scratch);
+    }
+    if (!ok) return i;
+  }
+  return -1;
+}
+
+template <class E>
+TXRAY_INLINE int64_t first_bad_row(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i)
+    if (!all_finite<E>(row_ptr<E>(a, kept ? kept[i] : i), a.cols, a.col_stride)) return i;
+  return -1;
+}
+
+template <class E>
+TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
+                               FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x) {
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    load_row<E>(row_ptr<E>(a, order[i]) + lo * a.col_stride, hi - lo, a.col_stride, x);
+    for (size_t kind = 0; kind < n_kinds; ++kind) {
+      double* sum = rows[kind].row(row_of[kind][size_t(i)]);
+      for (int64_t n = lo; n < hi; ++n) sum[n] += double(x[n - lo]);
+    }
+  }
+}
+
+// One set of kernels: NAME_select, NAME_first_nonfinite_row, NAME_add_all,
+// each compiled with ATTR, and the table NAME_kernels. The element type is
+// switched on inside, so that the templates inline into ATTR's functions.
+#define TXRAY_KERNELS(NAME, ATTR, ARGMAX)                                                                             \
+  ATTR int64_t NAME##_select(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end, int k,         \
+                             Winner* out, float* buffer, std::vector<int32_t>& scratch) {                             \
+    switch (a.dtype) {                                                                                                \
+      case DType::Float16:                                                                                            \
+        return select_rows<F16, ARGMAX>(a, kept, begin, end, k, out, buffer, scratch);                                \
+      case DType::BFloat16:                                                                                           \
+        return select_rows<BF16, ARGMAX>(a, kept, begin, end, k, out, buffer, scratch);                               \
+      default:                                                                                                        \
+        return select_rows<F32, ARGMAX>(a, kept, begin, end, k, out, buffer, scratch);                                \
+    }                                                                                                                 \
+  }                                                                                                                   \
+  ATTR int64_t NAME##_first_nonfinite_row(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end) { \
+    switch (a.dtype) {                                                                                                \
+      case DType::Float16:                                                                                            \
+        return first_bad_row<F16>(a, kept, begin, end);                                                               \
+      case DType::BFloat16:                                                                                           \
+        return first_bad_row<BF16>(a, kept, begin, end);                                                              \
+      default:                                                                                                        \
+        return first_bad_row<F32>(a, kept, begin, end);                                                               \
+    }                                                                                                                 \
+  }                                                                                                                   \
+  ATTR void NAME##_add_all(const ActivationView& a, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,   \
+                           FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x) {         \
+    switch (a.dtype) {                                                                                                \
+      case DType::Float16:                                                                                            \
+        return add_all_rows<F16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                               \
+      case DType::BFloat16:                                                                                           \
+        return add_all_rows<BF16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                              \
+      default:                                                                                                        \
+        return add_all_rows<F32>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                               \
+    }                                                                                                                 \
+  }                                                                                                                   \
+  const Kernels NAME##_kernels = {#NAME, NAME##_select, NAME##_first_nonfinite_row, NAME##_add_all};
+
+#if !defined(TXRAY_NATIVE_ARCH) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__x86_64__) || defined(__i386__))
+#define TXRAY_X86_DISPATCH 1
+// AVX2 as Haswell (2013) and Zen have it; AVX-512 as Skylake-SP (2017) and
+// later, Zen 4 included. The 8-lane loops of select.hpp stay 8 lanes wide in
+// both (GCC's own choice for these CPUs, -mprefer-vector-width=256); AVX-512
+// adds mask registers and the 32 vector registers.
+#define TXRAY_AVX2_TARGET "avx,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,movbe"
+#define TXRAY_AVX512_TARGET TXRAY_AVX2_TARGET ",avx512f,avx512cd,avx512bw,avx512dq,avx512vl"
+
+// argmax_row's loop with AVX-512's mask registers: GCC compiles select.hpp's
+// vector `m ? a : b` in a target("avx512...") function as AVX2 blends
+// (vblendvps: 2 micro-ops each on Skylake-SP), where -march=native gets a
+// compare into a mask register and masked moves; this loop writes those
+// directly. Same lanes, same order, same tail: the same winners and sums.
+// Not inlined (the default-target select_rows cannot inline an AVX-512
+// function); one call per row of 1,000s of values costs nothing measurable.
+template <class E>
+__attribute__((target(TXRAY_AVX512_TARGET), noinline)) bool argmax_row_avx512(const typename E::storage* row, int64_t n,
+                                                                              Winner* out) {
+  using namespace simd;
+  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as argmax_row
+  __m256 max0 = _mm256_set1_ps(-INFINITY), max1 = max0, sum0 = _mm256_setzero_ps(), sum1 = sum0;
+  __m256i idx0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), idx1 = _mm256_add_epi32(idx0, _mm256_set1_epi32(8));
+  __m256i at0 = idx0, at1 = idx1;
+  const __m256i step = _mm256_set1_epi32(16);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __builtin_prefetch(row + i + kAhead, 0, 2);
+    const __m256 x0 = (__m256)load8(E{}, row + i), x1 = (__m256)load8(E{}, row + i + 8);
+    const __mmask8 g0 = _mm256_cmp_ps_mask(x0, max0, _CMP_GT_OQ), g1 = _mm256_cmp_ps_mask(x1, max1, _CMP_GT_OQ);
+    max0 = _mm256_mask_mov_ps(max0, g0, x0);
+    max1 = _mm256_mask_mov_ps(max1, g1, x1);
+    at0 = _mm256_mask_mov_epi32(at0, g0, idx0);
+    at1 = _mm256_mask_mov_epi32(at1, g1, idx1);
+    sum0 = _mm256_add_ps(sum0, x0);
+    sum1 = _mm256_add_ps(sum1, x1);
+    idx0 = _mm256_add_epi32(idx0, step);
+    idx1 = _mm256_add_epi32(idx1, step);
+  }
+  return argmax_finish<E>(row, n, i, (f32x8)max0, (f32x8)max1, (i32x8)at0, (i32x8)at1, (f32x8)_mm256_add_ps(sum0, sum1),
+                          out);
+}
+struct ArgmaxAvx512 {
+  template <class E>
+  static TXRAY_INLINE bool row(const typename E::storage* row, int64_t n, Winner* out) {
+    return argmax_row_avx512<E>(row, n, out);
+  }
+};
+
+TXRAY_KERNELS(avx512, __attribute__((target(TXRAY_AVX512_TARGET))), ArgmaxAvx512)
+TXRAY_KERNELS(avx2, __attribute__((target(TXRAY_AVX2_TARGET))), Argmax)
+TXRAY_KERNELS(baseline, , Argmax)
+
+bool cpu_has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+}
+bool cpu_has_avx512() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+#elif defined(TXRAY_NATIVE_ARCH)
+TXRAY_KERNELS(native, , Argmax)
+#else
+TXRAY_KERNELS(baseline, , Argmax)
+#endif
+
+// Best first.
+std::vector<const Kernels*> supported() {
+#ifdef TXRAY_X86_DISPATCH
+  __builtin_cpu_init();
+  std::vector<const Kernels*> out;
+  if (cpu_has_avx512()) out.push_back(&avx512_kernels);
+  if (cpu_has_avx2()) out.push_back(&avx2_kernels);
+  out.push_back(&baseline_kernels);
+  return out;
+#elif defined(TXRAY_NATIVE_ARCH)
+  return {&native_kernels};
+#else
+  return {&baseline_kernels};
+#endif
+}
+
+const Kernels* find(const std::string& name) {
+  for (const Kernels* k : supported())
+    if (name == k->name) return k;
+  std::string names;
+  for (const Kernels* k : supported()) names += std::string(names.empty() ? "" : ", ") + k->name;
+  throw std::invalid_argument("instruction set '" + name +
+                              "' is not available in this build on this CPU (available: " + names + ")");
+}
+
+// TXRAY_SIMD, if set and not empty, names the set to use; otherwise the best.
+const Kernels* initial() {
+  const char* env = std::getenv("TXRAY_SIMD");
+  if (env && *env) return find(env);
+  return supported().front();
+}
+
+std::atomic<const Kernels*>& current() {
+  static std::atomic<const Kernels*> chosen{initial()};
+  return chosen;
+}
+
+}  // namespace
+
+const Kernels& active() {
+  return *current().load(std::memory_order_relaxed);
+}
+
+std::string active_name() {
+  return active().name;
+}
+
+std::vector<std::string> available() {
+  std::vector<std::string> names;
+  for (const Kernels* k : supported()) names.push_back(k->name);
+  return names;
+}
+
+void use(const std::string& name) {
+  current().store(find(name), std::memory_order_relaxed);
+}
+
+}  // namespace kernels
+}  // namespace txray

@@ -1,0 +1,173 @@
+"""The CPU kernels' instruction sets (cpp/kernels.cpp): every set this build
+has and this CPU runs records exactly what the reference does, and exactly
+what every other set does (same values, same order of adds).
+
+A portable build (TXRAY_NATIVE_ARCH=OFF) has 'avx512', 'avx2' and 'baseline'
+as the CPU allows; a -march=native build has the one set 'native', so there
+the sweep checks that set alone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import reference
+import torch
+
+import txray
+from txray import _native
+
+SIZES = {"token": 50, "pos": 7}
+VARIANTS = _native.simd_variants()
+
+
+@contextlib.contextmanager
+def using(name, threads=None):
+    before, before_threads = _native.simd(), txray.get_num_threads()
+    _native.set_simd(name)
+    if threads is not None:
+        txray.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        _native.set_simd(before)
+        txray.set_num_threads(before_threads)
+
+
+def batch(rng, tokens, neurons, ties):
+    if ties:  # small integers: exact ties everywhere
+        return rng.integers(-3, 3, size=(tokens, neurons)).astype(np.float32)
+    return rng.standard_normal((tokens, neurons)).astype(np.float32)
+
+
+# (name, tokens, neurons, mode, k, dtype, layout, masked, ties, threads). The
+# large cases are above the 4M values at which a batch is split between
+# threads; k=20 takes topk's nth_element branch; 'strided' rows go through
+# the top-k path even for max1; neurons not a multiple of 16 leave a tail.
+CASES = [
+    ("max1 float32", 300, 37, "max1", None, "float32", "contiguous", False, False, 1),
+    ("max1 ties masked", 300, 64, "max1", None, "float32", "contiguous", True, True, 1),
+    ("max1 float16", 200, 45, "max1", None, "float16", "contiguous", False, False, 1),
+    ("max1 bfloat16", 200, 45, "max1", None, "bfloat16", "contiguous", False, True, 1),
+    ("max1 strided", 200, 33, "max1", None, "float32", "strided", False, False, 1),
+    ("max1 large, 2 threads", 3000, 1500, "max1", None, "float32", "contiguous", True, False, 2),
+    ("topk 5", 300, 40, "topk", 5, "float32", "contiguous", False, True, 1),
+    ("topk 20 float16", 200, 50, "topk", 20, "float16", "contiguous", True, False, 1),
+    ("topk 5 large, 2 threads", 3000, 1500, "topk", 5, "float32", "contiguous", False, False, 2),
+    ("all float32", 200, 41, "all", None, "float32", "contiguous", True, False, 1),
+    ("all bfloat16 strided", 200, 24, "all", None, "bfloat16", "strided", False, False, 1),
+    ("all large, 2 threads", 3000, 1500, "all", None, "float32", "contiguous", False, False, 2),
+]
+
+
+def make_case(case):
+    name, tokens, neurons, mode, k, dtype, layout, masked, ties, threads = case
+    rng = np.random.default_rng(CASES.index(case))
+    acts = batch(rng, tokens, neurons, ties)
+    feats = {kind: rng.integers(0, size, tokens) for kind, size in SIZES.items()}
+    mask = rng.random(tokens) < 0.8 if masked else None
+    tensor = torch.from_numpy(acts).to(getattr(torch, dtype))
+    if layout == "strided":  # every other column of a wider matrix
+        wide = torch.zeros((tokens, 2 * neurons), dtype=tensor.dtype)
+        wide[:, ::2] = tensor
+        tensor = wide[:, ::2]
+    exact = tensor.float().numpy()  # half -> float32 is exact: the reference sees the same values
+    return tensor, exact, feats, mask
+
+
+def record(variant, case, tensor, feats, mask):
+    _, _, neurons, mode, k, _, _, _, _, threads = case
+    with using(variant, threads):
+        rec = txray.Recorder(neurons, SIZES, mode=mode, k=k)
+        rec.update(tensor, feats, mask=mask)
+        return rec.profile()
+
+
+def test_the_chosen_set_is_available():
+    assert VARIANTS, "no instruction set at all"
+    assert _native.simd() in VARIANTS
+    assert VARIANTS[-1] in ("baseline", "native")
+    if VARIANTS != ["native"]:
+        assert VARIANTS[-1] == "baseline" and "native" not in VARIANTS
+        assert set(VARIANTS) <= {"avx512", "avx2", "baseline"}
+        assert VARIANTS.index("avx512") < VARIANTS.index("avx2") if {"avx512", "avx2"} <= set(VARIANTS) else True
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_every_instruction_set_matches_the_reference_and_the_others(case):
+    tensor, exact, feats, mask = make_case(case)
+    _, _, neurons, mode, k, *_ = case
+    profiles = {v: record(v, case, tensor, feats, mask) for v in VARIANTS}
+    first = VARIANTS[0]
+    count, total, freq, mass, tokens = reference.record(exact, feats, SIZES, mode, k, mask)
+    prof = profiles[first]
+    assert prof.tokens == tokens
+    np.testing.assert_allclose(prof.mass(), mass, rtol=1e-12, atol=1e-12)
+    for kind, size in SIZES.items():
+        got_count, got_sum = reference.dense_from_table(prof.table(kind), neurons, size)
+        np.testing.assert_array_equal(got_count, count[kind])
+        np.testing.assert_allclose(got_sum, total[kind], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(prof.frequencies(kind), freq[kind])
+    for v, other in profiles.items():  # bit for bit: the same adds in the same order
+        np.testing.assert_array_equal(other.mass(), prof.mass(), err_msg=f"{v} vs {first}")
+        for kind in SIZES:
+            assert other.table(kind).equals(prof.table(kind)), f"{kind} table: {v} vs {first}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mode,k", [("max1", None), ("topk", 3), ("all", None)])
+@pytest.mark.parametrize("bad,word", [(np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")])
+def test_every_instruction_set_finds_non_finite_values(variant, mode, k, bad, word):
+    acts = np.ones((40, 70), np.float32)
+    acts[33, 66] = bad  # in the vector part of the row, not the tail
+    acts[37, 2] = bad  # a later token: the first one is named
+    feats = {kind: np.zeros(40, int) for kind in SIZES}
+    with using(variant):
+        rec = txray.Recorder(70, SIZES, mode=mode, k=k)
+        with pytest.raises(ValueError, match=f"token 33 at neuron 66 is {word}"):
+            rec.update(acts, feats)
+        assert rec.tokens == 0
+
+
+def test_large_topk_checks_every_row_first_on_every_set():
+    # k=500 of 1000 needs more scratch than one chunk (kernels' first_nonfinite_row runs up front).
+    rng = np.random.default_rng(5)
+    acts = rng.standard_normal((9000, 1000)).astype(np.float32)
+    acts[8999, 10] = np.nan
+    feats = {"pos": rng.integers(0, 3, 9000)}
+    for variant in VARIANTS:
+        with using(variant, threads=2):
+            rec = txray.Recorder(1000, {"pos": 3}, mode="topk", k=500)
+            with pytest.raises(ValueError, match="token 8999 at neuron 10 is NaN"):
+                rec.update(acts, feats)
+            assert rec.tokens == 0
+
+
+def test_set_simd_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'sse1' is not available.*available: " + ", ".join(VARIANTS)):
+        _native.set_simd("sse1")
+    assert _native.simd() in VARIANTS
+
+
+def run_python(code, **env):
+    full = dict(os.environ)
+    full.pop("TXRAY_SIMD", None)
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_the_environment_chooses_the_set():
+    code = "from txray import _native; print(_native.simd(), ','.join(_native.simd_variants()))"
+    best = run_python(code)
+    assert best.returncode == 0, best.stderr
+    assert best.stdout.split() == [VARIANTS[0], ",".join(VARIANTS)]  # the best set by default
+    last = run_python(code, TXRAY_SIMD=VARIANTS[-1])
+    assert last.returncode == 0, last.stderr
+    assert last.stdout.split()[0] == VARIANTS[-1]
+    bad = run_python(code, TXRAY_SIMD="avx1024")
+    assert bad.returncode != 0
+    assert "instruction set 'avx1024' is not available" in bad.stderr
