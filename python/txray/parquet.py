@@ -769,17 +769,7 @@ def _read_tables(
             names = name_column.to_numpy(zero_copy_only=False).tolist()
         else:
             names = None
-        result.append(
-            KindData(
-                name=entry["name"],
-                neuron=_column(part, "neuron", np.int32, path),
-                feature=_column(part, "feature", np.int32, path),
-                count=_column(part, "count", np.int64, path),
-                sum=_column(part, "sum", np.float64, path),
-                frequencies=_column(vocabulary, "frequency", np.int64, path),
-                names=names,
-            )
-        )
+        result.append(_kind_data(entry["name"], part, _column(vocabulary, "frequency", np.int64, path), names, path))
     # The derived columns are not used, but read (above) so that their checksums are verified.
     return ProfileData(
         n_neurons=n_neurons,
@@ -800,6 +790,19 @@ def _manifest_changed(manifest_path: str, write_id: str) -> bool:
             return json.loads(handle.read()).get("id") != write_id
     except (OSError, ValueError, AttributeError):
         return True
+
+
+def _kind_data(name: str, cells: pa.Table, frequencies: np.ndarray, names: list[str] | None, path: str) -> KindData:
+    """One kind's part of a profile, from its rows of the cells table (both formats)."""
+    return KindData(
+        name=name,
+        neuron=_column(cells, "neuron", np.int32, path),
+        feature=_column(cells, "feature", np.int32, path),
+        count=_column(cells, "count", np.int64, path),
+        sum=_column(cells, "sum", np.float64, path),
+        frequencies=frequencies,
+        names=names,
+    )
 
 
 def _column(table: pa.Table, name: str, dtype: type, path: str) -> np.ndarray:
@@ -866,17 +869,7 @@ def _read_format1(path: str) -> ProfileData:
             frequencies = np.asarray(entry["frequencies"], dtype=np.int64)
         except (TypeError, ValueError, OverflowError) as err:
             raise ProfileError(f"{path} is corrupt: {err}") from None
-        kinds.append(
-            KindData(
-                name=entry["name"],
-                neuron=_column(part, "neuron", np.int32, path),
-                feature=_column(part, "feature", np.int32, path),
-                count=_column(part, "count", np.int64, path),
-                sum=_column(part, "sum", np.float64, path),
-                frequencies=frequencies,
-                names=names,
-            )
-        )
+        kinds.append(_kind_data(entry["name"], part, frequencies, names, path))
     if start != table.num_rows:
         raise ProfileError(f"{path} is corrupt: {table.num_rows} rows, metadata accounts for {start}")
     return ProfileData(

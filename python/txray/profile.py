@@ -22,17 +22,7 @@ import scipy.sparse as sp
 
 from . import parquet
 
-TABLE_SCHEMA = pa.schema(
-    [
-        pa.field("neuron", pa.int32(), nullable=False),
-        pa.field("feature", pa.int32(), nullable=False),
-        pa.field("feature_name", pa.string()),
-        pa.field("count", pa.int64(), nullable=False),
-        pa.field("sum", pa.float64(), nullable=False),
-        pa.field("mean", pa.float64(), nullable=False),
-        pa.field("p", pa.float64(), nullable=False),
-    ]
-)
+TABLE_SCHEMA = parquet.CELLS_SCHEMA.remove(parquet.CELLS_SCHEMA.get_field_index("kind"))
 """Schema of :meth:`Profile.table`: one row per recorded (neuron, feature)
 cell, sorted by neuron then feature. ``mean = sum / count``; ``p`` is the
 cell's probability in the neuron's preference distribution (0 where the mean
