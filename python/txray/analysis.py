@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .compare import compare
-from .profile import Profile, check_compatible
+from .profile import Profile, align, check_compatible
 
 LENGTH_SHIFT_SCHEMA = pa.schema(
     [
@@ -186,10 +186,13 @@ def feature_mass(profiles: Sequence[Profile], kind: str = "pos") -> pa.Table:
 
     The paper's figure 3 for ``kind="pos"``: does the layer spend its
     activation on each POS tag in proportion to how often the tag occurs?
+    Profiles with different vocabularies are lined up by feature name
+    (:func:`txray.align`), so every profile has a row for every feature of any.
     Schema :data:`FEATURE_MASS_SCHEMA`.
     """
     profiles = _need_stages(profiles, 1)
     names = stage_names(profiles)
+    profiles = align(profiles, [kind])  # one row per feature of any profile, the same ids in each
     parts = []
     for label, profile in zip(names, profiles):
         cells = profile.cells(kind)
@@ -345,11 +348,13 @@ def neuron_distributions(
 
     Per neuron, the features shown are the union of its ``top`` features in
     each stage (ordered by their largest p in any stage); every stage gets a
-    row for each of them. Schema :data:`NEURON_DISTRIBUTION_SCHEMA`.
+    row for each of them. Profiles with different vocabularies are lined up by
+    feature name (:func:`txray.align`). Schema :data:`NEURON_DISTRIBUTION_SCHEMA`.
     """
     profiles = _need_stages(profiles, 1)
     for other in profiles[1:]:
         check_compatible(profiles[0], other, [kind], same_neurons=True)
+    profiles = align(profiles, [kind])
     ids = _neuron_ids(neurons, profiles[0].n_neurons)
     labels = stage_names(profiles)
     dense = [p.distributions(kind).to_scipy() for p in profiles]
