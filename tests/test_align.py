@@ -227,3 +227,17 @@ def test_alignment_equals_recording_with_any_shared_vocabulary(recorded):
     assert [(r["neuron"], r["feature_name"], r["count"], r["sum"]) for r in m] == [
         (r["neuron"], r["feature_name"], r["count"], r["sum"]) for r in m2
     ]
+
+
+def test_stage_names_tell_same_named_profiles_apart_by_metadata():
+    a = profile(["x"], [(0, 0, 1, 1.0)], name="encoder.layer.5.intermediate")
+    b = profile(["x"], [(0, 0, 1, 1.0)], name="encoder.layer.5.intermediate")
+    a.metadata.update(corpus="wiki.txt", model="/m/ckpt-1")
+    b.metadata.update(corpus="tweets.txt", model="/m/ckpt-1")
+    assert analysis.stage_names([a, b]) == [
+        "encoder.layer.5.intermediate (wiki.txt)",
+        "encoder.layer.5.intermediate (tweets.txt)",
+    ]
+    b.metadata.update(corpus="wiki.txt", model="/m/ckpt-48/")
+    assert analysis.stage_names([a, b])[1] == "encoder.layer.5.intermediate (ckpt-48)"
+    assert analysis.stage_names([a, a]) == [f"{a.name} (1)", f"{a.name} (2)"]

@@ -124,13 +124,38 @@ the mean and median Hellinger distance of shared neurons, null if none)."""
 def stage_names(profiles: Sequence[Profile]) -> list[str]:
     """A distinct label per profile: its name, else ``stage N`` (1-based).
 
-    Repeated names get `` (N)`` appended, because figures key traces by label.
+    Figures key traces by label, so repeated names are told apart: by the first of
+    the metadata ``corpus``, ``model`` and ``layer`` that differs between the profiles
+    sharing the name (``wiki.txt``; a model path by its last part), appended in
+    parentheses, else by `` (N)``, the profile's position.
     """
     names = [p.name or f"stage {i + 1}" for i, p in enumerate(profiles)]
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    return [f"{n} ({i + 1})" if seen[n] > 1 else n for i, n in enumerate(names)]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    out = list(names)
+    for name, members in groups.items():
+        if len(members) == 1:
+            continue
+        for key in ("corpus", "model", "layer"):
+            values = [_short(profiles[i].metadata.get(key)) for i in members]
+            if all(values) and len(set(values)) == len(values):
+                for i, value in zip(members, values):
+                    out[i] = f"{name} ({value})"
+                break
+        else:
+            for i in members:
+                out[i] = f"{name} ({i + 1})"
+    if len(set(out)) != len(out):  # a told-apart name met another profile's name
+        out = [f"{n} ({i + 1})" if len(groups[n]) > 1 else n for i, n in enumerate(names)]
+    return out
+
+
+def _short(value: object) -> str | None:
+    """A metadata value as a label: a path by its last part; None for none or a list (a merge)."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value.rstrip("/").rsplit("/", 1)[-1] or value
 
 
 def _need_stages(profiles: Sequence[Profile], minimum: int) -> list[Profile]:
