@@ -68,6 +68,7 @@ def test_compare_nearest_merge_and_report_take_the_pair(recorded, tmp_path, caps
     assert f"wiki:{LAYER} (1536 neurons) -> tweets:{LAYER}" in capsys.readouterr().out
     merged = tmp_path / "both.parquet"
     assert main(["merge", wiki, tweets, "-o", str(merged), "--name", "wiki+tweets"]) == 0
+    assert f"{merged}\twiki+tweets\t2 parts" in capsys.readouterr().out
     both = txray.Profile.load(merged)
     a, b = txray.Profile.load(wiki), txray.Profile.load(tweets)
     assert both.name == "wiki+tweets" and both.tokens == a.tokens + b.tokens

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"txray merge: warning: shards {missing} of {merged.metadata['shards'][0][1]} are missing", file=sys.stderr
         )
-    print(f"{out}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
+    print(f"{out}\t{merged.name}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
     return 0
 
 
