@@ -63,7 +63,10 @@ def test_compare_nearest_merge_and_report_take_the_pair(recorded, tmp_path, caps
     assert {k: info[k] for k in expected} == expected and info["shared"] > 0
     assert (info["a"], info["b"]) == (f"wiki:{LAYER}", f"tweets:{LAYER}")
     assert main(["compare", wiki, tweets, "--labels", "Wikipedia,Tweets"]) == 0
-    assert capsys.readouterr().out.startswith("Wikipedia -> Tweets: 1536 neurons")
+    out = capsys.readouterr().out
+    a, b = (txray.Profile.load(p).vocab_size("token") for p in (wiki, tweets))
+    assert out.startswith("Wikipedia -> Tweets: 1536 neurons")
+    assert f"vocabularies lined up by name: {a:,} and {b:,} features, " in out
     assert main(["nearest", wiki, tweets, "-k", "2", "--match", str(tmp_path / "m.csv")]) == 0
     assert f"wiki:{LAYER} (1536 neurons) -> tweets:{LAYER}" in capsys.readouterr().out
     merged = tmp_path / "both.parquet"

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..compare import compare, summary
+from ..profile import union_vocabulary
 from ._common import LABELS_HELP, check_output, load_profiles, write_table
 
 EXAMPLE = """example:
@@ -45,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**info, "kind": args.kind, "a": a.name, "b": b.name}))
     else:
         print(f"{a.name} -> {b.name}: {info['neurons']} neurons, feature kind {args.kind!r}")
+        va, vb = a.vocabulary(args.kind), b.vocabulary(args.kind)
+        if va is not None and vb is not None and va != vb:
+            union = len(union_vocabulary([va, vb]))
+            print(f"vocabularies lined up by name: {len(va):,} and {len(vb):,} features, {union:,} in all")
         print("  ".join(f"{state} {info[state]}" for state in ("shared", "avoided", "gained", "dead")))
         if info["mean_hellinger"] is not None:
             mean, median = info["mean_hellinger"], info["median_hellinger"]
