@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import txray
 from txray import analysis
@@ -241,3 +243,64 @@ def test_stage_names_tell_same_named_profiles_apart_by_metadata():
     b.metadata.update(corpus="wiki.txt", model="/m/ckpt-48/")
     assert analysis.stage_names([a, b])[1] == "encoder.layer.5.intermediate (ckpt-48)"
     assert analysis.stage_names([a, a]) == [f"{a.name} (1)", f"{a.name} (2)"]
+
+
+WORDS = [f"w{i}" for i in range(12)]
+
+
+@st.composite
+def random_profile(draw, n_neurons=4):
+    names = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8, unique=True))
+    cells = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, n_neurons - 1),
+                st.integers(0, len(names) - 1),
+                st.integers(1, 5),
+                st.floats(-2, 5, allow_nan=False, width=32),
+            ),
+            unique_by=lambda c: (c[0], c[1]),
+            max_size=12,
+        )
+    )
+    frequencies = draw(st.lists(st.integers(0, 9), min_size=len(names), max_size=len(names)))
+    return profile(names, cells, n_neurons=n_neurons, frequencies=frequencies)
+
+
+def by_name_cells(p: Profile) -> dict:
+    return {(r["neuron"], r["feature_name"]): (r["count"], r["sum"]) for r in p.table("token").to_pylist()}
+
+
+def by_name_frequencies(p: Profile) -> dict:
+    return {n: int(f) for n, f in zip(p.vocabulary("token"), p.frequencies("token")) if f}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(random_profile(), min_size=1, max_size=3))
+def test_align_keeps_every_statistic_by_name(tmp_path_factory, profiles):
+    aligned = align(profiles)
+    union = union_vocabulary([p.vocabulary("token") for p in profiles])
+    assert aligned[0].vocabulary("token")[: profiles[0].vocab_size("token")] == profiles[0].vocabulary("token")
+    for orig, new in zip(profiles, aligned):
+        assert new.vocabulary("token") == union
+        assert by_name_cells(new) == by_name_cells(orig)
+        assert by_name_frequencies(new) == by_name_frequencies(orig)
+        p_new = {(r["neuron"], r["feature_name"]): r["p"] for r in new.table("token").to_pylist()}
+        p_orig = {(r["neuron"], r["feature_name"]): r["p"] for r in orig.table("token").to_pylist()}
+        assert p_new == pytest.approx(p_orig, rel=1e-14, abs=0)  # sums over a neuron, in another order
+    assert all(x is y for x, y in zip(align(aligned), aligned))  # aligning twice changes nothing
+    # Aligned cells are sorted as a saved profile must be (load validates the order).
+    folder = tmp_path_factory.mktemp("aligned")
+    for i, new in enumerate(aligned):
+        new.save(folder / f"{i}.parquet")
+        assert Profile.load(folder / f"{i}.parquet").digest() == new.digest()
+    merged = txray.merge_profiles(profiles, allow_duplicates=True)
+    expected: dict = {}
+    for p in profiles:
+        for key, (count, total) in by_name_cells(p).items():
+            c, t = expected.get(key, (0, 0.0))
+            expected[key] = (c + count, t + total)
+    got = by_name_cells(merged)
+    assert got.keys() == expected.keys()
+    for key, (count, total) in expected.items():
+        assert got[key][0] == count and got[key][1] == pytest.approx(total, rel=1e-12, abs=1e-12)
