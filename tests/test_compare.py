@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import txray
+from txray.profile import check_compatible
 
 SIZES = {"token": 12, "pos": 4}
 
@@ -136,5 +137,8 @@ def test_errors_name_the_problem():
         rec.update(np.eye(2, dtype=np.float32), {"pos": [0, 1]})
         return rec.profile(feature_names={"pos": names})
 
+    # Named features line up by name (issue 16): NN is shared, VB and JJ each seen by one only.
+    table = txray.compare(named(["NN", "VB"]), named(["NN", "JJ"]), kind="pos")
+    assert table.column("hellinger").to_pylist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="id 1 is 'VB' in one and 'JJ'"):
-        txray.compare(named(["NN", "VB"]), named(["NN", "JJ"]), kind="pos")
+        check_compatible(named(["NN", "VB"]), named(["NN", "JJ"]), ["pos"], same_ids=True)

@@ -217,8 +217,13 @@ def test_merge_profiles_checks_and_save_is_all_or_nothing(tmp_path):
     rec.update(np.eye(3, dtype=np.float32), {"token": [0, 1, 3]})
     a = rec.profile(name="a", feature_names={"token": list("abcd")}, metadata={"layer": "x"})
     b = rec.profile(name="b", feature_names={"token": list("abce")}, metadata={"layer": "x"})
-    with pytest.raises(ValueError, match="part 1 into part 0: .*id 3 is 'd' in one and 'e'"):
-        merge_profiles([a, b])
+    union = merge_profiles([a, b])  # other vocabularies: merged on their union (issue 16)
+    assert union.vocabulary("token") == list("abcde") and union.frequencies("token").tolist() == [2, 2, 0, 1, 1]
+    assert union.table("token")["feature_name"].to_pylist() == ["a", "b", "d", "e"]
+    with pytest.raises(ValueError, match="part 1 into part 0: .*3 and 2 neurons"):
+        narrow = txray.Recorder(2, {"token": 4})
+        narrow.update(np.eye(2, dtype=np.float32), {"token": [0, 1]})
+        merge_profiles([a, narrow.profile(feature_names={"token": list("abcd")})])
     with pytest.raises(ValueError, match="nothing to merge"):
         merge_profiles([])
     with pytest.raises(ValueError, match="part 1 holds the same data as part 0"):

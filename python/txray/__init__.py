@@ -13,7 +13,7 @@ from . import analysis  # the tables behind the figures (txray.plots needs plotl
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
 from .parquet import ProfileError
-from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, merge_profiles
+from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, align, merge_profiles, union_vocabulary
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
 from .report import write_report
@@ -27,6 +27,8 @@ __all__ = [
     "ProfileError",
     "Distributions",
     "merge_profiles",
+    "align",
+    "union_vocabulary",
     "compare",
     "summary",
     "nearest",

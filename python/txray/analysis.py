@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .compare import compare
-from .profile import Profile, check_compatible
+from .profile import Profile, align, check_compatible
 
 LENGTH_SHIFT_SCHEMA = pa.schema(
     [
@@ -124,13 +124,38 @@ the mean and median Hellinger distance of shared neurons, null if none)."""
 def stage_names(profiles: Sequence[Profile]) -> list[str]:
     """A distinct label per profile: its name, else ``stage N`` (1-based).
 
-    Repeated names get `` (N)`` appended, because figures key traces by label.
+    Figures key traces by label, so repeated names are told apart: by the first of
+    the metadata ``corpus``, ``model`` and ``layer`` that differs between the profiles
+    sharing the name (``wiki.txt``; a model path by its last part), appended in
+    parentheses, else by `` (N)``, the profile's position.
     """
     names = [p.name or f"stage {i + 1}" for i, p in enumerate(profiles)]
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    return [f"{n} ({i + 1})" if seen[n] > 1 else n for i, n in enumerate(names)]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    out = list(names)
+    for name, members in groups.items():
+        if len(members) == 1:
+            continue
+        for key in ("corpus", "model", "layer"):
+            values = [_short(profiles[i].metadata.get(key)) for i in members]
+            if all(values) and len(set(values)) == len(values):
+                for i, value in zip(members, values):
+                    out[i] = f"{name} ({value})"
+                break
+        else:
+            for i in members:
+                out[i] = f"{name} ({i + 1})"
+    if len(set(out)) != len(out):  # a told-apart name met another profile's name
+        out = [f"{n} ({i + 1})" if len(groups[n]) > 1 else n for i, n in enumerate(names)]
+    return out
+
+
+def _short(value: object) -> str | None:
+    """A metadata value as a label: a path by its last part; None for none or a list (a merge)."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value.rstrip("/").rsplit("/", 1)[-1] or value
 
 
 def _need_stages(profiles: Sequence[Profile], minimum: int) -> list[Profile]:
@@ -186,10 +211,13 @@ def feature_mass(profiles: Sequence[Profile], kind: str = "pos") -> pa.Table:
 
     The paper's figure 3 for ``kind="pos"``: does the layer spend its
     activation on each POS tag in proportion to how often the tag occurs?
+    Profiles with different vocabularies are lined up by feature name
+    (:func:`txray.align`), so every profile has a row for every feature of any.
     Schema :data:`FEATURE_MASS_SCHEMA`.
     """
     profiles = _need_stages(profiles, 1)
     names = stage_names(profiles)
+    profiles = align(profiles, [kind])  # one row per feature of any profile, the same ids in each
     parts = []
     for label, profile in zip(names, profiles):
         cells = profile.cells(kind)
@@ -345,11 +373,13 @@ def neuron_distributions(
 
     Per neuron, the features shown are the union of its ``top`` features in
     each stage (ordered by their largest p in any stage); every stage gets a
-    row for each of them. Schema :data:`NEURON_DISTRIBUTION_SCHEMA`.
+    row for each of them. Profiles with different vocabularies are lined up by
+    feature name (:func:`txray.align`). Schema :data:`NEURON_DISTRIBUTION_SCHEMA`.
     """
     profiles = _need_stages(profiles, 1)
     for other in profiles[1:]:
         check_compatible(profiles[0], other, [kind], same_neurons=True)
+    profiles = align(profiles, [kind])
     ids = _neuron_ids(neurons, profiles[0].n_neurons)
     labels = stage_names(profiles)
     dense = [p.distributions(kind).to_scipy() for p in profiles]

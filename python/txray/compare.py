@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _inputs, hellinger
-from .profile import Profile, check_compatible
+from .profile import Profile, align, check_compatible
 
 STATES = ("shared", "avoided", "gained", "dead")
 
@@ -79,11 +79,15 @@ def compare(a: Profile, b: Profile, kind: str = "token", *, allow_mode_mismatch:
     """Neuron-by-neuron comparison of two profiles of the same layer.
 
     Both must be recorded in the same mode (see :func:`check_modes`; a
-    ValueError otherwise, unless ``allow_mode_mismatch=True``). Returns a table with :data:`COMPARE_SCHEMA`; its schema metadata holds
-    the :func:`summary` as JSON under ``txray_summary``.
+    ValueError otherwise, unless ``allow_mode_mismatch=True``). Profiles of
+    different corpora (different vocabularies) are lined up by feature name
+    (:func:`txray.align`): the result is the one both would give recorded with
+    one shared vocabulary. Returns a table with :data:`COMPARE_SCHEMA`; its
+    schema metadata holds the :func:`summary` as JSON under ``txray_summary``.
     """
     check_compatible(a, b, [kind], same_neurons=True)
     check_modes(a, b, allow_mode_mismatch)
+    a, b = align([a, b], [kind])
     distance, union, shared = hellinger.hellinger_paired(*_csr(a, kind), *_csr(b, kind))
     pref_a, pref_b = a.preferred(kind), b.preferred(kind)
     state = np.select(
@@ -125,8 +129,9 @@ def summary(comparison: pa.Table) -> dict[str, Any]:
 def nearest(a: Profile, b: Profile, kind: str = "token", k: int = 10, *, allow_mode_mismatch: bool = False) -> pa.Table:
     """For every preferred neuron of A, its k nearest preferred neurons of B.
 
-    A and B may be layers of different models with different widths; their
-    vocabularies for ``kind`` must agree. Distances are Hellinger; ties go to
+    A and B may be layers of different models with different widths, recorded
+    on different corpora (vocabularies are lined up by feature name, as in
+    :func:`compare`). Distances are Hellinger; ties go to
     the lower B index. Computed in blocks, never as a dense A x B matrix.
     Returns a table with :data:`NEAREST_SCHEMA` sorted by neuron_a, rank;
     k larger than B's neurons gives every preferred neuron of B. Both must
@@ -134,6 +139,7 @@ def nearest(a: Profile, b: Profile, kind: str = "token", k: int = 10, *, allow_m
     """
     check_compatible(a, b, [kind], same_neurons=False)
     check_modes(a, b, allow_mode_mismatch)
+    a, b = align([a, b], [kind])
     k = min(_inputs.integer(k, "k", minimum=1), b.n_neurons)
     neighbors, distances = hellinger.hellinger_topk(*_csr(a, kind), *_csr(b, kind), a.vocab_size(kind), k)
     rows, ranks = np.nonzero(neighbors >= 0)
@@ -156,10 +162,12 @@ def match(
     ``method``: "exact" (Hungarian algorithm on the dense distance matrix),
     "greedy" (approximate, on each neuron's nearest candidates) or "auto"
     (exact up to 25 million pairs). Returns :data:`MATCH_SCHEMA`. Both must
-    be recorded in the same mode (see :func:`compare`).
+    be recorded in the same mode; vocabularies are lined up by feature name
+    (see :func:`compare`).
     """
     check_compatible(a, b, [kind], same_neurons=False)
     check_modes(a, b, allow_mode_mismatch)
+    a, b = align([a, b], [kind])
     rows, cols, dist = hellinger.match(*_csr(a, kind), *_csr(b, kind), a.vocab_size(kind), method=method)
     return pa.Table.from_arrays(
         [rows.astype(np.int32), cols.astype(np.int32), dist.astype(np.float64)], schema=MATCH_SCHEMA

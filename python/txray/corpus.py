@@ -140,7 +140,8 @@ class Corpus:
         Turns a text into words (default :func:`split_words`); ignored when
         the column already holds lists of words.
     name:
-        Shown in profile metadata; defaults to the file name.
+        Shown in profile metadata; defaults to the file name. Profile names
+        use :attr:`label`.
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class Corpus:
     ) -> None:
         self.text = text
         self.split = split
+        self._given_name = name
         if isinstance(source, (str, os.PathLike)):
             self.path: Path | None = Path(source)
             if not self.path.is_file():
@@ -165,6 +167,14 @@ class Corpus:
             self._source = source
             self.name = name or type(source).__name__
         self._consumed = False
+
+    @property
+    def label(self) -> str | None:
+        """The corpus in profile names: the name given, else the file name without its
+        suffix (``wiki`` for ``data/wiki.txt``); None for an unnamed in-memory source."""
+        if self._given_name:
+            return self._given_name
+        return self.path.stem if self.path is not None else None
 
     @property
     def reiterable(self) -> bool:

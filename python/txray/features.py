@@ -14,12 +14,15 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .corpus import ColumnError, Example
 from .taggers import Tagger, make_tagger, tag_examples
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 UNK = "<unk>"
 SEQUENCE_START = "<s>"
@@ -49,6 +52,30 @@ class Vocabulary:
         if max_size is not None:
             kept = kept[: max(max_size - 1, 0)]
         return cls([UNK, *kept])
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str | os.PathLike[str], kind: str = "token") -> Vocabulary:
+        """The vocabulary a profile recorded for ``kind`` (a :class:`txray.Profile` or its path).
+
+        Recording with it gives every word the id it has in that profile; a word the profile's
+        vocabulary lacks becomes ``<unk>`` (appended, when the vocabulary has none). Raises
+        :class:`ValueError` when the profile lacks the kind or has no names for it."""
+        from .profile import Profile
+
+        if not isinstance(profile, Profile):
+            profile = Profile.load(profile)
+        if kind not in profile.kinds:
+            raise ValueError(
+                f"profile {profile.name!r} has no feature kind {kind!r} to take a vocabulary from "
+                f"(it has {list(profile.kinds)})"
+            )
+        names = profile.vocabulary(kind)
+        if names is None:
+            raise ValueError(f"profile {profile.name!r} has no names for its {kind!r} features: no vocabulary to reuse")
+        try:
+            return cls(names)
+        except ValueError as err:
+            raise ValueError(f"the {kind!r} vocabulary of profile {profile.name!r} cannot be reused: {err}") from None
 
     def extend(self, names: Iterable[str]) -> Vocabulary:
         """A vocabulary with ``names`` appended (those not already in it)."""
@@ -317,6 +344,21 @@ def build_vocabularies(features: Sequence[Feature], examples: Iterable[Example])
         raise ValueError("the corpus has no words: nothing to build vocabularies from")
     for feature in todo:
         feature.vocabulary = Vocabulary.build(counts[feature.kind], feature.min_count, feature.max_size)
+
+
+def reuse_vocabularies(features: Sequence[Feature], profile: Profile | str | os.PathLike[str]) -> None:
+    """Give every feature that would build its vocabulary from the corpus (token, n-gram,
+    label, column) the vocabulary of the same kind in ``profile`` (:meth:`Vocabulary.from_profile`).
+
+    Features with a vocabulary of their own (given, or a tagger's tagset) and predictions keep
+    theirs. Raises :class:`ValueError` when the profile lacks one of those kinds."""
+    from .profile import Profile
+
+    if not isinstance(profile, Profile):
+        profile = Profile.load(profile)
+    for feature in features:
+        if feature.vocabulary is None and not isinstance(feature, Prediction):
+            feature.vocabulary = Vocabulary.from_profile(profile, feature.kind)
 
 
 def needs_vocabulary_pass(features: Sequence[Feature]) -> bool:

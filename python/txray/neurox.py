@@ -139,7 +139,7 @@ def record_neurox(
     if not recorders:
         raise ValueError(f"{path} holds no sentences")
     meta = {"source": "neurox", "corpus": Path(path).name, "txray_version": __version__}
-    return recorders.profiles(meta, name=lambda layer: f"layer{layer}")
+    return recorders.profiles(meta, name=lambda layer: f"{Path(path).stem}:layer{layer}")
 
 
 def _examples(

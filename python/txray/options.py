@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from .corpus import Shard
 from .features import Feature
+from .profile import Profile
 from .recorder import DEFAULT_DENSE_LIMIT
 
 
@@ -54,6 +55,18 @@ class RecordOptions:
     dense_limit_bytes:
         Per layer and feature kind, the most memory a dense table of cells may
         take (see :class:`txray.Recorder`); larger ones are hash tables.
+    vocab_from:
+        A :class:`txray.Profile` (or its path) whose vocabularies to record with: every
+        feature that would build its vocabulary from the corpus takes the profile's
+        vocabulary of its kind, so each word gets the id it has there and words the
+        profile never saw become ``<unk>`` (:func:`txray.features.reuse_vocabularies`).
+        Not needed to compare profiles of different corpora, which line up by feature
+        name (:func:`txray.align`).
+    profile_name:
+        The profiles' names. It may hold ``{corpus}`` (the corpus's name without its
+        file suffix) and ``{layer}``; recording several layers with a name without
+        ``{layer}`` appends ``:{layer}``, so that each layer's profile has its own name.
+        Default ``"{corpus}:{layer}"`` (``"{layer}"`` for an unnamed in-memory corpus).
     shard:
         ``(index, count)`` or a :class:`txray.corpus.Shard`: record only the
         sequences ``i`` with ``i % count == index`` (counted after
@@ -78,6 +91,8 @@ class RecordOptions:
     name: str | None = None
     dense_limit_bytes: int = DEFAULT_DENSE_LIMIT
     shard: Shard | tuple[int, int] | None = None
+    vocab_from: Profile | str | os.PathLike[str] | None = None
+    profile_name: str | None = None
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (

@@ -29,11 +29,12 @@ from .features import (
     build_vocabularies,
     needs_vocabulary_pass,
     resolve_features,
+    reuse_vocabularies,
     word_feature_ids,
 )
 from .options import RecordOptions
 from .profile import Profile
-from .recording import LayerRecorders
+from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import Batch, Window, WordTokenizer, as_word_tokenizer, batches, make_batch, pool, windows
 
@@ -76,7 +77,8 @@ def record_model(
     Returns
     -------
     dict
-        ``{layer name: Profile}``; each profile's metadata holds the model,
+        ``{layer name: Profile}``, each named after the corpus and the layer
+        (:attr:`RecordOptions.profile_name`); each profile's metadata holds the model,
         layer, corpus, tokenizer, pooling and token count (and ``"shards"``
         for a shard, which returns ``{}`` when it is empty).
     """
@@ -86,6 +88,8 @@ def record_model(
     corpus = as_corpus(corpus)
     word_tokenizer = as_word_tokenizer(tokenizer, opts.max_length)
     resolved = resolve_features(opts.features)
+    if opts.vocab_from is not None:
+        reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
     special_names = _prepare_vocabularies(resolved, corpus, limit_tokens, word_tokenizer, include_special)
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
@@ -125,7 +129,10 @@ def record_model(
     }
     if shard is not None:
         metadata["shards"] = [[shard.index, shard.count]]
-    return run.profiles(metadata)
+    several = len(run.recorders) > 1
+    return run.recorders.profiles(
+        metadata, name=lambda layer: profile_name(opts.profile_name, corpus.label, layer, several)
+    )
 
 
 def default_forward(model: nn.Module) -> Forward:
@@ -196,9 +203,6 @@ class _Run:
         raise ValueError(
             f"prediction logits must be (batch, classes) or (batch, seq, classes), got {tuple(logits.shape)}"
         )
-
-    def profiles(self, metadata: Mapping[str, Any]) -> dict[str, Profile]:
-        return self.recorders.profiles(metadata)
 
 
 def _prepare_vocabularies(

@@ -157,14 +157,17 @@ class Profile:
         )
 
     def digest(self) -> str:
-        """A hash of the recorded statistics (cells, frequencies, mass, token count, mode and
-        shape), not of the name or metadata: two profiles with the same digest hold the same data."""
+        """A hash of the recorded statistics (cells, frequencies, feature names, mass, token
+        count, mode and shape), not of the name or metadata: two profiles with the same digest
+        hold the same data."""
         h = hashlib.blake2b(digest_size=16)
         h.update(json.dumps([self.n_neurons, self.mode, self.k, self.tokens, list(self._kinds)]).encode())
         h.update(self._mass.tobytes())
         for cells in self._kinds.values():
             for array in (cells.neuron, cells.feature, cells.count, cells.sum, cells.frequencies):
                 h.update(np.ascontiguousarray(array).tobytes())
+            # The same ids under other names are other data (profiles of different corpora).
+            h.update(b"\x00" if cells.names is None else json.dumps(list(cells.names)).encode())
         return h.hexdigest()
 
     # -- persistence -----------------------------------------------------------
@@ -261,12 +264,16 @@ def check_compatible(
     same_neurons: bool = True,
     *,
     same_recording: bool = False,
+    same_ids: bool = False,
 ) -> None:
     """Raise :class:`ValueError` saying what differs unless ``a`` and ``b`` can be used together.
 
-    ``kinds``: the feature kinds both must have, with the same vocabulary (default: all of
-    them, and both must have the same kinds). ``same_neurons``: the same number of neurons
-    (a neuron-by-neuron comparison or a merge; not for nearest neurons across models).
+    ``kinds``: the feature kinds both must have, with vocabularies that line up (default: all
+    of them, and both must have the same kinds). Vocabularies line up when :func:`align` can
+    put both on one: named features by name (any two vocabularies of unique names), unnamed
+    ones by id (the same number of features). ``same_ids``: the vocabularies must instead be
+    the same, id for id (no alignment). ``same_neurons``: the same number of neurons (a
+    neuron-by-neuron comparison or a merge; not for nearest neurons across models).
     ``same_recording``: also the same mode and k, the same feature kinds, and the same
     :data:`IDENTITY_KEYS` metadata where both have them (what a merge needs).
     """
@@ -282,13 +289,17 @@ def check_compatible(
                 )
     if same_neurons and a.n_neurons != b.n_neurons:
         raise ValueError(
-            f"profiles have {a.n_neurons} and {b.n_neurons} neurons; neuron-by-neuron comparison needs "
-            "the same layer (use txray.nearest or txray.match for different models)"
+            f"profiles {_describe(a)} and {_describe(b)} have {a.n_neurons} and {b.n_neurons} neurons; "
+            "neuron-by-neuron comparison needs the same layer (use txray.nearest or txray.match for "
+            "different layers or models)"
         )
     for kind in a.kinds if kinds is None else kinds:
         for p in (a, b):
             if kind not in p.kinds:
                 raise ValueError(f"profile {p.name!r} has no feature kind {kind!r} (it has {list(p.kinds)})")
+        if not same_ids:
+            _union([a, b], kind)  # raises when they cannot be lined up
+            continue
         if a.vocab_size(kind) != b.vocab_size(kind):
             raise ValueError(
                 f"profiles use different {kind!r} vocabularies ({a.vocab_size(kind)} vs "
@@ -307,14 +318,127 @@ def check_compatible(
                 raise ValueError(f"{key} {b.metadata[key]!r} differs from {a.metadata[key]!r}")
 
 
+def _describe(profile: Profile) -> str:
+    """``'name'`` and, where the metadata says, its layer and model."""
+    where = [f"{key} {profile.metadata[key]!r}" for key in ("layer", "model") if key in profile.metadata]
+    return repr(profile.name) + (f" ({', '.join(where)})" if where else "")
+
+
+def union_vocabulary(vocabularies: Sequence[Sequence[str]]) -> list[str]:
+    """The names of several vocabularies, each once: the first vocabulary's in its order
+    (so its ids stay), then each later one's new names in order of appearance."""
+    union: dict[str, None] = {}
+    for names in vocabularies:
+        union.update(dict.fromkeys(names))
+    return list(union)
+
+
+def _union(profiles: Sequence[Profile], kind: str) -> list[str] | None:
+    """The vocabulary that :func:`align` puts the profiles' ``kind`` on, or None when they
+    already share one (the same names, or unnamed features of the same number). Raises
+    :class:`ValueError` when they cannot be lined up (:class:`KeyError` when one lacks ``kind``)."""
+    vocabularies = [p.cells(kind).names for p in profiles]
+    first = vocabularies[0]
+    if first is not None and all(v == first for v in vocabularies[1:]):
+        return None  # the same ids (duplicate names included: nothing to line up)
+    unnamed = [p for p, v in zip(profiles, vocabularies) if v is None]
+    if unnamed:
+        sizes = {p.vocab_size(kind) for p in profiles}
+        named = [v for v in vocabularies if v is not None]
+        if len(sizes) > 1:
+            raise ValueError(
+                f"profiles use different {kind!r} vocabularies ("
+                + " vs ".join(f"{p.vocab_size(kind)}" for p in profiles)
+                + f" features), and profile {unnamed[0].name!r} has no names for its {kind!r} features "
+                "to line them up by: record both with the same vocabulary"
+            )
+        if any(v != named[0] for v in named):
+            raise ValueError(
+                f"profile {unnamed[0].name!r} has no names for its {kind!r} features, so they line up "
+                "only by id, but the other profiles' vocabularies differ in their names"
+            )
+        return None
+    for p, names in zip(profiles, vocabularies):
+        assert names is not None
+        if len(set(names)) != len(names):
+            seen: dict[str, int] = {}
+            for i, name in enumerate(names):
+                if name in seen:
+                    raise ValueError(
+                        f"profile {p.name!r} lists {name!r} twice in its {kind!r} vocabulary (ids {seen[name]} "
+                        f"and {i}), so its features cannot be lined up by name with another vocabulary; "
+                        "record both with the same vocabulary"
+                    )
+                seen[name] = i
+    return union_vocabulary([v for v in vocabularies if v is not None])
+
+
+def align(profiles: Sequence[Profile], kinds: Sequence[str] | None = None) -> list[Profile]:
+    """The profiles re-indexed so that each kind of ``kinds`` has one vocabulary in all of them.
+
+    Named features line up by name, on :func:`union_vocabulary`: the first profile's ids stay,
+    the names it lacks follow in order of appearance. A feature a profile never saw has
+    frequency 0 and no cells there. Unnamed features line up by id (the numbers of features
+    must agree). ``kinds``: default every kind of the first profile. A profile that needs no
+    change is returned itself (aligning profiles that share their vocabularies changes
+    nothing); the others are new profiles with the same name, metadata and statistics.
+    Raises :class:`KeyError` when a profile lacks a kind, :class:`ValueError` when the
+    vocabularies cannot be lined up (different numbers of unnamed features, a name listed
+    twice in a vocabulary).
+    """
+    profiles = list(profiles)
+    if not profiles:
+        return []
+    found = {kind: _union(profiles, kind) for kind in (profiles[0].kinds if kinds is None else kinds)}
+    unions = {kind: union for kind, union in found.items() if union is not None}
+    if not unions:
+        return profiles
+    out = []
+    for p in profiles:
+        changed = {
+            kind: _reindex(p.cells(kind), union) for kind, union in unions.items() if p.cells(kind).names != union
+        }
+        if not changed:
+            out.append(p)
+            continue
+        kinds_cells = {kind: changed.get(kind, p.cells(kind)) for kind in p.kinds}
+        out.append(Profile(p.n_neurons, p.mode, p.k, kinds_cells, p._mass, p.tokens, p.name, p.metadata))
+    return out
+
+
+def _reindex(cells: KindCells, union: list[str]) -> KindCells:
+    """The cells of one kind with their feature ids moved onto ``union`` (which holds every name)."""
+    names = cells.names
+    assert names is not None
+    size = len(union)
+    if list(union[: len(names)]) == list(names):  # the ids stay: only new, empty features follow
+        mapping = None
+        feature = cells.feature
+        neuron, count, total = cells.neuron, cells.count, cells.sum
+    else:
+        index = {name: i for i, name in enumerate(union)}
+        mapping = np.fromiter((index[name] for name in names), dtype=np.int64, count=len(names))
+        key = cells.neuron.astype(np.int64) * size + mapping[cells.feature]
+        order = np.argsort(key, kind="stable")
+        neuron, count, total = cells.neuron[order], cells.count[order], cells.sum[order]
+        feature = (key[order] % size).astype(np.int32)
+    frequencies = np.zeros(size, dtype=np.int64)
+    if mapping is None:
+        frequencies[: len(names)] = cells.frequencies
+    else:
+        frequencies[mapping] = cells.frequencies
+    return KindCells(neuron, feature, count, total, frequencies, union)
+
+
 def merge_profiles(parts: Sequence[Profile], name: str | None = None, allow_duplicates: bool = False) -> Profile:
     """Combine profiles recorded on disjoint parts of a corpus into one.
 
     The parts must record the same layer the same way (:func:`check_compatible` with
-    ``same_recording``: same number of neurons, mode and k, feature kinds and vocabularies,
-    and the same :data:`IDENTITY_KEYS` metadata where they have them), else
-    :class:`ValueError` says which part differs and how. Counts, frequencies and token
-    counts add up exactly; sums and masses are float64, added in part order.
+    ``same_recording``: same number of neurons, mode and k, feature kinds, and the same
+    :data:`IDENTITY_KEYS` metadata where they have them), else :class:`ValueError` says
+    which part differs and how. Parts with different vocabularies (other corpora) are put on
+    their union first (:func:`align`: the first part's ids stay). Counts, frequencies and
+    token counts add up exactly; sums and masses are float64, added in part order.
 
     The same data given twice would count twice: parts with the same :func:`duplicate_key`
     are refused unless ``allow_duplicates``.
@@ -335,6 +459,8 @@ def merge_profiles(parts: Sequence[Profile], name: str | None = None, allow_dupl
             raise ValueError(f"cannot merge part {index} into part 0: {err}") from None
     if not allow_duplicates:
         _check_distinct(parts)
+    parts = align(parts)
+    first = parts[0]
     shards = _merge_shards([p.metadata for p in parts])
     kinds = {kind: merge_cells([p.cells(kind) for p in parts]) for kind in first.kinds}
     mass = np.sum([p.mass() for p in parts], axis=0)

@@ -17,6 +17,23 @@ from .recorder import DEFAULT_DENSE_LIMIT, Recorder
 
 LayerKey = TypeVar("LayerKey", bound=Hashable)
 
+DEFAULT_PROFILE_NAME = "{corpus}:{layer}"
+"""How recorded profiles are named unless told otherwise: corpus and layer, so that profiles
+of other corpora or layers never share a name (``wiki:encoder.layer.5.intermediate``)."""
+
+
+def profile_name(template: str | None, corpus: str | None, layer: str, several_layers: bool) -> str:
+    """A recorded profile's name (:attr:`txray.RecordOptions.profile_name`).
+
+    ``template`` may hold ``{corpus}`` and ``{layer}`` (default :data:`DEFAULT_PROFILE_NAME`,
+    or ``{layer}`` when the corpus has no name); with ``several_layers`` a template without
+    ``{layer}`` gets ``:{layer}`` appended, so that each layer's profile has its own name."""
+    if template is None:
+        template = DEFAULT_PROFILE_NAME if corpus else "{layer}"
+    elif several_layers and "{layer}" not in template:
+        template += ":{layer}"
+    return template.replace("{corpus}", corpus or "corpus").replace("{layer}", layer)
+
 
 class LayerRecorders(Generic[LayerKey]):
     """A :class:`Recorder` per layer, all with the same features, mode and k.

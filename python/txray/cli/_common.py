@@ -33,15 +33,33 @@ def load_profile(path: str) -> Profile:
         raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def load_profiles(paths: Sequence[str], kind: str | None = None) -> list[Profile]:
-    """Load profile files; with ``kind``, each must have that feature kind."""
+def load_profiles(paths: Sequence[str], kind: str | None = None, labels: str | None = None) -> list[Profile]:
+    """Load profile files; with ``kind``, each must have that feature kind; ``labels``
+    (``--labels A,B,...``) renames them."""
     profiles = [load_profile(path) for path in paths]
+    apply_labels(profiles, labels, paths)
     for path, profile in zip(paths, profiles):
         if profile.name is None:
             profile.name = Path(path).stem  # label figures and tables by file name
         if kind is not None and kind not in profile.kinds:
             raise UsageError(f"{path} has no feature kind {kind!r}; it has {', '.join(profile.kinds)} (use --kind)")
     return profiles
+
+
+def apply_labels(profiles: Sequence[Profile], labels: str | None, paths: Sequence[str]) -> None:
+    """Rename the profiles by ``--labels A,B,...`` (one label per profile, in order)."""
+    if labels is None:
+        return
+    names = [label.strip() for label in labels.split(",")]
+    if len(names) != len(profiles):
+        raise UsageError(f"--labels gives {len(names)} label(s) for {len(profiles)} profiles ({', '.join(paths)})")
+    if not all(names):
+        raise UsageError(f"--labels {labels!r} has an empty label")
+    for profile, name in zip(profiles, names):
+        profile.name = name
+
+
+LABELS_HELP = "names for the profiles, comma-separated, in order (default: the names they were recorded with)"
 
 
 def check_output(path: str | None, suffixes: Sequence[str] = TABLE_SUFFIXES) -> None:

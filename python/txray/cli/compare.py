@@ -6,13 +6,15 @@ import argparse
 import json
 
 from ..compare import compare, summary
-from ._common import check_output, load_profiles, write_table
+from ..profile import union_vocabulary
+from ._common import LABELS_HELP, check_output, load_profiles, write_table
 
 EXAMPLE = """example:
   txray compare epoch1.parquet epoch48.parquet --kind token -o cmp.parquet
 
 Prints the shared / avoided / gained / dead counts and the mean and median
-Hellinger distance; -o writes one row per neuron (Parquet or CSV).
+Hellinger distance; -o writes one row per neuron (Parquet or CSV). Profiles
+of different corpora are lined up by feature name (their vocabularies differ).
 """
 
 
@@ -26,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("a", metavar="A.parquet", help="profile of stage A (before)")
     parser.add_argument("b", metavar="B.parquet", help="profile of stage B (after)")
+    parser.add_argument("--labels", metavar="A,B", help=LABELS_HELP)
     parser.add_argument("--kind", default="token", help="feature kind to compare (default: token)")
     parser.add_argument(
         "-o", "--output", metavar="FILE", help="write the per-neuron table (.parquet or .csv; replaced if it exists)"
@@ -36,13 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output(args.output)
-    a, b = load_profiles([args.a, args.b], args.kind)
+    a, b = load_profiles([args.a, args.b], args.kind, args.labels)
     table = compare(a, b, args.kind)
     info = summary(table)
     if args.json:
         print(json.dumps({**info, "kind": args.kind, "a": a.name, "b": b.name}))
     else:
         print(f"{a.name} -> {b.name}: {info['neurons']} neurons, feature kind {args.kind!r}")
+        va, vb = a.vocabulary(args.kind), b.vocabulary(args.kind)
+        if va is not None and vb is not None and va != vb:
+            union = len(union_vocabulary([va, vb]))
+            print(f"vocabularies lined up by name: {len(va):,} and {len(vb):,} features, {union:,} in all")
         print("  ".join(f"{state} {info[state]}" for state in ("shared", "avoided", "gained", "dead")))
         if info["mean_hellinger"] is not None:
             mean, median = info["mean_hellinger"], info["median_hellinger"]

@@ -21,8 +21,9 @@ example:
   The parts come from `txray record ... --shard I/N` (a cluster array job) or any
   profiles of the same model and layer recorded the same way on disjoint text.
   Counts add up exactly and sums in float64: the result is the profile one run
-  over all the text gives. Parts of different models, layers, modes or
-  vocabularies are an error; so is a shard given twice, and so is the same
+  over all the text gives. Parts with different vocabularies (other corpora)
+  are merged on the union of their feature names. Parts of different models,
+  layers or modes are an error; so is a shard given twice, and so is the same
   profile given twice (compared by content, whatever the file names) unless
   --allow-duplicates. A missing shard is reported (the merged profile's
   metadata lists the shards it holds).
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"txray merge: warning: shards {missing} of {merged.metadata['shards'][0][1]} are missing", file=sys.stderr
         )
-    print(f"{out}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
+    print(f"{out}\t{merged.name}\t{len(args.parts)} parts\t{merged.n_neurons} neurons\t{merged.tokens} tokens")
     return 0
 
 

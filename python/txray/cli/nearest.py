@@ -7,15 +7,16 @@ import argparse
 import numpy as np
 
 from ..compare import match, nearest
-from ._common import check_output, load_profiles, positive_int, write_table
+from ._common import LABELS_HELP, check_output, load_profiles, positive_int, write_table
 
 EXAMPLE = """example:
   txray nearest lstm.parquet minilm.parquet -k 5 -o nearest.parquet --match pairs.parquet
 
 For every preferred neuron of A, its k nearest preferred neurons of B by
 Hellinger distance (columns neuron_a, rank, neuron_b, hellinger). The two
-profiles may come from different models with different widths, but need the
-same feature vocabulary. --match also writes a one-to-one matching.
+profiles may come from different models with different widths and from
+different corpora (vocabularies are lined up by feature name). --match also
+writes a one-to-one matching.
 """
 
 
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("a", metavar="A.parquet", help="profile whose neurons are looked up")
     parser.add_argument("b", metavar="B.parquet", help="profile searched for the nearest neurons")
+    parser.add_argument("--labels", metavar="A,B", help=LABELS_HELP)
     parser.add_argument("--kind", default="token", help="feature kind (default: token)")
     parser.add_argument("-k", type=positive_int, default=10, help="neighbours per neuron (default: 10)")
     parser.add_argument(
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.match)
-    a, b = load_profiles([args.a, args.b], args.kind)
+    a, b = load_profiles([args.a, args.b], args.kind, args.labels)
     table = nearest(a, b, args.kind, k=args.k)
     first = table.filter(np.asarray(table.column("rank").to_numpy()) == 0)
     dist = first.column("hellinger").to_numpy()

@@ -22,7 +22,8 @@ example:
   txray record sentence-transformers/all-MiniLM-L6-v2 wiki.txt --layer mlp \\
       --feature token --feature pos --limit-tokens 400000 --out profiles/minilm
 
-  Writes one profile per layer, e.g. profiles/minilm/encoder.layer.0.intermediate.parquet.
+  Writes one profile per layer, e.g. profiles/minilm/encoder.layer.0.intermediate.parquet,
+  named CORPUS:LAYER (wiki:encoder.layer.0.intermediate) unless --name says otherwise.
   MODEL is a local directory or a hub name (offline: set HF_HUB_OFFLINE=1 and use a path).
   CORPUS is a text file (one sequence a line), a .csv/.tsv/.parquet file (see --text).
 
@@ -86,6 +87,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="record only shard I of N (sequences i with i %% N == I); writes "
         "DIR/<layer>.part-I-of-N.parquet for txray merge",
     )
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the profiles' name in tables, figures and reports; may hold {corpus} and {layer} "
+        "(default '{corpus}:{layer}'); with several layers and no {layer}, ':LAYER' is appended",
+    )
+    parser.add_argument(
+        "--vocab-from",
+        metavar="PROFILE",
+        help="record with the vocabularies of this profile (same ids for the same words; words it lacks "
+        "become <unk>; overrides --min-count). Not needed for comparing corpora: txray compare lines "
+        "vocabularies up by name",
+    )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -98,22 +112,45 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.corpus).is_file():
         raise UsageError(f"corpus file not found: {args.corpus}")
     check_record_args(args)
+    vocab_from = _vocab_source(args)
     try:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
     if not distributed.launched():
-        return _record(args, args.device, shard, None)
+        return _record(args, args.device, shard, None, vocab_from)
     if shard is not None:
         raise UsageError("--shard is for independent jobs; under torchrun every rank takes its shard itself")
     context = distributed.init(args.device)
     try:
-        return _record(args, context.device, None, context)
+        return _record(args, context.device, None, context, vocab_from)
     finally:
         distributed.shutdown()
 
 
-def _record(args: argparse.Namespace, device: str, shard: Shard | None, context: Context | None) -> int:
+def _vocab_source(args: argparse.Namespace) -> Profile | None:
+    """The --vocab-from profile, read and checked before the model is loaded."""
+    if args.vocab_from is None:
+        return None
+    from txray.features import Vocabulary
+
+    from ._common import load_profile
+
+    profile = load_profile(args.vocab_from)
+    # Every feature that would build its vocabulary from the corpus must find one of its kind
+    # there (pos has its tagger's tagset).
+    kinds = [kind[7:] if kind.startswith("column:") else kind for kind in args.feature or ["token"] if kind != "pos"]
+    try:
+        for kind in kinds:
+            Vocabulary.from_profile(profile, kind)
+    except ValueError as err:
+        raise UsageError(f"--vocab-from {args.vocab_from}: {err}") from None
+    return profile
+
+
+def _record(
+    args: argparse.Namespace, device: str, shard: Shard | None, context: Context | None, vocab_from: Profile | None
+) -> int:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
     from txray import distributed
@@ -136,6 +173,8 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
         progress=not args.quiet,
         name=args.model,
         shard=shard,
+        vocab_from=vocab_from,
+        profile_name=args.name,
     )
     corpus = txray.Corpus(args.corpus, text=args.text)
     profiles: dict[str, Profile] | None
@@ -154,7 +193,7 @@ def _record(args: argparse.Namespace, device: str, shard: Shard | None, context:
     paths = {out / f"{_file_name(layer)}{suffix}.parquet": profile for layer, profile in profiles.items()}
     save_profiles(paths)
     for path, profile in paths.items():
-        print(f"{path}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
+        print(f"{path}\t{profile.name}\t{profile.n_neurons} neurons\t{profile.tokens} tokens")
     return 0
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import UsageError, check_output_dir, check_writable_file, load_profiles, positive_int
+from ._common import (
+    LABELS_HELP,
+    UsageError,
+    check_output_dir,
+    check_writable_file,
+    load_profiles,
+    positive_int,
+)
 
 EXAMPLE = """example:
   txray report epoch1.parquet epoch48.parquet epoch49.parquet -o report.html --png figures/
@@ -38,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top", type=positive_int, default=10, help="features shown per neuron (default: 10)")
     parser.add_argument("--title", help="the report's title")
+    parser.add_argument("--labels", metavar="A,B,...", help=LABELS_HELP)
     parser.add_argument("--png", metavar="DIR", help="also write each figure as DIR/NAME.png")
     parser.add_argument("--token-pos", metavar="FILE", help="token<TAB>POS tag per line, to group tokens by tag")
     parser.set_defaults(func=run)
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.png is not None:
         check_output_dir(args.png, "--png")
     token_pos = read_token_pos(args.token_pos) if args.token_pos else None
-    profiles = load_profiles(args.profiles, args.kind)
+    profiles = load_profiles(args.profiles, args.kind, args.labels)
     pos_kind = None if args.pos_kind.lower() == "none" else args.pos_kind
     result = write_report(profiles, args.output, args.kind, pos_kind, args.k, args.top, args.title, token_pos, args.png)
     print(f"wrote {result.html} ({len(result.figures)} figures: {', '.join(result.figures)})")
