@@ -95,8 +95,9 @@ def worker(build_dir: str, size: str, batch: int, seed: int) -> None:
     corpus = Corpus(SIZES[size], N_NEURONS, batch, seed)
     hello = {
         "native": where,
-        "simd": _native.simd(),
-        "simd_variants": _native.simd_variants(),
+        # Builds older than the run-time choice have one instruction set and no simd() (a "before" row).
+        "simd": _native.simd() if hasattr(_native, "simd") else "fixed",
+        "simd_variants": _native.simd_variants() if hasattr(_native, "simd") else ["fixed"],
         "txray": getattr(txray, "__version__", "?"),
         "numpy": np.__version__,
         "torch": torch.__version__,
@@ -109,7 +110,8 @@ def worker(build_dir: str, size: str, batch: int, seed: int) -> None:
         mode, k, simd = (line.split() + ["", ""])[:3]
         if mode == "quit":
             break
-        _native.set_simd(simd or hello["simd"])
+        if hasattr(_native, "set_simd"):
+            _native.set_simd(simd or hello["simd"])
         rec = txray.Recorder(
             n_neurons=N_NEURONS, features=dict(FEATURE_SIZES), mode=mode, k=int(k) if mode == "topk" else None
         )
