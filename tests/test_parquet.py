@@ -35,21 +35,7 @@ def test_round_trip(tmp_path, mode, k, names):
     prof = sample_profile(mode, k, names=names)
     path = tmp_path / "p.parquet"
     prof.save(path)
-    back = txray.Profile.load(path)
-    assert (back.name, back.mode, back.k, back.n_neurons, back.tokens, back.kinds) == (
-        prof.name,
-        prof.mode,
-        prof.k,
-        prof.n_neurons,
-        prof.tokens,
-        prof.kinds,
-    )
-    assert back.metadata == prof.metadata
-    np.testing.assert_array_equal(back.mass(), prof.mass())
-    for kind in prof.kinds:
-        assert back.table(kind).equals(prof.table(kind))
-        np.testing.assert_array_equal(back.frequencies(kind), prof.frequencies(kind))
-        assert back.vocabulary(kind) == prof.vocabulary(kind)
+    assert_same_profile(txray.Profile.load(path), prof)
     assert [f for f in os.listdir(tmp_path)] == ["p.parquet"]  # no temporary file left behind
 
 

@@ -76,10 +76,14 @@ def check_output(path: str | None, suffixes: Sequence[str] = TABLE_SUFFIXES) -> 
 def check_writable_file(path: str | os.PathLike) -> None:
     """Fail when ``path`` cannot be written as a file: it is a directory, or
     its folder is missing or not writable."""
-    target = Path(path)
-    if target.is_dir():
+    if Path(path).is_dir():
         raise UsageError(f"cannot write {path}: it is a directory; name a file in it instead")
-    parent = target.resolve().parent
+    _check_parent(path)
+
+
+def _check_parent(path: str | os.PathLike) -> None:
+    """Fail when the folder that would hold ``path`` is missing or not writable."""
+    parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -92,11 +96,7 @@ def check_profile_output(path: str | os.PathLike) -> None:
     is itself a folder, which a save replaces)."""
     from .. import parquet
 
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {path}: folder {parent} is not writable")
+    _check_parent(path)
     try:
         parquet.check_replaceable(path)
     except parquet.ProfileError as err:
