@@ -30,6 +30,14 @@ TINY = [
     "3000",
     "--tweets",
     "300",
+    "--val-tokens",
+    "1000",
+    "--seeds",
+    "2",
+    "--controls",
+    "10",
+    "--bootstrap",
+    "200",
     "--quiet",
 ]
 STAGES = ["wiki_epoch_1", "wiki_epoch_2", "wiki_epoch_3", "tweets_zero_shot", "tweets_supervised"]
@@ -65,9 +73,9 @@ def test_summary_consistent(demo):
         assert sum(s == "shared" for s in table.column("state").to_pylist()) == c["shared"]
     assert 0 <= summary["f1"]["train"] <= 1 and 0 <= summary["f1"]["test"] <= 1
     text = (demo / "summary.txt").read_text()
-    for c in summary["comparisons"]:
-        assert f"{c['a']} -> {c['b']}" in text
-    assert f"F1 train {summary['f1']['train']:.3f}" in text
+    for label in ("RQ1 epoch 1 -> late", "RQ1 last two epochs", "RQ2 zero-shot", "RQ3 supervised"):
+        assert label in text
+    assert f"F1 train {summary['f1_summary']['train']['mean']:.3f}" in text
 
 
 def test_tables(demo):
@@ -98,3 +106,103 @@ def test_second_run_uses_the_cache(demo, capsys):
 def test_bad_size_is_a_usage_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "2", "--quiet"]) == 2
     assert "epochs must be at least 3" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--seeds", "2", "--lm-seeds", "3", "--quiet"]) == 2
+    assert "lm_seeds (3) cannot exceed seeds (2)" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--paper", "--preset", "medium", "--quiet"]) == 2
+    assert "--paper and --preset medium" in capsys.readouterr().err
+
+
+def test_claims_table_comes_from_the_run(demo):
+    from txray.demo.claims import paper_claims
+    from txray.demo.result import Replicate
+    from txray.demo.stats import VERDICTS
+
+    summary = json.loads((demo / "summary.json").read_text())
+    replicates = summary["replicates"]
+    assert [r["seed"] for r in replicates] == [0, 1]
+    claims = summary["claims"]
+    assert [c["id"] for c in claims] == [c.id for c in paper_claims(20)]
+    for row, claim in zip(claims, paper_claims(20)):
+        assert row["verdict"] in VERDICTS
+        assert set(row) >= {"claim", "statistic", "mean", "sd", "low", "high", "paper", "n", "values"}
+        values = [claim.value(Replicate(**r)) for r in replicates]
+        assert row["values"] == pytest.approx([v for v in values if v is not None])
+        if row["n"] == 2:
+            assert row["low"] <= row["mean"] <= row["high"]
+            assert row["mean"] == pytest.approx(sum(row["values"]) / 2)
+    # The statistics read the replicates' counts, which are the comparison files' counts.
+    gained = next(c for c in claims if c["id"] == "RQ3-gained")
+    assert gained["values"] == pytest.approx([r["counts"]["rq3"]["gained"] / 16 for r in replicates])
+    first = summary["comparisons"][-1]
+    assert replicates[0]["counts"]["rq3"]["gained"] == first["gained"]
+    # Each pruning row has its random sets of the same size and a bootstrap interval.
+    for row in replicates[0]["pruning"]:
+        assert len(row["control_test"]) == (10 if row["neurons"] else 0)
+        assert row["test_low"] <= row["change_test"] <= row["test_high"]
+    page, text = (demo / "index.html").read_text(), (demo / "summary.txt").read_text()
+    for row in claims:
+        assert row["id"] in page and row["id"] in text
+    assert "verdict" in page and "Ratios of shared neurons" in text
+
+
+def test_readout_prunes_like_the_full_model():
+    """Pruning cached last states (the study's controls) gives the F1 of pruning the LSTM itself."""
+    import torch
+
+    from txray.demo.classifier import Batches, SentimentClassifier, f1, last_states
+    from txray.demo.data import Tweet
+    from txray.demo.lm import LAYER, Encoder
+    from txray.demo.pruning import Evaluation
+
+    torch.manual_seed(0)
+    vocab = ["<pad>", "<unk>", "<eos>", *[f"w{i}" for i in range(40)]]
+    rng = torch.Generator().manual_seed(1)
+    tweets = [
+        Tweet([f"w{int(i)}" for i in torch.randint(0, 45, (int(n),), generator=rng)], int(label))
+        for n, label in zip(torch.randint(1, 12, (80,), generator=rng), torch.randint(0, 2, (80,), generator=rng))
+    ]
+    data = Batches(tweets, vocab)
+    model = SentimentClassifier(Encoder(len(vocab), 8, 12)).eval()
+    with torch.no_grad():  # a head that predicts both classes and leans on every neuron
+        model.head.weight.mul_(20)
+        model.head.bias.sub_(float(model(*next(data.batches(80))[:2]).median()))
+    evaluation = Evaluation(model, {"test": last_states(model, data)}, {"test": data.labels.numpy()})
+    sets = {"a": [0, 3, 5], "b": list(range(6)), "c": [11]}
+    full = txray.pruning_table(model, LAYER, sets, lambda m: {"test": f1(m, data)})
+    fast = txray.pruning_table(evaluation.readout, LAYER, sets, evaluation.f1)
+    assert full.column("metric_test").to_pylist() == pytest.approx(fast.column("metric_test").to_pylist())
+    assert len(set(full.column("metric_test").to_pylist())) > 1  # the sets do change the predictions
+
+
+def test_verdicts():
+    from txray.demo.stats import describe, verdict
+
+    def v(values, paper, direction=+1, null=0.0):
+        return verdict(describe(values), null, paper, direction)
+
+    assert v([0.50, 0.52, 0.48], 0.5) == "reproduced"
+    assert v([0.05, 0.06, 0.04], 0.5) == "direction only"
+    assert v([0.05, 0.06, 0.04], None) == "reproduced"
+    assert v([-0.1, 0.1, 0.05], 0.5) == "within noise"
+    assert v([-0.5, -0.52, -0.48], 0.5) == "contradicted"
+    assert v([-0.5, -0.52, -0.48], -0.5, direction=-1) == "reproduced"
+    assert v([0.3], 0.3) == "within noise"  # one replicate: no interval
+    assert v([0.15, 0.16, 0.14], 0.9, null=0.1) == "direction only"  # effects are measured from the null
+
+
+def test_lm_stops_at_the_plateau(tmp_path):
+    from txray.demo.config import DemoConfig
+    from txray.demo.data import DemoData, lm_vocabulary
+    from txray.demo.lm import train_lm
+
+    words = [f"w{i % 37}" for i in range(3000)]
+    data = DemoData([words[:2400]], [words[2400:]], [], [], [])
+    config = DemoConfig(
+        out=tmp_path, hidden=8, embedding=8, vocab=50, epochs=8, plateau=0.9, batch_size=8, progress=False
+    )
+    run = train_lm(config, data, lm_vocabulary(data.wiki, 50), seed=0)
+    assert run.stopped == "plateau" and run.epochs == 3  # no epoch improves validation perplexity by 90 %
+    assert sorted(run.snapshots) == [1, 2, 3] and all(p.is_file() for p in run.snapshots.values())
+    assert len(run.val_perplexity) == len(run.seconds) == 3
+    again = train_lm(config, data, lm_vocabulary(data.wiki, 50), seed=0)  # from the cache
+    assert again.val_perplexity == run.val_perplexity and again.snapshots == run.snapshots

@@ -3,14 +3,17 @@
 The encoder (embedding + LSTM) is what txray records (layer ``encoder.rnn``)
 and what the classifier fine-tunes; the language model adds a decoder onto
 the vocabulary. Training is truncated backpropagation through time over the
-Wikipedia words (articles joined by ``<eos>``). State dicts of the snapshot
-epochs are cached with the per-epoch training perplexity.
+Wikipedia words (articles joined by ``<eos>``), until the validation
+perplexity on held-out articles reaches its plateau. State dicts of the
+snapshot epochs are cached with the per-epoch perplexities and times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -18,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import DemoConfig
-from .data import EOS, UNK
+from .data import EOS, UNK, DemoData
 from .files import atomic_path, write_json
 
 LAYER = "encoder.rnn"
@@ -80,35 +83,102 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
     return stream[: steps * batch_size].view(batch_size, steps)
 
 
-def snapshot_dir(config: DemoConfig) -> Path:
-    """Where this configuration's LM snapshots are cached."""
+@dataclasses.dataclass
+class LMRun:
+    """A trained language model: its snapshot files and its training history."""
+
+    seed: int
+    snapshots: dict[int, Path]  # epoch -> state dict file: the first epoch and the last two
+    train_perplexity: list[float]  # per epoch
+    val_perplexity: list[float]  # per epoch, on the held-out Wikipedia words
+    seconds: list[float]  # per epoch (training and validation)
+    stopped: str  # "plateau" or "budget" (the preset's most epochs reached first)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_perplexity)
+
+
+def snapshot_dir(config: DemoConfig, seed: int) -> Path:
+    """Where the LM snapshots of these settings and this seed are cached."""
     key = config.key(
-        "hidden", "embedding", "vocab", "epochs", "train_tokens", "bptt", "batch_size", "lr", "dropout", "seed"
+        "hidden",
+        "embedding",
+        "vocab",
+        "epochs",
+        "plateau",
+        "train_tokens",
+        "val_tokens",
+        "bptt",
+        "batch_size",
+        "lr",
+        "dropout",
+        seed=seed,
+        data_seed=config.seed,
     )
     return config.cache_dir / f"lm-{key}"
 
 
-def train_lm(config: DemoConfig, wiki: list[list[str]], vocab: list[str]) -> tuple[dict[int, Path], list[float]]:
-    """Train the LM (or find it cached): the snapshot file of each snapshot epoch, and the
-    training perplexity of every epoch."""
-    folder = snapshot_dir(config)
+def train_lm(config: DemoConfig, data: DemoData, vocab: list[str], seed: int) -> LMRun:
+    """Train the LM (or find it cached) until validation perplexity reaches its plateau.
+
+    Stops after the first epoch (from the third on) whose validation perplexity is not at
+    least ``config.plateau`` (a share) below the best before it, or after ``config.epochs``.
+    Keeps the first epoch and the last two, as the paper kept 1, 48 and 49.
+    """
+    folder = snapshot_dir(config, seed)
     done = folder / "training.json"
-    paths = {epoch: folder / f"epoch{epoch:03d}.pt" for epoch in config.snapshots()}
-    if done.is_file() and all(p.is_file() for p in paths.values()):
-        return paths, json.loads(done.read_text(encoding="utf-8"))["perplexity"]
-    torch.manual_seed(config.seed)
+    if done.is_file():
+        run = LMRun(seed=seed, **json.loads(done.read_text(encoding="utf-8"))["run"])
+        run.snapshots = {int(e): folder / p for e, p in run.snapshots.items()}
+        if all(p.is_file() for p in run.snapshots.values()):
+            return run
+    torch.manual_seed(seed)
     device = config.resolved_device()
     model = build_lm(config, len(vocab)).to(device)
-    data = batchify(token_stream(wiki, vocab), config.batch_size).to(device)
+    train = batchify(token_stream(data.wiki, vocab), config.batch_size).to(device)
+    val = batchify(token_stream(data.wiki_val, vocab), config.batch_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    perplexity = []
+    run = LMRun(seed, {}, [], [], [], "budget")
+    previous: dict[str, torch.Tensor] | None = None
     for epoch in range(1, config.epochs + 1):
-        perplexity.append(_epoch(model, data, optimizer, config, f"LM epoch {epoch}/{config.epochs}"))
-        if epoch in paths:
-            with atomic_path(paths[epoch]) as tmp:
-                torch.save(model.state_dict(), tmp)
-    write_json({"perplexity": perplexity, "vocab_size": len(vocab), "tokens": int(data.numel())}, done)
-    return paths, perplexity
+        started = time.perf_counter()
+        run.train_perplexity.append(_epoch(model, train, optimizer, config, f"LM {seed} epoch {epoch}/{config.epochs}"))
+        run.val_perplexity.append(perplexity(model, val, config.bptt))
+        run.seconds.append(time.perf_counter() - started)
+        log(
+            config,
+            f"LM seed {seed} epoch {epoch}: train perplexity {run.train_perplexity[-1]:.1f}, "
+            f"validation {run.val_perplexity[-1]:.1f} ({run.seconds[-1]:.1f} s)",
+        )
+        if epoch == 1:
+            _save(model.state_dict(), folder / "epoch001.pt")
+        best_before = min(run.val_perplexity[:-1], default=math.inf)
+        plateau = run.val_perplexity[-1] > best_before * (1 - config.plateau)
+        if epoch < config.epochs and not (plateau and epoch >= 3):
+            previous = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            continue
+        run.stopped = "plateau" if plateau and epoch >= 3 else "budget"
+        assert previous is not None
+        _save(previous, folder / f"epoch{epoch - 1:03d}.pt")
+        _save(model.state_dict(), folder / f"epoch{epoch:03d}.pt")
+        run.snapshots = {e: folder / f"epoch{e:03d}.pt" for e in (1, epoch - 1, epoch)}
+        break
+    record = dataclasses.asdict(run) | {"snapshots": {e: p.name for e, p in run.snapshots.items()}}
+    del record["seed"]
+    write_json({"run": record, "vocab_size": len(vocab), "tokens": int(train.numel())}, done)
+    return run
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def log(config: DemoConfig, line: str) -> None:
+    """A progress line (per-epoch times), unless the run is quiet."""
+    if config.progress:
+        tqdm.write(line)
 
 
 def _epoch(
@@ -131,6 +201,23 @@ def _epoch(
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         total += loss.item() * targets.numel()
+        count += targets.numel()
+    return math.exp(total / count)
+
+
+@torch.inference_mode()
+def perplexity(model: LanguageModel, data: torch.Tensor, bptt: int) -> float:
+    """The model's perplexity on ``data`` (batch, steps), in eval mode, state carried across windows."""
+    model.eval()
+    state = None
+    total, count = 0.0, 0
+    for start in range(0, data.size(1) - 1, bptt):
+        stop = min(start + bptt, data.size(1) - 1)
+        logits, state = model(data[:, start:stop], state)
+        targets = data[:, start + 1 : stop + 1]
+        total += nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+        ).item()
         count += targets.numel()
     return math.exp(total / count)
 

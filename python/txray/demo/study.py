@@ -1,13 +1,19 @@
-"""The study: pretraining (RQ1), zero-shot transfer (RQ2), supervision (RQ3) and pruning (Table 2).
+"""The study: pretraining (RQ1), zero-shot transfer (RQ2), supervision (RQ3) and pruning (Table 2),
+repeated over seeds, with the paper's claims tested over the replicates.
 
-Every number comes from txray's public API: ``record_model``, ``compare``,
-``summary``, ``analysis``, ``pruning_sets``, ``pruning_table`` and
-``write_report``.
+The LMs are trained once per LM seed and shared; each replicate records its
+own text sample, fine-tunes with its own seed and prunes with its own random
+control sets. Every number comes from txray's public API: ``record_model``,
+``compare``, ``summary``, ``analysis``, ``pruning_sets``, ``prune``,
+``pruning_table`` and ``write_report``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import os
+import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,52 +27,133 @@ from ..compare import compare, summary
 from ..corpus import Corpus
 from ..features import Feature, Pos, Token
 from ..profile import Profile
-from ..prune import pruning_sets, pruning_table
+from ..prune import pruning_sets
 from ..report import write_report
 from ..taggers import SpacyTagger
-from .classifier import Batches, f1, fine_tune
+from .claims import claims_table
+from .classifier import Batches, f1, fine_tune, last_states
 from .config import DemoConfig
-from .data import DemoData, feature_words, lm_vocabulary, load_data
+from .data import feature_words, lm_vocabulary, load_data, sample
 from .files import write_json, write_table, write_text
-from .lm import LAYER, load_lm, train_lm
-from .result import Comparison, StudyResult
-from .summary import index_html, summary_text
+from .lm import LAYER, LMRun, load_lm, log, train_lm
+from .pruning import Evaluation, pruning_with_controls
+from .result import COMPARISONS, Comparison, Replicate, StudyResult
+from .summary import index_html, result_summary, summary_text
 
 MAX_WINDOW = 256  # words per recorded window (longer articles continue in a new window)
 GAINED_TOP = 8  # features listed per gained neuron (Table 1)
 
 
 def run_study(config: DemoConfig) -> StudyResult:
-    """Run the whole study, write every artefact under ``config.out`` and print the summary."""
+    """Run the whole study over ``config.seeds`` replicates, write every artefact under ``config.out``."""
     started = time.perf_counter()
     data = load_data(config)
     vocab = lm_vocabulary(data.wiki, config.vocab)
-    snapshots, perplexity = train_lm(config, data.wiki, vocab)
-    features = [Token(vocabulary=feature_words(data.wiki, data.train, config.tokens)), Pos(SpacyTagger())]
-    recorder = _Recording(config, vocab, features)
+    seeds = config.replicate_seeds()
+    tweets = [t.words for t in data.train]
+    samples = {s: (sample(data.wiki, config.tokens, s), sample(tweets, config.tokens, s)) for s in seeds}
+    token = Token(vocabulary=feature_words(text for pair in samples.values() for text in pair))
+    lms = {s: train_lm(config, data, vocab, s) for s in sorted({config.lm_seed(r) for r in range(config.seeds)})}
+    batches = {"train": Batches(data.train, vocab), "val": Batches(data.val, vocab), "test": Batches(data.test, vocab)}
 
-    stages = {
-        f"wiki epoch {e}": recorder.record(load_lm(config, len(vocab), p), data.wiki, "wiki", f"wiki epoch {e}")
-        for e, p in snapshots.items()
-    }
-    pretrained = load_lm(config, len(vocab), snapshots[config.epochs])
-    stages["tweets zero-shot"] = recorder.record(pretrained, _words(data), "tweets", "tweets zero-shot")
-    train, test = Batches(data.train, vocab), Batches(data.test, vocab)
-    classifier = fine_tune(config, pretrained.encoder, train)
-    stages["tweets supervised"] = recorder.record(classifier, _words(data), "tweets", "tweets supervised")
-
-    comparisons = _comparisons(list(stages.values()))
-    evaluate = lambda model: {"train": f1(model, train), "test": f1(model, test)}  # noqa: E731
-    zero_shot, supervised = stages["tweets zero-shot"], stages["tweets supervised"]
-    sets = pruning_sets(compare(zero_shot, supervised), supervised, k=config.prune_k)
-    pruning = pruning_table(classifier, LAYER, sets, evaluate, profile=supervised)
-    gained = gained_neurons(comparisons[-1].table, supervised)
-    result = StudyResult(config, perplexity, stages, comparisons, _baseline(pruning), pruning, gained, {}, 0.0, "")
-    result.files = _write(result)
+    replicates: list[Replicate] = []
+    first: dict[str, Any] = {}
+    for r, seed in enumerate(seeds):
+        # POS features for the first replicate only: its profiles make the reports; the claims need tokens.
+        features: list[Feature] = [token, Pos(SpacyTagger())] if r == 0 else [token]
+        replicate, artefacts = _replicate(
+            config, vocab, lms[config.lm_seed(r)], samples[seed], batches, features, seed, r
+        )
+        replicates.append(replicate)
+        if r == 0:
+            first = artefacts
+    claims = claims_table(replicates, config.prune_k)
+    lm = [dataclasses.asdict(run) | {"snapshots": sorted(run.snapshots)} for run in lms.values()]
+    result = StudyResult(
+        config,
+        lm,
+        first["stages"],
+        first["comparisons"],
+        replicates[0].f1,
+        first["pruning"],
+        first["gained"],
+        replicates,
+        claims,
+        {},
+        0.0,
+        "",
+    )
     result.seconds = time.perf_counter() - started
+    result.run = run_conditions(config, result.seconds)
+    result.files = _write(result)
     result.summary = summary_text(result)
     write_text(result.summary, result.files["summary_txt"])
     return result
+
+
+def _replicate(
+    config: DemoConfig,
+    vocab: list[str],
+    lm: LMRun,
+    samples: tuple[list[list[str]], list[list[str]]],
+    batches: dict[str, Batches],
+    features: list[Feature],
+    seed: int,
+    index: int,
+) -> tuple[Replicate, dict[str, Any]]:
+    """One replicate: record the LM's snapshots and the classifier on this seed's text sample,
+    fine-tune with this seed, compare, prune with controls."""
+    started = time.perf_counter()
+    recorder = _Recording(config, vocab, features)
+    wiki, tweets = samples
+    stages = {
+        f"wiki epoch {e}": recorder.record(load_lm(config, len(vocab), p), wiki, "wiki", f"wiki epoch {e}")
+        for e, p in sorted(lm.snapshots.items())
+    }
+    last = lm.snapshots[max(lm.snapshots)]
+    stages["tweets zero-shot"] = recorder.record(
+        load_lm(config, len(vocab), last), tweets, "tweets", "tweets zero-shot"
+    )
+    classifier, supervision = fine_tune(
+        config, load_lm(config, len(vocab), last).encoder, batches["train"], batches["val"], seed, last
+    )
+    stages["tweets supervised"] = recorder.record(classifier, tweets, "tweets", "tweets supervised")
+    comparisons = _comparisons(list(stages.values()))
+
+    evaluation = Evaluation(
+        classifier,
+        {split: last_states(classifier, b) for split, b in batches.items() if split != "val"},
+        {split: b.labels.numpy() for split, b in batches.items() if split != "val"},
+    )
+    zero_shot, supervised = stages["tweets zero-shot"], stages["tweets supervised"]
+    sets = pruning_sets(compare(zero_shot, supervised), supervised, k=config.prune_k)
+    pruning, rows = pruning_with_controls(
+        evaluation, sets, supervised, config.hidden, config.controls, config.bootstrap, seed
+    )
+    f1s = {split: f1(classifier, b) for split, b in batches.items()}
+    replicate = Replicate(
+        seed=seed,
+        lm_seed=lm.seed,
+        neurons=config.hidden,
+        lm_epochs=lm.epochs,
+        counts={key: c.counts for key, c in zip(COMPARISONS, comparisons)},
+        f1=f1s,
+        supervision=dataclasses.asdict(supervision),
+        pruning=rows,
+        seconds=time.perf_counter() - started,
+    )
+    log(
+        config,
+        f"replicate {index + 1}/{config.seeds} (seed {seed}, LM seed {lm.seed}): "
+        f"test F1 {f1s['test']:.3f}, {replicate.seconds:.1f} s",
+    )
+    artefacts = {
+        "stages": stages,
+        "comparisons": comparisons,
+        "pruning": pruning,
+        "gained": gained_neurons(comparisons[-1].table, supervised),
+    }
+    return replicate, artefacts
 
 
 class _Recording:
@@ -100,10 +187,6 @@ class _Recording:
         return profile
 
 
-def _words(data: DemoData) -> list[list[str]]:
-    return [t.words for t in data.train]
-
-
 def _comparisons(stages: Sequence[Profile]) -> list[Comparison]:
     """The paper's four comparisons: epoch 1 vs the second to last, the last two epochs,
     Wikipedia vs tweets (zero-shot), zero-shot vs supervised."""
@@ -115,7 +198,7 @@ def _compare(question: str, a: Profile, b: Profile) -> Comparison:
     table = analysis.neuron_overview(a, b, "token")
     counts = summary(table)
     shared = np.asarray(table.column("state").to_pylist()) == "shared"
-    for kind in ("token", "pos"):
+    for kind in [k for k in ("token", "pos") if k in a.kinds and k in b.kinds]:
         for side, profile in (("a", a), ("b", b)):
             lengths = profile.lengths(kind)[shared]
             counts[f"mean_{kind}_length_{side}"] = float(lengths.mean()) if len(lengths) else None
@@ -142,11 +225,6 @@ def gained_neurons(comparison: pa.Table, profile: Profile, top: int = GAINED_TOP
             "top_tokens": pa.array([", ".join(names[int(n)]) for n in order], pa.string()),
         }
     )
-
-
-def _baseline(pruning: pa.Table) -> dict[str, float]:
-    row = pruning.slice(0, 1).to_pylist()[0]
-    return {"train": row["metric_train"], "test": row["metric_test"]}
 
 
 def _write(result: StudyResult) -> dict[str, Path]:
@@ -185,16 +263,36 @@ def _reports(result: StudyResult, out: Path) -> dict[str, Path]:
     files = {}
     for question, (title, stage_names) in groups.items():
         path = out / f"report_{question.lower()}.html"
-        title = title.format(result.config.epochs - 1, result.config.epochs)
+        last = result.replicates[0].lm_epochs
+        title = title.format(last - 1, last)
         write_report([result.stages[n] for n in stage_names], path, title=f"txray demo, {question}: {title}")
         files[f"report:{question}"] = path
     return files
 
 
-def _summary_json(result: StudyResult) -> dict[str, Any]:
+def run_conditions(config: DemoConfig, seconds: float) -> dict[str, Any]:
+    """How long the run took and where: date, machine, threads, versions."""
+    import platform
+
+    import torch
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result.config).items()},
-        "lm_perplexity": result.perplexity,
+        "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,  # the same work on idle cores: wall time near this / threads
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": config.resolved_device(),
+    }
+
+
+def _summary_json(result: StudyResult) -> dict[str, Any]:
+    """Everything measured: settings, LMs, the claims and aggregates, every replicate, the first one's tables."""
+    return result_summary(result) | {
+        "replicates": [dataclasses.asdict(r) for r in result.replicates],
         "comparisons": [{"question": c.question, "a": c.a, "b": c.b, **c.counts} for c in result.comparisons],
         "f1": result.f1,
         "pruning": result.pruning.to_pylist(),
