@@ -1,10 +1,12 @@
-"""mkdocs hook: render benchmarks/results/<benchmark>.json into the performance page.
+"""mkdocs hook: render results files into pages.
 
 A line ``<!-- txray-results: NAME -->`` in a page is replaced by the run's
 conditions (date, commit, machine, versions, arguments), its measured memory
 bandwidth and every table the benchmark printed, from
-``benchmarks/results/NAME.json``. A missing file renders as a note saying how
-to produce it.
+``benchmarks/results/NAME.json``. A line ``<!-- txray-demo: NAME -->`` is
+replaced by the claims table, counts and Table 2 of a ``txray demo`` run,
+from ``docs/demo-results/NAME.json`` (that run's ``summary.json``). A
+missing file renders as a note saying how to produce it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import os
 import re
 
 MARKER = re.compile(r"^<!-- txray-results: ([A-Za-z0-9_]+) -->$", re.MULTILINE)
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
+DEMO_MARKER = re.compile(r"^<!-- txray-demo: ([A-Za-z0-9_]+) -->$", re.MULTILINE)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+DEMO_RESULTS = os.path.join(ROOT, "docs", "demo-results")
 
 
 def _cell(value) -> str:
@@ -72,5 +77,20 @@ def render(name: str, results_dir: str = RESULTS) -> str:
     return "\n".join(out)
 
 
+def render_demo(name: str, results_dir: str = DEMO_RESULTS) -> str:
+    """A ``txray demo`` run's claims, counts and Table 2, from its ``summary.json`` copied to NAME.json."""
+    path = os.path.join(results_dir, f"{name}.json")
+    if not os.path.exists(path):
+        return (
+            f'!!! note "No results yet"\n    `docs/demo-results/{name}.json` does not exist: run '
+            f"`txray demo --preset {name} --out OUT` and copy `OUT/summary.json` there."
+        )
+    from txray.demo.summary import claims_markdown  # the same tables the demo prints
+
+    with open(path) as f:
+        return claims_markdown(json.load(f))
+
+
 def on_page_markdown(markdown, page, config, files):  # noqa: ARG001 (mkdocs hook signature)
-    return MARKER.sub(lambda m: render(m.group(1)), markdown)
+    markdown = MARKER.sub(lambda m: render(m.group(1)), markdown)
+    return DEMO_MARKER.sub(lambda m: render_demo(m.group(1)), markdown)

@@ -206,3 +206,27 @@ def test_lm_stops_at_the_plateau(tmp_path):
     assert len(run.val_perplexity) == len(run.seconds) == 3
     again = train_lm(config, data, lm_vocabulary(data.wiki, 50), seed=0)  # from the cache
     assert again.val_perplexity == run.val_perplexity and again.snapshots == run.snapshots
+
+
+def test_docs_render_the_run(demo):
+    """The docs' study page is generated from a run's summary.json (docs/hooks.py), as the demo prints it."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("docs_hooks_for_demo_test", root / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    results = demo / "docs-results"
+    results.mkdir(exist_ok=True)
+    shutil.copy(demo / "summary.json", results / "tiny.json")
+    text = hooks.render_demo("tiny", str(results))
+    summary = json.loads((demo / "summary.json").read_text())
+    for row in summary["claims"]:
+        assert f"| {row['id']} |" in text and row["verdict"] in text
+    assert f"{summary['run']['seconds']:.0f} s" in text
+    assert "No results yet" in hooks.render_demo("missing", str(results))
+    page = (root / "docs" / "demo.md").read_text()
+    for preset in ("medium", "default"):
+        assert f"<!-- txray-demo: {preset} -->" in page

@@ -101,7 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help=f"the LM stops when validation perplexity improves by less than this share (default: {defaults.plateau})",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="the first seed; replicate r uses seed + r (default: %(default)s)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="the first seed; replicate r uses seed + r (default: %(default)s)",
+    )
     parser.add_argument("--device", default=defaults.device, help="torch device; auto: cuda when available")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.set_defaults(func=run)
