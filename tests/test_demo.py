@@ -186,6 +186,9 @@ def test_verdicts():
     assert v([-0.1, 0.1, 0.05], 0.5) == "within noise"
     assert v([-0.5, -0.52, -0.48], 0.5) == "contradicted"
     assert v([-0.5, -0.52, -0.48], -0.5, direction=-1) == "reproduced"
+    assert v([-0.5, 0.4, 0.1], -0.5, direction=-1) == "within noise"
+    assert v([0.5, 0.52, 0.48], -0.5, direction=-1) == "contradicted"
+    assert v([-0.05, -0.06, -0.04], -0.5, direction=-1) == "direction only"
     assert v([0.3], 0.3) == "within noise"  # one replicate: no interval
     assert v([0.15, 0.16, 0.14], 0.9, null=0.1) == "direction only"  # effects are measured from the null
 

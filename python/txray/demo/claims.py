@@ -20,10 +20,6 @@ from .stats import describe, verdict
 PAPER_NEURONS = 1500
 
 
-def _share(value: float, n: int) -> float:
-    return value / n
-
-
 def _row(r: Replicate, name: str) -> dict[str, Any]:
     for row in r.pruning:
         if row["set"] == name:
@@ -33,6 +29,11 @@ def _row(r: Replicate, name: str) -> dict[str, Any]:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    """a - b, undefined (None) where either is."""
+    return None if a is None or b is None else a - b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ def paper_claims(k: int) -> list[Claim]:
             "RQ2",
             "Zero-shot, the encoder shares almost as many neurons as between late epochs (1,323 vs 1,335)",
             "shared zero-shot / shared late epochs - 1",
-            lambda r: (_ratio(r.counts["rq2"]["shared"], r.counts["rq1_late"]["shared"]) or 0) - 1,
+            lambda r: _minus(_ratio(r.counts["rq2"]["shared"], r.counts["rq1_late"]["shared"]), 1),
             1323 / 1335 - 1,
             -1,
         ),
@@ -106,7 +107,7 @@ def paper_claims(k: int) -> list[Claim]:
             "RQ3",
             "Supervision roughly halves the shared neurons (1,323 -> 675)",
             "shared supervised / shared zero-shot - 1",
-            lambda r: (_ratio(r.counts["rq3"]["shared"], r.counts["rq2"]["shared"]) or 0) - 1,
+            lambda r: _minus(_ratio(r.counts["rq3"]["shared"], r.counts["rq2"]["shared"]), 1),
             675 / 1323 - 1,
             -1,
         ),

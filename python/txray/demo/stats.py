@@ -56,7 +56,7 @@ def verdict(summary: dict[str, Any], null: float, paper: float | None, direction
     low, high, mean = summary["low"], summary["high"], summary["mean"]
     if low is None or high is None or mean is None:
         return WITHIN_NOISE
-    lo, hi = (low - null) * direction, (high - null) * direction
+    lo, hi = sorted(((low - null) * direction, (high - null) * direction))  # the paper's side positive
     if hi < 0:
         return CONTRADICTED
     if lo <= 0:

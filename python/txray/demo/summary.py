@@ -237,13 +237,20 @@ def settings_line(summary: Mapping[str, Any]) -> str:
         f"(seeds {c['seed']}-{c['seed'] + c['seeds'] - 1}) over {c['lm_seeds']} LM(s), each recording its own "
         f"{c['tokens']:,}-word sample of Wikipedia and of tweets; {c['controls']} random sets per pruning row; "
         f"{run['seconds']:.0f} s on {run['device']} ({run['cpu_seconds']:.0f} s of CPU time; {run['torch_threads']} "
-        f"threads, {run['cpu_count']} cores)."
+        f"threads, {run['cpu_count']} cores; {run['date_utc']} UTC)."
     )
 
 
 def claims_markdown(summary: Mapping[str, Any]) -> str:
-    """The docs' view of a run's ``summary.json``: settings, claims, counts and Table 2 as Markdown."""
-    n = summary["claims"][0]["n"] if summary["claims"] else 0
+    """The docs' view of a run's ``summary.json``: settings, claims, counts and Table 2 as Markdown.
+
+    The claims are computed again from the run's replicates, so that the page applies the
+    current rules (:mod:`.claims`, :func:`.stats.verdict`) to the run's numbers."""
+    from .claims import claims_table
+
+    replicates = [Replicate(**r) for r in summary["replicates"]]
+    summary = {**summary, "claims": claims_table(replicates, summary["config"]["prune_k"])}
+    n = len(replicates)
     return "\n".join(
         [
             settings_line(summary),
