@@ -10,12 +10,13 @@ control sets. Every number comes from txray's public API: ``record_model``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ def _replicate(
         config, load_lm(config, len(vocab), last).encoder, batches["train"], batches["val"], seed, last
     )
     stages["tweets supervised"] = recorder.record(classifier, tweets, "tweets", "tweets supervised")
-    comparisons = _comparisons(list(stages.values()))
+    with _torch_threads_kept():
+        comparisons = _comparisons(list(stages.values()))
 
     evaluation = Evaluation(
         classifier,
@@ -126,7 +128,8 @@ def _replicate(
         {split: b.labels.numpy() for split, b in batches.items() if split != "val"},
     )
     zero_shot, supervised = stages["tweets zero-shot"], stages["tweets supervised"]
-    sets = pruning_sets(compare(zero_shot, supervised), supervised, k=config.prune_k)
+    with _torch_threads_kept():
+        sets = pruning_sets(compare(zero_shot, supervised), supervised, k=config.prune_k)
     pruning, rows = pruning_with_controls(
         evaluation, sets, supervised, config.hidden, config.controls, config.bootstrap, seed
     )
@@ -154,6 +157,20 @@ def _replicate(
         "gained": gained_neurons(comparisons[-1].table, supervised),
     }
     return replicate, artefacts
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Keep PyTorch's thread count across ``txray.compare``: numba's OpenMP layer, starting there,
+    sets the process's OpenMP thread count to all cores, which would override ``OMP_NUM_THREADS``
+    (and change the rounding) for the training that follows."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _Recording:
