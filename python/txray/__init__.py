@@ -13,7 +13,17 @@ from . import analysis  # the tables behind the figures (txray.plots needs plotl
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
 from .parquet import ProfileError
-from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, align, merge_profiles, union_vocabulary
+from .profile import (
+    CONTEXTS_SCHEMA,
+    TABLE_SCHEMA,
+    Distributions,
+    KindCells,
+    Profile,
+    align,
+    merge_profiles,
+    top_contexts,
+    union_vocabulary,
+)
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
 from .report import write_report
@@ -34,6 +44,8 @@ __all__ = [
     "nearest",
     "match",
     "TABLE_SCHEMA",
+    "CONTEXTS_SCHEMA",
+    "top_contexts",
     "COMPARE_SCHEMA",
     "NEAREST_SCHEMA",
     "MATCH_SCHEMA",
