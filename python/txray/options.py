@@ -8,10 +8,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+from .contexts import DEFAULT_CONTEXT_WINDOW
 from .corpus import Shard
 from .features import Feature
 from .profile import Profile
-from .recorder import DEFAULT_DENSE_LIMIT
+from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,15 @@ class RecordOptions:
         ``txray merge``) into the profile of a whole run. Each part's metadata
         holds ``"shards": [[index, count]]``; an empty shard (more shards than
         sequences) records ``{}``.
+    contexts:
+        Top activating contexts kept per neuron (default 20; 0: none): each
+        neuron's highest activations with the word, its sequence and the text
+        around it, in each profile's ``contexts`` table. A context's ``unit`` is
+        its word's position among the corpus's words (counted from 0, as
+        ``limit_tokens`` counts them), the same for every model and every
+        shard; special tokens are never contexts.
+    context_window:
+        Words of a context's text on either side of its word (default 8).
     """
 
     features: tuple[str | Feature, ...] = ("token",)
@@ -93,6 +103,8 @@ class RecordOptions:
     shard: Shard | tuple[int, int] | None = None
     vocab_from: Profile | str | os.PathLike[str] | None = None
     profile_name: str | None = None
+    contexts: int = DEFAULT_CONTEXTS
+    context_window: int = DEFAULT_CONTEXT_WINDOW
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (
