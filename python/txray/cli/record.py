@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, check_record_args
+from ._common import UsageError, check_record_args, non_negative_int
 
 if TYPE_CHECKING:
     from txray.capture import Layer
@@ -100,6 +100,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "become <unk>; overrides --min-count). Not needed for comparing corpora: txray compare lines "
         "vocabularies up by name",
     )
+    parser.add_argument(
+        "--contexts",
+        type=non_negative_int,
+        default=20,
+        metavar="K",
+        help="top activating contexts kept per neuron: its K highest activations with the word, its line "
+        "and the words around it (default: %(default)s; 0: none)",
+    )
+    parser.add_argument(
+        "--context-window",
+        type=non_negative_int,
+        default=8,
+        metavar="W",
+        help="words of a context's text on either side of its word (default: %(default)s)",
+    )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -175,6 +190,8 @@ def _record(
         shard=shard,
         vocab_from=vocab_from,
         profile_name=args.name,
+        contexts=args.contexts,
+        context_window=args.context_window,
     )
     corpus = txray.Corpus(args.corpus, text=args.text)
     profiles: dict[str, Profile] | None
