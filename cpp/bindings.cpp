@@ -323,12 +323,14 @@ PYBIND11_MODULE(_native, m) {
           "None when the recorder keeps none")
       .def(
           "context_units",
-          [](const txray::Recorder& r) -> py::object {
+          [](const txray::Recorder& r, bool latest) -> py::object {
             const txray::Contexts* c = r.contexts();
             if (!c) return py::none();
-            return to_numpy(locked(r, [&] { return c->units(); }));
+            return to_numpy(locked(r, [&] { return c->units(latest); }));
           },
-          "the distinct units some neuron keeps as a context, ascending; None when the recorder keeps none")
+          py::arg("latest") = false,
+          "the distinct units some neuron keeps as a context, ascending (with latest: only those that entered "
+          "with the latest update); None when the recorder keeps none")
       .def("frequencies", [](const txray::Recorder& r,
                              size_t kind) { return to_numpy(locked(r, [&] { return r.frequencies(kind); })); })
       .def("mass", [](const txray::Recorder& r) { return to_numpy(locked(r, [&] { return r.mass(); })); })

@@ -20,7 +20,7 @@ Contexts::Contexts(int64_t n_neurons, int k)
 void Contexts::insert(int32_t neuron, float activation, int64_t unit) {
   Candidate* heap = heap_.data() + size_t(neuron) * size_t(k_);
   int32_t& size = size_[size_t(neuron)];
-  const Candidate c{activation, unit};
+  const Candidate c{activation, batch_, unit};
   if (size < k_) {
     heap[size++] = c;
     std::push_heap(heap, heap + size, before);
@@ -65,11 +65,14 @@ ContextTable Contexts::table() const {
   return out;
 }
 
-std::vector<int64_t> Contexts::units() const {
+// After 2^32 batches a candidate from long ago may count as the latest
+// batch's: its unit is then reported once more, which costs a caller nothing.
+std::vector<int64_t> Contexts::units(bool latest_batch) const {
   std::vector<int64_t> out;
   for (int64_t n = 0; n < n_neurons_; ++n) {
     const Candidate* heap = heap_.data() + size_t(n) * size_t(k_);
-    for (int32_t i = 0; i < size_[size_t(n)]; ++i) out.push_back(heap[i].unit);
+    for (int32_t i = 0; i < size_[size_t(n)]; ++i)
+      if (!latest_batch || heap[i].batch == batch_) out.push_back(heap[i].unit);
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());

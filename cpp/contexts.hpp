@@ -43,13 +43,17 @@ class Contexts {
   // Offers every candidate of another stream (same neurons and k).
   void merge(const Contexts& other);
   ContextTable table() const;
-  // The distinct units held by any neuron, ascending.
-  std::vector<int64_t> units() const;
+  // Starts a batch of offers (an update): units() can then tell what it added.
+  void next_batch() { ++batch_; }
+  // The distinct units held by any neuron, ascending; with latest_batch, only
+  // those that entered in the latest batch (a scan, no sort of every unit).
+  std::vector<int64_t> units(bool latest_batch = false) const;
   size_t bytes() const;
 
  private:
   struct Candidate {
     float activation;
+    uint32_t batch;  // when it entered (wraps after 2^32 batches: harmless, see units())
     int64_t unit;
   };
   // The order of candidates: `a` ranks before `b`.
@@ -63,6 +67,7 @@ class Contexts {
   std::vector<Candidate> heap_;  // k per neuron; a neuron's first size_[n] are a heap, worst on top
   std::vector<int32_t> size_;
   std::vector<float> threshold_;
+  uint32_t batch_ = 0;
 };
 
 }  // namespace txray

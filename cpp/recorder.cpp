@@ -148,6 +148,7 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
   }
   if (features.size() != vocab_sizes_.size()) throw InputError("one feature array per feature kind is needed");
   const Rows rows = rows_to_record(acts.rows, mask);
+  if (contexts_) contexts_->next_batch();
   if (rows.size == 0) return;
   if (mode_ == Mode::All) {
     check_features(rows, features);

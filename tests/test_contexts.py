@@ -347,14 +347,26 @@ def test_texts_held_stay_bounded_by_the_live_contexts(monkeypatch):
     sizes = []
     keep = ContextTexts.keep
 
-    def watched(self, batch, units, live):
-        keep(self, batch, units, live)
-        sizes.append((len(self), len(live), len(units)))
+    def watched(self, batch, units, entered, live):
+        keep(self, batch, units, entered, live)
+        sizes.append((len(self), len(live()), len(units)))
 
     monkeypatch.setattr(ContextTexts, "keep", watched)
     model, tok = Embedder(), txray.VocabTokenizer(WORDS)
     corpus = small_corpus() * 20  # 500 sequences, about 7,000 words
     txray.record_model(model, tok, corpus, ["embed"], mode="all", contexts=2, max_tokens=64, progress=False)
     assert len(sizes) > 100
-    assert all(held <= 2 * live + batch for held, live, batch in sizes)
-    assert max(held for held, _, _ in sizes) < 40  # 5 neurons x 2 contexts, twice, and a batch
+    assert all(live <= 5 * 2 for _, live, _ in sizes)  # 5 neurons x 2 contexts
+    assert all(held <= 2 * 5 * 2 + batch for held, _, batch in sizes)  # twice that, and a batch
+
+
+def test_context_units_of_the_latest_update():
+    rec = txray.Recorder(2, SIZES, mode="all", contexts=2)
+    ids = {"token": [0, 0]}
+    rec.update(np.array([[1, 5], [2, 6]], np.float32), ids, units=[10, 11])
+    assert list(rec.context_units(latest=True)) == [10, 11]
+    rec.update(np.array([[3, 0], [0, 0]], np.float32), ids, units=[20, 21])  # 20 enters neuron 0 only
+    assert list(rec.context_units(latest=True)) == [20]
+    assert list(rec.context_units()) == [10, 11, 20]  # neuron 0 keeps 20, 11; neuron 1 keeps 11, 10
+    rec.update(np.zeros((1, 2), np.float32), {"token": [0]}, units=[30])  # nothing enters
+    assert list(rec.context_units(latest=True)) == []

@@ -60,8 +60,8 @@ class Recorder:
         self,
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
         """(neuron int32, rank int32, activation float64, unit int64) of the kept contexts, sorted by neuron then rank; None when the recorder keeps none"""
-    def context_units(self) -> npt.NDArray[np.int64] | None:
-        """the distinct units some neuron keeps as a context, ascending; None when the recorder keeps none"""
+    def context_units(self, latest: bool = False) -> npt.NDArray[np.int64] | None:
+        """the distinct units some neuron keeps as a context, ascending (with latest: only those that entered with the latest update); None when the recorder keeps none"""
     def frequencies(self, arg0: int, /) -> npt.NDArray[np.int64]: ...
     def mass(self) -> npt.NDArray[np.float64]: ...
     def dense(self, arg0: int, /) -> bool: ...

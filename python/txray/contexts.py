@@ -9,14 +9,14 @@ corpus and turns the surviving candidates into text with
 Why text is kept during the pass, not found by a second one: a second pass
 would read (and, for most corpora, split into words) the whole corpus again,
 and a one-shot stream cannot be read twice. Instead, after every batch the
-window of each of its units that some neuron keeps is stored, and windows
-no neuron keeps any more are dropped, so memory is bounded by neurons x k x
-window (for every layer together), never by the corpus.
+window of each of its units that entered some neuron's top k is stored, and
+windows no neuron keeps any more are dropped, so memory is bounded by
+neurons x k x window (for every layer together), never by the corpus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,38 +53,39 @@ class ContextTexts:
         self.window = window
         # unit -> (document, word, text, word offset)
         self._texts: dict[int, tuple[int, str, str, int]] = {}
+        self._prune_above = 0  # held texts that make keep() drop the dead ones
 
     def __len__(self) -> int:
         """How many units' texts are held."""
         return len(self._texts)
 
-    def keep(self, batch: Batch, units: np.ndarray, live: np.ndarray) -> None:
-        """Store the text of each unit of a recorded batch that is ``live`` (kept by
-        some neuron); drop texts no neuron keeps any more.
+    def keep(self, batch: Batch, units: np.ndarray, entered: np.ndarray, live: Callable[[], np.ndarray]) -> None:
+        """Store the text of each unit of a recorded batch that entered some neuron's
+        top k with it; drop texts no neuron keeps any more.
 
-        ``units`` are the batch's unit numbers (:func:`unit_numbers`), ``live`` the
-        sorted distinct units the recorders keep (:func:`live_units`).
+        ``units`` are the batch's unit numbers (:func:`unit_numbers`), ``entered``
+        the sorted units that entered with the batch (:func:`live_units` with
+        ``latest``), and ``live()`` gives every unit the recorders keep.
         """
         texts = self._texts
-        if len(live):
-            at = np.minimum(np.searchsorted(live, units), len(live) - 1)
-            hits = np.flatnonzero((live[at] == units) & (units >= 0))
-        else:
-            hits = np.zeros(0, dtype=np.int64)
-        if len(hits):
+        if len(entered):
+            at = np.minimum(np.searchsorted(entered, units), len(entered) - 1)
+            hits = np.flatnonzero((entered[at] == units) & (units >= 0))
             window_of_unit = np.repeat(np.arange(len(batch.windows)), batch.units_per_window)
-        for i in hits:
-            unit = int(units[i])
-            if unit not in texts:
+            for i in hits:
                 example, word = batch.windows[window_of_unit[i]].example, int(batch.unit_word[i])
                 text, offset = word_window(example.words, word, self.window)
-                texts[unit] = (example.index, example.words[word], text, offset)
-        # Dropping costs a pass over the held units, so it waits until half of them
-        # are dead: memory stays within twice the live texts (and one batch).
-        if len(texts) > 2 * len(live) + len(units):
+                texts[int(units[i])] = (example.index, example.words[word], text, offset)
+        # Dropping asks the recorders for every unit they keep and passes over the held
+        # texts, so it waits until the texts have doubled since the last drop: its cost
+        # is spread over the texts added, and memory stays within twice the live texts
+        # (and one batch).
+        if len(texts) > self._prune_above:
+            kept = live()
             held = np.fromiter(texts, dtype=np.int64, count=len(texts))
-            for unit in held[~np.isin(held, live)]:
+            for unit in held[~np.isin(held, kept)]:
                 del texts[int(unit)]
+            self._prune_above = 2 * len(texts) + len(units)
 
     def fill(self, contexts: pa.Table, k: int) -> pa.Table:
         """``contexts`` (at most ``k`` per neuron) with ``document``, ``word``, ``text``
@@ -106,9 +107,10 @@ def unit_numbers(batch: Batch) -> np.ndarray:
     return np.where(batch.unit_word >= 0, first_word[window_of_unit] + batch.unit_word, -1)
 
 
-def live_units(recorders: Iterable[Any]) -> np.ndarray:
-    """The sorted distinct units that any of ``recorders`` keeps as a context."""
-    parts = [units for r in recorders if (units := r.context_units()) is not None]
+def live_units(recorders: Iterable[Any], latest: bool = False) -> np.ndarray:
+    """The sorted distinct units that any of ``recorders`` keeps as a context (with
+    ``latest``: that entered with its latest update)."""
+    parts = [units for r in recorders if (units := r.context_units(latest)) is not None]
     if not parts:
         return np.zeros(0, dtype=np.int64)
     return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))

@@ -176,7 +176,9 @@ class _Run:
         for layer, tensor in self.capture.collect(output).items():
             self._record(layer, tensor)
         if self.texts is not None and self._units is not None:
-            self.texts.keep(batch, self._units, live_units(self.recorders.recorders()))
+            recorders = list(self.recorders.recorders())
+            entered = live_units(recorders, latest=True)
+            self.texts.keep(batch, self._units, entered, lambda: live_units(recorders))
         self.words += batch.n_units
 
     def _record(self, layer: str, tensor: torch.Tensor) -> None:

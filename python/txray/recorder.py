@@ -326,6 +326,12 @@ class Recorder:
         recorder that saw both streams (units as each was given them)."""
         if not isinstance(other, Recorder):
             raise TypeError(f"can only merge a Recorder, not {type(other).__name__}")
+        # The device first: a CPU and a CUDA recorder also differ in their default contexts.
+        if self._device != other._device:
+            raise ValueError(
+                f"cannot merge a recorder on {other.device} into one on {self.device}; "
+                "merge their profiles instead (a.profile().merge(b.profile()))"
+            )
         if (other.n_neurons, other.features, other.mode, other.k, other.contexts) != (
             self.n_neurons,
             self.features,
@@ -334,11 +340,6 @@ class Recorder:
             self.contexts,
         ):
             raise ValueError(f"cannot merge recorders of different shapes: {self._shape()} vs {other._shape()}")
-        if self._device != other._device:
-            raise ValueError(
-                f"cannot merge a recorder on {other.device} into one on {self.device}; "
-                "merge their profiles instead (a.profile().merge(b.profile()))"
-            )
         if other is self:
             raise ValueError("cannot merge a recorder into itself")
         if self._device is None:
@@ -408,11 +409,13 @@ class Recorder:
         table = top_contexts({"neuron": neuron, "activation": activation, "unit": unit}, self.contexts)
         return table if fill is None else fill(table, self.contexts)
 
-    def context_units(self) -> Any:
+    def context_units(self, latest: bool = False) -> Any:
         """The distinct units (ascending, int64) that some neuron keeps as a context
-        now; None when the recorder keeps no contexts. :func:`txray.record_model`
-        keeps the text of these units only."""
-        return self._native.context_units() if self.contexts else None
+        now; with ``latest``, only those that entered with the latest :meth:`update`
+        (a scan of the kept contexts, cheap enough for every batch). None when the
+        recorder keeps no contexts. :func:`txray.record_model` keeps the text of
+        these units only."""
+        return self._native.context_units(latest) if self.contexts else None
 
     def _snapshot(self) -> tuple[int, Any, list[Any], Any]:
         """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind],
