@@ -122,6 +122,7 @@ def test_layout_and_tables_are_ordinary_parquet(tmp_path):
     prof.save(path)
     assert path.is_dir()
     assert sorted(os.listdir(path)) == [
+        "_contexts.parquet",  # a recorder keeps the top contexts by default
         "_neurons.parquet",
         "_profile.json",
         "_vocabulary-pos.parquet",
