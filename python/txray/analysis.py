@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from . import _inputs
 from .compare import compare
 from .profile import Profile, align, check_compatible
 
@@ -253,7 +254,7 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     parts = []
     for label, profile in zip(stage_names(profiles), profiles):
         mass = profile.mass()
-        order = np.lexsort((np.arange(len(mass)), -mass))  # descending mass, then neuron index
+        order = mass_order(mass)
         parts.append(
             pa.Table.from_arrays(
                 [
@@ -269,13 +270,25 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _ranked_cells(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(neuron, rank, feature, p) of every preferred cell, rank 0 = largest p in its neuron."""
+def mass_order(mass: np.ndarray) -> np.ndarray:
+    """Neuron ids by activation mass, largest first (ties: lower neuron first): the order
+    of :func:`mass_curve`, and of the mass rank in :func:`txray.neuron_table`."""
+    return np.lexsort((np.arange(len(mass)), -np.asarray(mass)))
+
+
+def _ranked_cells(
+    profile: Profile, kind: str, neurons: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, rank, feature, p) of every preferred cell (of all neurons, or of the given
+    distinct ids), sorted by neuron then rank; rank 0 = largest p in its neuron."""
     dist = profile.distributions(kind)
-    neuron = np.repeat(np.arange(profile.n_neurons, dtype=np.int32), np.diff(dist.indptr))
+    rows = np.arange(profile.n_neurons) if neurons is None else np.unique(neurons)
+    if neurons is not None:
+        dist = dist.rows(rows)
+    neuron = np.repeat(rows.astype(np.int32), np.diff(dist.indptr))
     # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
     order = np.lexsort((dist.indices, -dist.data, neuron))
-    rank = np.arange(len(order)) - dist.indptr[neuron[order]]
+    rank = np.arange(len(order)) - np.repeat(dist.indptr[:-1], np.diff(dist.indptr))
     return neuron[order], rank, dist.indices[order], dist.data[order]
 
 
@@ -286,10 +299,9 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, not {top}")
-    neuron, rank, feature, p = _ranked_cells(profile, kind)
+    ids = None if neurons is None else _inputs.neuron_ids(neurons, profile.n_neurons)
+    neuron, rank, feature, p = _ranked_cells(profile, kind, ids)
     keep = rank < top
-    if neurons is not None:
-        keep &= np.isin(neuron, _neuron_ids(neurons, profile.n_neurons))
     vocab = profile.vocabulary(kind)
     names = (
         pa.array(vocab, pa.string()).take(pa.array(feature[keep]))
@@ -328,14 +340,6 @@ def feature_labels(table: pa.Table) -> list[str]:
     names = table.column("feature_name").to_pylist()
     ids = table.column("feature").to_pylist()
     return [str(f) if name is None else name for name, f in zip(names, ids)]
-
-
-def _neuron_ids(neurons: Sequence[int], n_neurons: int) -> np.ndarray:
-    ids = np.asarray(list(neurons), dtype=np.int64)
-    bad = ids[(ids < 0) | (ids >= n_neurons)]
-    if len(bad):
-        raise ValueError(f"neuron {int(bad[0])} is out of range: the layer has {n_neurons} neurons")
-    return ids
 
 
 def changed_neurons(comparison: pa.Table, k: int = 10) -> pa.Table:
@@ -380,7 +384,7 @@ def neuron_distributions(
     for other in profiles[1:]:
         check_compatible(profiles[0], other, [kind], same_neurons=True)
     profiles = align(profiles, [kind])
-    ids = _neuron_ids(neurons, profiles[0].n_neurons)
+    ids = _inputs.neuron_ids(neurons, profiles[0].n_neurons)
     labels = stage_names(profiles)
     dense = [p.distributions(kind).to_scipy() for p in profiles]
     vocab = profiles[0].vocabulary(kind)

@@ -4,6 +4,7 @@ all-pairs nearest neurons between layers of different models."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -75,21 +76,37 @@ def _csr(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return d.indptr, d.indices, d.data
 
 
-def compare(a: Profile, b: Profile, kind: str = "token", *, allow_mode_mismatch: bool = False) -> pa.Table:
+def compare(
+    a: Profile,
+    b: Profile,
+    kind: str = "token",
+    *,
+    neurons: Sequence[int] | None = None,
+    allow_mode_mismatch: bool = False,
+) -> pa.Table:
     """Neuron-by-neuron comparison of two profiles of the same layer.
 
     Both must be recorded in the same mode (see :func:`check_modes`; a
     ValueError otherwise, unless ``allow_mode_mismatch=True``). Profiles of
     different corpora (different vocabularies) are lined up by feature name
     (:func:`txray.align`): the result is the one both would give recorded with
-    one shared vocabulary. Returns a table with :data:`COMPARE_SCHEMA`; its
-    schema metadata holds the :func:`summary` as JSON under ``txray_summary``.
+    one shared vocabulary. ``neurons``: only these neurons, one row each in the
+    order given (default: every neuron). Returns a table with
+    :data:`COMPARE_SCHEMA`; its schema metadata holds the :func:`summary` of its
+    rows as JSON under ``txray_summary``.
     """
     check_compatible(a, b, [kind], same_neurons=True)
     check_modes(a, b, allow_mode_mismatch)
     a, b = align([a, b], [kind])
-    distance, union, shared = hellinger.hellinger_paired(*_csr(a, kind), *_csr(b, kind))
-    pref_a, pref_b = a.preferred(kind), b.preferred(kind)
+    rows = np.arange(a.n_neurons) if neurons is None else _inputs.neuron_ids(neurons, a.n_neurons)
+    dist_a, dist_b = a.distributions(kind), b.distributions(kind)
+    if neurons is not None:
+        dist_a, dist_b = dist_a.rows(rows), dist_b.rows(rows)
+    distance, union, shared = hellinger.hellinger_paired(
+        dist_a.indptr, dist_a.indices, dist_a.data, dist_b.indptr, dist_b.indices, dist_b.data
+    )
+    length_a, length_b = np.diff(dist_a.indptr), np.diff(dist_b.indptr)
+    pref_a, pref_b = length_a > 0, length_b > 0
     state = np.select(
         [pref_a & pref_b, pref_a & ~pref_b, ~pref_a & pref_b],
         ["shared", "avoided", "gained"],
@@ -97,15 +114,15 @@ def compare(a: Profile, b: Profile, kind: str = "token", *, allow_mode_mismatch:
     )
     table = pa.Table.from_arrays(
         [
-            pa.array(np.arange(a.n_neurons, dtype=np.int32)),
-            pa.array(state),
-            a.lengths(kind),
-            b.lengths(kind),
+            pa.array(rows.astype(np.int32)),
+            pa.array(state, pa.string()),
+            length_a,
+            length_b,
             union,
             shared,
             pa.array(distance, mask=np.isnan(distance)),
-            a.mass(),
-            b.mass(),
+            a.mass()[rows],
+            b.mass()[rows],
         ],
         schema=COMPARE_SCHEMA,
     )
