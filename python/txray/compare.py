@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _inputs, hellinger
-from .profile import Profile, align, check_compatible
+from .profile import Distributions, Profile, align, check_compatible
 
 STATES = ("shared", "avoided", "gained", "dead")
 
@@ -32,6 +32,10 @@ COMPARE_SCHEMA = pa.schema(
 (preferred in both), avoided (in A only), gained (in B only) or dead
 (neither); ``hellinger`` is null unless shared; lengths count the features
 with p > 0; ``union_length`` is the README's "Hellinger length"."""
+
+PAIRED_SCHEMA = pa.schema([COMPARE_SCHEMA.field(name) for name in COMPARE_SCHEMA.names[1:7]])
+"""Schema of :func:`compare_distributions`: the :data:`COMPARE_SCHEMA` columns from
+``state`` to ``hellinger``."""
 
 NEAREST_SCHEMA = pa.schema(
     [
@@ -102,33 +106,31 @@ def compare(
     dist_a, dist_b = a.distributions(kind), b.distributions(kind)
     if neurons is not None:
         dist_a, dist_b = dist_a.rows(rows), dist_b.rows(rows)
-    distance, union, shared = hellinger.hellinger_paired(
-        dist_a.indptr, dist_a.indices, dist_a.data, dist_b.indptr, dist_b.indices, dist_b.data
+    rows_compared = compare_distributions(dist_a, dist_b)
+    table = pa.Table.from_arrays(
+        [pa.array(rows.astype(np.int32)), *rows_compared.columns, pa.array(a.mass()[rows]), pa.array(b.mass()[rows])],
+        schema=COMPARE_SCHEMA,
     )
-    length_a, length_b = np.diff(dist_a.indptr), np.diff(dist_b.indptr)
+    info = summary(table)
+    info.update({"kind": kind, "a": a.name, "b": b.name})
+    return table.replace_schema_metadata({"txray_summary": json.dumps(info)})
+
+
+def compare_distributions(a: Distributions, b: Distributions) -> pa.Table:
+    """Row ``i`` of ``a`` against row ``i`` of ``b`` (feature ids on one vocabulary): the
+    :data:`COMPARE_SCHEMA` columns from ``state`` to ``hellinger``. :func:`compare` is this
+    for the same neurons of two profiles; :func:`txray.neuron_detail` stacks one neuron's
+    rows of several stages to compare them all in one pass."""
+    distance, union, shared = hellinger.hellinger_paired(a.indptr, a.indices, a.data, b.indptr, b.indices, b.data)
+    length_a, length_b = np.diff(a.indptr), np.diff(b.indptr)
     pref_a, pref_b = length_a > 0, length_b > 0
     state = np.select(
         [pref_a & pref_b, pref_a & ~pref_b, ~pref_a & pref_b],
         ["shared", "avoided", "gained"],
         default="dead",
     )
-    table = pa.Table.from_arrays(
-        [
-            pa.array(rows.astype(np.int32)),
-            pa.array(state, pa.string()),
-            length_a,
-            length_b,
-            union,
-            shared,
-            pa.array(distance, mask=np.isnan(distance)),
-            a.mass()[rows],
-            b.mass()[rows],
-        ],
-        schema=COMPARE_SCHEMA,
-    )
-    info = summary(table)
-    info.update({"kind": kind, "a": a.name, "b": b.name})
-    return table.replace_schema_metadata({"txray_summary": json.dumps(info)})
+    columns = [state, length_a, length_b, union, shared, pa.array(distance, mask=np.isnan(distance))]
+    return pa.Table.from_arrays(columns, schema=PAIRED_SCHEMA)
 
 
 def summary(comparison: pa.Table) -> dict[str, Any]:

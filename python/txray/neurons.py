@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from . import _inputs
 from .analysis import mass_order, stage_names, top_features
-from .compare import compare
-from .profile import CONTEXTS_SCHEMA, Profile, align, check_compatible
+from .compare import check_modes, compare, compare_distributions
+from .profile import CONTEXTS_SCHEMA, Distributions, Profile, align, check_compatible
 
 STATES = ("shared", "avoided", "gained", "dead", "preferred", "unpreferred")
 """Values of the ``state`` columns: the four of :func:`txray.compare` for a stage compared
@@ -253,9 +253,9 @@ def neuron_detail(
     labels = stage_names(stages)
     references = _references(len(stages), reference)
 
-    def compared(a: int, b: int, kind: str) -> dict:
-        table = compare(stages[a], stages[b], kind, neurons=[neuron], allow_mode_mismatch=allow_mode_mismatch)
-        return table.to_pylist()[0]
+    wanted = [(kind, ref, index) for kind in kinds for index, ref in enumerate(references) if ref is not None]
+    wanted += [(kind, a, b) for kind in kinds for a in range(len(stages)) for b in range(a + 1, len(stages))]
+    compared = _compare_neuron(stages, neuron, wanted, allow_mode_mismatch)
 
     summary = _Rows(NEURON_SUMMARY_SCHEMA)
     for index, (label, profile, ref) in enumerate(zip(labels, stages, references)):
@@ -266,7 +266,7 @@ def neuron_detail(
                 length = int(profile.lengths(kind)[neuron])
                 state, hellinger = ("preferred" if length else "unpreferred"), None
             else:
-                row = compared(ref, index, kind)
+                row = compared[(kind, ref, index)]
                 length, state, hellinger = row["length_b"], row["state"], row["hellinger"]
             summary.add(
                 stage_index=index,
@@ -287,15 +287,13 @@ def neuron_detail(
     for kind in kinds:
         for a in range(len(stages)):
             for b in range(a + 1, len(stages)):
-                row = compared(a, b, kind)
                 pairs.add(
                     kind=kind,
                     stage_a_index=a,
                     stage_a=labels[a],
                     stage_b_index=b,
                     stage_b=labels[b],
-                    **{key: row[key] for key in ("state", "hellinger", "length_a", "length_b")},
-                    **{key: row[key] for key in ("union_length", "shared_length")},
+                    **{key: compared[(kind, a, b)][key] for key in NEURON_PAIRS_SCHEMA.names[5:]},
                 )
 
     features = [
@@ -420,6 +418,34 @@ def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _compare_neuron(
+    stages: Sequence[Profile], neuron: int, wanted: Sequence[tuple[str, int, int]], allow_mode_mismatch: bool
+) -> dict[tuple[str, int, int], dict]:
+    """The neuron compared between stages a and b for each (kind, a, b): its row of
+    :func:`txray.compare` (as a dict), all in one pass over the stacked rows."""
+    if not wanted:
+        return {}
+    for a, b in {(a, b) for _, a, b in wanted}:
+        check_modes(stages[a], stages[b], allow_mode_mismatch)
+    rows = {(kind, s): stages[s].distributions(kind).rows(np.array([neuron])) for kind, a, b in wanted for s in (a, b)}
+    table = compare_distributions(
+        _stack([rows[(kind, a)] for kind, a, _ in wanted]), _stack([rows[(kind, b)] for kind, _, b in wanted])
+    )
+    return dict(zip(wanted, table.to_pylist()))
+
+
+def _stack(rows: Sequence[Distributions]) -> Distributions:
+    """Distributions one after the other as one set (row i = the i-th set's rows)."""
+    indptr = np.zeros(1 + sum(len(r.indptr) - 1 for r in rows), np.int64)
+    np.cumsum(np.concatenate([np.diff(r.indptr) for r in rows]), out=indptr[1:])
+    return Distributions(
+        indptr,
+        np.concatenate([r.indices for r in rows]),
+        np.concatenate([r.data for r in rows]),
+        max(r.n_features for r in rows),
+    )
 
 
 def _features(profile: Profile, kind: str, neuron: int, top: int, index: int, label: str) -> pa.Table:
