@@ -370,5 +370,5 @@ def print_listing(
 
 
 def _print_json(value: Any, out: TextIO) -> None:
-    json.dump(value, out, indent=1, allow_nan=False)
+    json.dump(value, out, indent=2, allow_nan=False)
     out.write("\n")
