@@ -171,8 +171,8 @@ def neuron_table(
     ``kind`` in each; vocabularies are lined up by name). ``reference``: what each stage is
     compared with: ``"previous"`` (the stage before it), ``"first"`` (= 0) or a stage index.
     Stages compared must be recorded in the same mode (:func:`txray.compare`) unless
-    ``allow_mode_mismatch``. Vectorised over neurons: one :func:`txray.compare` and one
-    ranking of the preferred cells per stage.
+    ``allow_mode_mismatch``. Vectorised over neurons: per stage one :func:`txray.compare`
+    and one linear pass for the top features (:func:`txray.analysis.top_features`).
     """
     stages = _stages(profiles, [kind])
     labels = stage_names(stages)
