@@ -27,7 +27,13 @@ def files(tmp_path_factory):
     bare.save(root / "bare.parquet")
     narrow = st.recorded_stages(n_stages=1, n_neurons=8)[0]
     narrow.save(root / "narrow.parquet")
-    return {"a": paths[0], "b": paths[1], "bare": str(root / "bare.parquet"), "narrow": str(root / "narrow.parquet")}
+    topk = txray.Profile(12, "topk", 2, {k: bare.cells(k) for k in bare.kinds}, bare.mass(), bare.tokens, "topk")
+    topk.save(root / "topk.parquet")
+    return {
+        "a": paths[0],
+        "b": paths[1],
+        **{name: str(root / f"{name}.parquet") for name in ("bare", "narrow", "topk")},
+    }
 
 
 def run(capsys, *argv):
@@ -136,6 +142,7 @@ def test_list_most_changed(capsys, files):
         (["--by", "changed"], "--by changed needs --against"),
         (["--neuron", "1", "--by", "mass"], "--by orders the list of neurons"),
         (["--neuron", "1", "--against", "{narrow}"], "cannot show {a} against {narrow}: profiles"),
+        (["--neuron", "1", "--against", "{topk}"], "cannot show {a} against {topk}: profile 'epoch 1' was recorded"),
         (["--neuron", "1", "--contexts", "-1"], "--contexts must be 0 or more"),
         (["--against", "{a}.missing"], "no profile at {a}.missing"),
     ],

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import numpy as np
 import pyarrow as pa
 
+from ..compare import check_modes
 from ..neurons import neuron_detail, neuron_table
 from ..profile import Profile, check_compatible
 from ._common import LABELS_HELP, UsageError, load_profiles, positive_int
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if len(profiles) == 2:
         try:
             check_compatible(profiles[0], profiles[1], kinds, same_neurons=True)
+            check_modes(profiles[0], profiles[1])
         except ValueError as err:
             raise UsageError(f"cannot show {paths[0]} against {paths[1]}: {err}") from None
     out = sys.stdout
