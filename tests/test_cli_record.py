@@ -162,3 +162,20 @@ def test_record_refuses_a_model_that_is_neither_a_folder_nor_a_hub_name(tmp_path
         assert f"model directory not found: {model}" in capsys.readouterr().err
     assert main(["record", str(corpus), str(corpus), "--layer", "mlp", "--out", str(tmp_path / "o")]) == 2
     assert "is a file; give a model folder" in capsys.readouterr().err
+
+
+def test_record_a_saved_dataset_folder(model_path, tmp_path, capsys):
+    hf = pytest.importorskip("datasets")
+    rows = {"sentence": ["The cat sat on the mat.", "Dogs bark at night."], "label": ["a", "b"]}
+    hf.Dataset.from_dict(rows).save_to_disk(tmp_path / "pets")
+    out = tmp_path / "profiles"
+    args = ["record", model_path, str(tmp_path / "pets"), "--layer", "encoder.layer.0.intermediate"]
+    code = main([*args, "--text-column", "sentence", "--feature", "token", "--feature", "label", "--out", str(out)])
+    assert code == 0
+    prof = txray.Profile.load(out / "encoder.layer.0.intermediate.parquet")
+    assert prof.tokens == 12 and prof.vocabulary("label") == ["<unk>", "a", "b"]
+    assert prof.metadata["corpus"] == "pets" and prof.name == "pets:encoder.layer.0.intermediate"
+    capsys.readouterr()
+    # The text column is checked before the model is loaded.
+    assert main([*args, "--out", str(out)]) == 2
+    assert "pets has no column 'text'; its columns are ['sentence', 'label']" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from ._common import UsageError, check_record_args
 
 if TYPE_CHECKING:
     from txray.capture import Layer
-    from txray.corpus import Shard
+    from txray.corpus import Corpus, Shard
     from txray.distributed import Context
     from txray.features import Feature
     from txray.profile import Profile
@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from txray import distributed
     from txray.corpus import Shard
 
-    if not Path(args.corpus).exists():
-        raise UsageError(f"corpus file not found: {args.corpus}")
+    corpus = _open_corpus(args)
     check_record_args(args)
     check_model(args.model)
     vocab_from = _vocab_source(args)
@@ -134,14 +133,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
     if not distributed.launched():
-        return _record(args, args.device, shard, None, vocab_from)
+        return _record(args, corpus, args.device, shard, None, vocab_from)
     if shard is not None:
         raise UsageError("--shard is for independent jobs; under torchrun every rank takes its shard itself")
     context = distributed.init(args.device)
     try:
-        return _record(args, context.device, None, context, vocab_from)
+        return _record(args, corpus, context.device, None, context, vocab_from)
     finally:
         distributed.shutdown()
+
+
+def _open_corpus(args: argparse.Namespace) -> Corpus:
+    """The CORPUS file or saved dataset folder, opened (not read) before any work."""
+    from txray.corpus import Corpus
+
+    if not Path(args.corpus).exists():
+        raise UsageError(f"corpus file not found: {args.corpus}")
+    try:
+        return Corpus(args.corpus, text=args.text)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
 
 
 def _vocab_source(args: argparse.Namespace) -> Profile | None:
@@ -165,7 +176,12 @@ def _vocab_source(args: argparse.Namespace) -> Profile | None:
 
 
 def _record(
-    args: argparse.Namespace, device: str, shard: Shard | None, context: Context | None, vocab_from: Profile | None
+    args: argparse.Namespace,
+    corpus: Corpus,
+    device: str,
+    shard: Shard | None,
+    context: Context | None,
+    vocab_from: Profile | None,
 ) -> int:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
@@ -192,7 +208,6 @@ def _record(
         vocab_from=vocab_from,
         profile_name=args.name,
     )
-    corpus = txray.Corpus(args.corpus, text=args.text)
     profiles: dict[str, Profile] | None
     if context is not None:
         profiles = distributed.record_model(model, tokenizer, corpus, layers, options=options)
