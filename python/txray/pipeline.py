@@ -10,6 +10,7 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -136,9 +137,13 @@ def record_model(
 
 
 def default_forward(model: nn.Module) -> Forward:
-    """How to call a model on a batch: Hugging Face models get the attention mask."""
+    """How to call a model on a batch: Hugging Face models get the attention mask
+    by keyword, other models whose ``forward`` takes an ``attention_mask`` (a
+    TransformerLens ``HookedTransformer``) get the ids and the mask, the rest the ids."""
     if hasattr(model, "config") and hasattr(model, "main_input_name"):
         return lambda m, b: m(input_ids=b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
+    if "attention_mask" in inspect.signature(model.forward).parameters:
+        return lambda m, b: m(b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
     return lambda m, b: m(b.input_ids.to(_device(m)))
 
 
