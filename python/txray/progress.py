@@ -1,0 +1,117 @@
+"""Progress bars over passes through a corpus, with a total and an ETA wherever
+the corpus's size is known.
+
+A bar's total is, in this order of choice:
+
+- ``limit_tokens`` words, when the pass stops there and sees every sequence
+  (not a shard, which sees a part of them);
+- the corpus's size (:meth:`Corpus.size`): bytes of a text, CSV or TSV file,
+  records of a Parquet file, a saved dataset, a ``Dataset`` or a list; the bar
+  follows how far the reader got (:attr:`Example.position`) and shows the words
+  seen beside it;
+- none: a count of words and a rate (a generator, an ``IterableDataset`` of
+  unknown size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .corpus import Corpus, Example
+
+
+class CorpusBar:
+    """One pass's bar: call :meth:`seen` with each example the pass has done
+    (or wrap the stream in :meth:`track`)."""
+
+    def __init__(self, corpus: Corpus, desc: str, limit_tokens: int | None, sharded: bool, enabled: bool) -> None:
+        size = corpus.size() if enabled else None
+        total: int | None
+        if limit_tokens is not None and not sharded:
+            self._by_position, total, unit = False, limit_tokens, "word"
+        elif size is not None:
+            self._by_position, (total, unit) = True, size
+        else:
+            self._by_position, total, unit = False, None, "word"
+        self.words = 0
+        self._note = ""
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            unit_scale=True,
+            unit_divisor=1024 if unit == "B" else 1000,
+            disable=not enabled,
+        )
+
+    def seen(self, example: Example) -> None:
+        """Count one example the pass is done with."""
+        self.words += len(example.words)
+        done = example.position if self._by_position else self.words
+        if self._by_position or self._note:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+        self._bar.update(done - self._bar.n)
+
+    def track(self, examples: Iterable[Example]) -> Iterator[Example]:
+        """The examples, counted as the pass takes them."""
+        for example in examples:
+            self.seen(example)
+            yield example
+
+    def note(self, text: str) -> None:
+        """Show ``text`` beside the counts (e.g. how many chunks came from a cache)."""
+        self._note = text
+        self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    def finish(self) -> None:
+        """The pass is done: show it complete. A bar by position ends at the corpus's
+        size (after trailing blank lines, or a shard's last sequence); one by words at
+        the words seen (a corpus shorter than ``limit_tokens``, a stream of unknown size)."""
+        if self._by_position and self._bar.total is not None:
+            self._bar.update(self._bar.total - self._bar.n)
+        elif self._bar.total != self._bar.n:
+            self._bar.total = self._bar.n
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def _postfix(self) -> str:
+        words = f"{self.words:,} words" if self._by_position else ""
+        return ", ".join(part for part in (words, self._note) if part)
+
+
+class Progress:
+    """The bars of one run over a corpus, made by one rule and closed together;
+    a context manager."""
+
+    def __init__(
+        self, corpus: Corpus, limit_tokens: int | None = None, sharded: bool = False, enabled: bool = True
+    ) -> None:
+        self._corpus, self._limit, self._sharded, self._enabled = corpus, limit_tokens, sharded, enabled
+        self._bars: list[CorpusBar] = []
+
+    def bar(self, desc: str) -> CorpusBar:
+        """A new bar for a pass named ``desc``."""
+        bar = CorpusBar(self._corpus, desc, self._limit, self._sharded, self._enabled)
+        self._bars.append(bar)
+        return bar
+
+    def finish(self) -> None:
+        """Every pass read the whole stream (see :meth:`CorpusBar.finish`)."""
+        for bar in self._bars:
+            bar.finish()
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars.clear()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
