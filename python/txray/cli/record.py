@@ -75,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tagger", default="spacy", help="POS tagger: spacy, spacy:MODEL, flair:NAME_OR_PATH")
     parser.add_argument(
-        "--text",
         "--text-column",
+        "--text",
         dest="text",
         default="text",
         metavar="COLUMN",
@@ -116,7 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vocabularies up by name",
     )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (vocabulary, tagging and recording passes)"
+    )
     parser.set_defaults(func=run)
 
 
