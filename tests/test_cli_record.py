@@ -179,3 +179,13 @@ def test_record_a_saved_dataset_folder(model_path, tmp_path, capsys):
     # The text column is checked before the model is loaded.
     assert main([*args, "--out", str(out)]) == 2
     assert "pets has no column 'text'; its columns are ['sentence', 'label']" in capsys.readouterr().err
+
+
+def test_record_a_dataset_folder_without_datasets_says_what_to_install(tmp_path, capsys, monkeypatch):
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")  # what save_to_disk writes (never read here)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets fails, as when it is not installed
+    assert main(["record", "org/model", str(tmp_path / "saved"), "--layer", "mlp", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a saved Hugging Face dataset; reading it needs the datasets package" in err
+    assert "pip install 'txray[datasets]'" in err and not (tmp_path / "o").exists()

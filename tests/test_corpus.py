@@ -179,3 +179,16 @@ def test_record_model_on_a_dataset_equals_the_same_records_as_a_list(hf):
 
 
 SENTENCES_AS_RECORDS = [dict(zip(SENTENCES, row)) for row in zip(*SENTENCES.values())]
+
+
+def test_dataset_names_and_an_iterable_dataset_of_known_size(hf):
+    info = hf.DatasetInfo(dataset_name="toy")
+    dataset = hf.Dataset.from_dict({"text": ["a b", "", "c"]}, info=info, split="train")
+    assert txray.Corpus(dataset).name == txray.Corpus(dataset).label == "toy-train"
+    assert txray.Corpus(dataset, name="mine").label == "mine"
+    # A stream whose info holds its split's size (as a hub dataset's does) has a total; others have none.
+    stream = hf.IterableDataset.from_generator(lambda: iter([{"text": "a b"}, {"text": ""}, {"text": "c"}]))
+    assert txray.Corpus(stream).size() is None
+    stream.info.splits = hf.SplitDict({"train": hf.SplitInfo(name="train", num_examples=3)})
+    corpus = txray.Corpus(stream)
+    assert corpus.size() == (3, "seq") and [e.position for e in corpus.examples()] == [1, 3]
