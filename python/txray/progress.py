@@ -15,6 +15,7 @@ A bar's total is, in this order of choice:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -38,6 +39,8 @@ class CorpusBar:
             self._by_position, total, unit = False, None, "word"
         self.words = 0
         self._note = ""
+        self._enabled = enabled
+        self._next_postfix = 0.0
         self._bar = tqdm(
             total=total,
             desc=desc,
@@ -50,10 +53,15 @@ class CorpusBar:
     def seen(self, example: Example) -> None:
         """Count one example the pass is done with."""
         self.words += len(example.words)
-        done = example.position if self._by_position else self.words
-        if self._by_position or self._note:
+        if not self._enabled:
+            return
+        # The words beside the counts are formatted at most as often as tqdm redraws
+        # (formatting them for every example cost more than the rest of this call).
+        now = time.monotonic()
+        if now >= self._next_postfix:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
-        self._bar.update(done - self._bar.n)
+            self._next_postfix = now + self._bar.mininterval
+        self._bar.update((example.position if self._by_position else self.words) - self._bar.n)
 
     def track(self, examples: Iterable[Example]) -> Iterator[Example]:
         """The examples, counted as the pass takes them."""
@@ -70,10 +78,13 @@ class CorpusBar:
         """The pass is done: show it complete. A bar by position ends at the corpus's
         size (after trailing blank lines, or a shard's last sequence); one by words at
         the words seen (a corpus shorter than ``limit_tokens``, a stream of unknown size)."""
+        if not self._enabled:
+            return
         if self._by_position and self._bar.total is not None:
             self._bar.update(self._bar.total - self._bar.n)
         elif self._bar.total != self._bar.n:
             self._bar.total = self._bar.n
+        self._bar.set_postfix_str(self._postfix(), refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
