@@ -110,3 +110,20 @@ def test_no_bar_when_progress_is_off(capsys):
     model, tok = model_and_tokenizer()
     txray.record_model(model, tok, ["a b", "c"], ["0"], [txray.Pos(FakeTagger())], progress=False, cache_dir=False)
     assert capsys.readouterr().err == ""
+
+
+def test_record_bar_follows_the_words_recorded_not_those_read_ahead(capsys):
+    from txray.progress import Progress
+
+    corpus = txray.Corpus(["a b c", "d e", "f g h i"] * 2)
+    with Progress(corpus) as progress:
+        bar = progress.bar("txray record")
+        taken = list(bar.read(corpus.examples()))  # a pool read ahead: nothing is recorded yet
+        assert len(taken) == 6 and bar.count == 0
+        bar.done(4)  # the first sequence and part of the second: the bar is at the end of the first
+        assert bar.count == 1 and bar.words == 4
+        bar.done(1 + 4 + 3)
+        assert bar.count == 4
+        bar.done(6)
+        assert bar.count == 6 and bar.words == 18
+    assert "txray record" in capsys.readouterr().err

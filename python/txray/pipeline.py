@@ -104,7 +104,8 @@ def record_model(
         shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
     examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
     progress = Progress(corpus, limit_tokens, sharded=shard is not None, enabled=opts.progress)
-    examples = progress.bar("txray record").track(annotate(examples, resolved, cache, progress))
+    bar = progress.bar("txray record")
+    examples = bar.read(annotate(examples, resolved, cache, progress))
     was_training = model.training
     model.eval()
     try:
@@ -112,6 +113,7 @@ def record_model(
             for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
                 batch = make_batch(group, word_tokenizer, include_special)
                 run.step(batch)
+                bar.done(batch.words)
         progress.finish()
     finally:
         progress.close()

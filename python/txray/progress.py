@@ -15,6 +15,7 @@ A bar's total is, in this order of choice:
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,6 +42,7 @@ class CorpusBar:
         self._note = ""
         self._enabled = enabled
         self._next_postfix = 0.0
+        self._ends: collections.deque[tuple[int, int]] = collections.deque()  # (words read, position) of :meth:`read`
         self._bar = tqdm(
             total=total,
             desc=desc,
@@ -50,24 +52,51 @@ class CorpusBar:
             disable=not enabled,
         )
 
+    @property
+    def count(self) -> float:
+        """What the bar shows done: bytes, records or words (its unit)."""
+        return self._bar.n
+
     def seen(self, example: Example) -> None:
         """Count one example the pass is done with."""
         self.words += len(example.words)
-        if not self._enabled:
-            return
-        # The words beside the counts are formatted at most as often as tqdm redraws
-        # (formatting them for every example cost more than the rest of this call).
-        now = time.monotonic()
-        if now >= self._next_postfix:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
-            self._next_postfix = now + self._bar.mininterval
-        self._bar.update((example.position if self._by_position else self.words) - self._bar.n)
+        if self._enabled:
+            self._show(example.position)
 
     def track(self, examples: Iterable[Example]) -> Iterator[Example]:
         """The examples, counted as the pass takes them."""
         for example in examples:
             self.seen(example)
             yield example
+
+    def read(self, examples: Iterable[Example]) -> Iterator[Example]:
+        """The examples, for a pass that is done with them later than it takes them
+        (recording reads a pool of batches ahead and sorts it by length): it calls
+        :meth:`done` with the words it finished, and the bar shows where in the
+        corpus the words finished so far end."""
+        words = 0
+        for example in examples:
+            words += len(example.words)
+            self._ends.append((words, example.position))
+            yield example
+
+    def done(self, words: int) -> None:
+        """Count ``words`` more words finished by a pass that :meth:`read` its examples."""
+        self.words += words
+        position = None
+        while self._ends and self._ends[0][0] <= self.words:
+            position = self._ends.popleft()[1]
+        if self._enabled and (position is not None or not self._by_position):
+            self._show(position or 0)
+
+    def _show(self, position: int) -> None:
+        # The words beside the counts are formatted at most as often as tqdm redraws
+        # (formatting them for every example cost more than the rest of this call).
+        now = time.monotonic()
+        if now >= self._next_postfix:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._next_postfix = now + self._bar.mininterval
+        self._bar.update((position if self._by_position else self.words) - self._bar.n)
 
     def note(self, text: str) -> None:
         """Show ``text`` beside the counts (e.g. how many chunks came from a cache)."""
