@@ -370,3 +370,13 @@ def test_context_units_of_the_latest_update():
     assert list(rec.context_units()) == [10, 11, 20]  # neuron 0 keeps 20, 11; neuron 1 keeps 11, 10
     rec.update(np.zeros((1, 2), np.float32), {"token": [0]}, units=[30])  # nothing enters
     assert list(rec.context_units(latest=True)) == []
+
+
+def test_a_hugging_face_dataset_gives_the_same_contexts_as_its_texts():
+    datasets = pytest.importorskip("datasets")
+    model, corpus = Embedder(), small_corpus()
+    tok = txray.VocabTokenizer(WORDS)
+    from_list = txray.record_model(model, tok, corpus, ["embed"], contexts=3, progress=False)["embed"]
+    dataset = datasets.Dataset.from_dict({"text": corpus})
+    from_dataset = txray.record_model(model, tok, dataset, ["embed"], contexts=3, progress=False)["embed"]
+    assert table_rows(from_dataset.contexts) == table_rows(from_list.contexts)
