@@ -136,3 +136,22 @@ def test_python_equivalents(model_path, corpora, recorded):
     assert by_options.vocabulary("token") == wiki.vocabulary("token")
     with pytest.raises(ValueError, match="has no feature kind 'label' to take a vocabulary from"):
         txray.Vocabulary.from_profile(wiki, "label")
+
+
+def test_show_explains_a_neuron_of_the_pair(recorded, capsys):
+    """The walk-through's last step: the most massive neuron of the pair, explained in the
+    terminal with its state, distance, features and the contexts the recording kept."""
+    wiki_path, tweets_path = str(recorded["wiki"]), str(recorded["tweets"])
+    wiki, tweets = txray.Profile.load(wiki_path), txray.Profile.load(tweets_path)
+    assert wiki.contexts is not None and wiki.contexts.num_rows > 0  # recorded by default
+    neuron = int(wiki.mass().argmax())
+    assert main(["show", wiki_path, "--neuron", str(neuron), "--against", tweets_path]) == 0
+    out = capsys.readouterr().out
+    comparison = txray.compare(*txray.align([wiki, tweets])).to_pylist()[neuron]
+    assert comparison["state"] in out and f"{comparison['hellinger']:.4f}" in out
+    best = wiki.neuron_contexts(neuron).to_pylist()[0]
+    assert f"[{best['word']}]" in out  # the word marked inside its window
+    assert best["text"][best["word_offset"] :].startswith(best["word"])
+    assert main(["show", wiki_path, "--against", tweets_path, "--top", "3", "--by", "changed", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) >= 3
