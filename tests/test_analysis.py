@@ -99,6 +99,27 @@ def test_top_features_and_labels(stages):
         analysis.top_features(prof, "token", neurons=[N])
 
 
+@pytest.mark.parametrize("top", [1, 2, 5, analysis.SELECT_TOP, analysis.SELECT_TOP + 1, 40])
+def test_top_features_with_ties_both_paths(top):
+    """The selection passes (top <= SELECT_TOP) and the sort agree with a brute force, ties included."""
+    rng = np.random.default_rng(top)
+    n_neurons, vocab = 30, 25
+    key = np.unique(rng.integers(0, (n_neurons - 3) * vocab, 400))  # the last neurons stay unpreferred
+    neuron, feature = (key // vocab).astype(np.int32), (key % vocab).astype(np.int32)
+    count = rng.integers(1, 4, len(key))
+    total = count * rng.integers(-1, 4, len(key)).astype(float)  # few values: many ties, some p = 0
+    cells = txray.KindCells(neuron, feature, count, total, np.ones(vocab, np.int64))
+    prof = txray.Profile(n_neurons, "max1", None, {"token": cells}, np.zeros(n_neurons), int(count.sum()))
+    P = prof.distributions("token").to_scipy().toarray()
+    for neurons in (None, [29, 3, 3, 0]):
+        table = analysis.top_features(prof, "token", top=top, neurons=neurons)
+        expected = []
+        for n in range(n_neurons) if neurons is None else sorted(set(neurons)):
+            best = sorted(np.flatnonzero(P[n] > 0), key=lambda f: (-P[n, f], f))[:top]
+            expected += [(n, r + 1, int(f), P[n, f]) for r, f in enumerate(best)]
+        assert [(r["neuron"], r["rank"], r["feature"], r["p"]) for r in table.to_pylist()] == expected
+
+
 def test_changed_neurons(stages):
     a, b = stages[0][0], stages[2][0]
     cmp = txray.compare(a, b)

@@ -9,9 +9,13 @@ that changes between training stages or models (the TX-Ray method).
 
 from typing import Any
 
-from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
+from . import (
+    analysis,  # the tables behind the figures (txray.plots needs plotly; imported on use)
+    neurons,  # per-neuron views: txray show, the report's neuron browser
+)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
+from .neurons import NEURON_TABLE_SCHEMA, neuron_detail, neuron_table
 from .parquet import ProfileError
 from .profile import (
     CONTEXTS_SCHEMA,
@@ -52,6 +56,10 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "analysis",
+    "neurons",
+    "neuron_table",
+    "neuron_detail",
+    "NEURON_TABLE_SCHEMA",
     "prune",
     "pruning_sets",
     "pruning_table",

@@ -425,6 +425,19 @@ def integer(value: Any, name: str, minimum: int | None = None) -> int:
     return number
 
 
+def neuron_ids(neurons: Any, n_neurons: int, name: str = "neuron") -> np.ndarray:
+    """Neuron ids (one or a sequence) as int64, or a clear error naming ``name``: each an
+    integer (see :func:`integer`) in 0..n_neurons-1."""
+    values = [neurons] if np.ndim(neurons) == 0 else list(neurons)
+    ids = np.array([integer(v, name) for v in values], dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= n_neurons)]
+    if len(bad):
+        raise ValueError(
+            f"{name} {int(bad[0])} is out of range: the layer has {n_neurons} neurons (0..{n_neurons - 1})"
+        )
+    return ids
+
+
 def feature_sizes(features: Any) -> dict[str, int]:
     """``{kind: vocabulary size}`` checked: a mapping of names to positive integers."""
     if not isinstance(features, Mapping):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from . import _inputs
 from .compare import compare
 from .profile import Profile, align, check_compatible
 
@@ -284,7 +285,7 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     parts = []
     for label, profile in zip(stage_names(profiles), profiles):
         mass = profile.mass()
-        order = np.lexsort((np.arange(len(mass)), -mass))  # descending mass, then neuron index
+        order = mass_order(mass)
         parts.append(
             pa.Table.from_arrays(
                 [
@@ -300,14 +301,64 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _ranked_cells(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(neuron, rank, feature, p) of every preferred cell, rank 0 = largest p in its neuron."""
+def mass_order(mass: np.ndarray) -> np.ndarray:
+    """Neuron ids by activation mass, largest first (ties: lower neuron first): the order
+    of :func:`mass_curve`, and of the mass rank in :func:`txray.neuron_table`."""
+    return np.lexsort((np.arange(len(mass)), -np.asarray(mass)))
+
+
+SELECT_TOP = 16
+"""Up to this many features per neuron, :func:`top_features` picks them in passes over the
+cells (one per rank, linear time) instead of sorting every cell."""
+
+
+def _ranked_cells(
+    profile: Profile, kind: str, top: int, neurons: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, rank, feature, p) of each neuron's ``top`` most preferred cells (of all
+    neurons, or of the given distinct ids), sorted by neuron then rank; rank 0 = largest p
+    (ties: lower feature id)."""
     dist = profile.distributions(kind)
-    neuron = np.repeat(np.arange(profile.n_neurons, dtype=np.int32), np.diff(dist.indptr))
-    # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
-    order = np.lexsort((dist.indices, -dist.data, neuron))
-    rank = np.arange(len(order)) - dist.indptr[neuron[order]]
-    return neuron[order], rank, dist.indices[order], dist.data[order]
+    rows = np.arange(profile.n_neurons) if neurons is None else np.unique(neurons)
+    if neurons is not None:
+        dist = dist.rows(rows)
+    lengths = np.diff(dist.indptr)
+    row = np.repeat(np.arange(len(rows)), lengths)
+    if top <= SELECT_TOP:
+        position, rank = _select_top(dist.indptr, dist.data, row, top)
+    else:
+        # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
+        order = np.lexsort((dist.indices, -dist.data, row))
+        rank = np.arange(len(order)) - np.repeat(dist.indptr[:-1], lengths)
+        keep = rank < top
+        position, rank = order[keep], rank[keep]
+    return rows[row[position]].astype(np.int32), rank, dist.indices[position], dist.data[position]
+
+
+def _select_top(indptr: np.ndarray, data: np.ndarray, row: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each CSR row's ``top`` largest entries (ties: the first in the row) and
+    their ranks, sorted by row then rank: ``top`` passes, each taking every row's largest
+    remaining entry (p > 0, so a taken entry is marked -1)."""
+    remaining = data.copy()
+    starts = indptr[:-1][np.diff(indptr) > 0]
+    picked, ranks = [], []
+    for rank in range(top):
+        if not len(starts):
+            break
+        best = np.maximum.reduceat(remaining, starts)
+        best_of_cell = np.repeat(best, np.diff(np.append(starts, len(remaining))))
+        hits = np.flatnonzero((remaining == best_of_cell) & (best_of_cell > 0))
+        if not len(hits):
+            break
+        first = hits[np.concatenate([[True], row[hits[1:]] != row[hits[:-1]]])]
+        remaining[first] = -1.0
+        picked.append(first)
+        ranks.append(np.full(len(first), rank))
+    if not picked:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    position, rank_of = np.concatenate(picked), np.concatenate(ranks)
+    order = np.lexsort((rank_of, row[position]))
+    return position[order], rank_of[order]
 
 
 def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: Sequence[int] | None = None) -> pa.Table:
@@ -317,24 +368,16 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, not {top}")
-    neuron, rank, feature, p = _ranked_cells(profile, kind)
-    keep = rank < top
-    if neurons is not None:
-        keep &= np.isin(neuron, _neuron_ids(neurons, profile.n_neurons))
+    ids = None if neurons is None else _inputs.neuron_ids(neurons, profile.n_neurons)
+    neuron, rank, feature, p = _ranked_cells(profile, kind, top, ids)
     vocab = profile.vocabulary(kind)
     names = (
-        pa.array(vocab, pa.string()).take(pa.array(feature[keep]))
+        pa.array(vocab, pa.string()).take(pa.array(feature))
         if vocab is not None
-        else pa.nulls(int(keep.sum()), pa.string())
+        else pa.nulls(len(feature), pa.string())
     )
     return pa.Table.from_arrays(
-        [
-            pa.array(neuron[keep]),
-            pa.array((rank[keep] + 1).astype(np.int32)),
-            pa.array(feature[keep]),
-            names,
-            pa.array(p[keep]),
-        ],
+        [pa.array(neuron), pa.array((rank + 1).astype(np.int32)), pa.array(feature), names, pa.array(p)],
         schema=TOP_FEATURES_SCHEMA,
     )
 
@@ -359,14 +402,6 @@ def feature_labels(table: pa.Table) -> list[str]:
     names = table.column("feature_name").to_pylist()
     ids = table.column("feature").to_pylist()
     return [str(f) if name is None else name for name, f in zip(names, ids)]
-
-
-def _neuron_ids(neurons: Sequence[int], n_neurons: int) -> np.ndarray:
-    ids = np.asarray(list(neurons), dtype=np.int64)
-    bad = ids[(ids < 0) | (ids >= n_neurons)]
-    if len(bad):
-        raise ValueError(f"neuron {int(bad[0])} is out of range: the layer has {n_neurons} neurons")
-    return ids
 
 
 def changed_neurons(comparison: pa.Table, k: int = 10, min_length: int = LEAST_CHANGED_MIN_LENGTH) -> pa.Table:
@@ -424,7 +459,7 @@ def neuron_distributions(
     for other in profiles[1:]:
         check_compatible(profiles[0], other, [kind], same_neurons=True)
     profiles = align(profiles, [kind])
-    ids = _neuron_ids(neurons, profiles[0].n_neurons)
+    ids = _inputs.neuron_ids(neurons, profiles[0].n_neurons)
     labels = stage_names(profiles)
     dense = [p.distributions(kind).to_scipy() for p in profiles]
     vocab = profiles[0].vocabulary(kind)

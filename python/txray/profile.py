@@ -67,6 +67,17 @@ class Distributions:
         n = len(self.indptr) - 1
         return sp.csr_array((self.data, self.indices, self.indptr), shape=(n, self.n_features))
 
+    def rows(self, neurons: np.ndarray) -> Distributions:
+        """The distributions of the given neurons (ids in range), in that order, as a new set
+        whose row ``i`` is neuron ``neurons[i]``: a few neurons without copying all rows."""
+        neurons = np.asarray(neurons, dtype=np.int64)
+        starts = self.indptr[neurons]
+        lengths = self.indptr[neurons + 1] - starts
+        indptr = np.zeros(len(neurons) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        positions = np.arange(indptr[-1]) + np.repeat(starts - indptr[:-1], lengths)
+        return Distributions(indptr, self.indices[positions], self.data[positions], self.n_features)
+
 
 class Profile:
     """Preference statistics of one (model state, layer, corpus).
