@@ -74,7 +74,7 @@ def test_figures_with_10000_neurons(large, name):
 def test_hellinger_length_hover_has_neuron_lengths_and_features(small):
     fig = plots.hellinger_length(small[:2])
     trace = fig.data[0]
-    assert trace.mode == "markers" and fig.layout.xaxis.type == "log"
+    assert trace.mode == "markers" and fig.layout.xaxis.type in ("log", "linear")  # see log_axis
     assert "neuron %{customdata[0]}" in trace.hovertemplate
     neuron, la, lb, top_a, top_b = trace.customdata[0]
     assert isinstance(top_a, str) and top_a.startswith("w") and la >= 1 and lb >= 1
@@ -156,18 +156,26 @@ def test_nearest_view_of_one_layer_plots_matched_against_same_index(small):
 
 
 @pytest.mark.parametrize(
-    ("largest", "ticks"),
-    [(8, [1, 2, 5, 10]), (150, [1, 2, 5, 10, 20, 50, 100, 200]), (5000, [1, 10, 100, 1000])],
+    ("smallest", "largest", "ticks"),
+    [
+        (1, 150, [1, 2, 5, 10, 20, 50, 100, 200]),
+        (1, 5000, [1, 10, 100, 1000]),
+        (5, 22, [4, 5, 6, 7, 8, 9, 10, 20, 30]),  # within a decade: every step, so that ticks show
+    ],
 )
-def test_log_axis_ticks_are_round_and_written_out(largest, ticks):
-    axis = plots.log_axis(largest)
+def test_log_axis_ticks_are_round_and_written_out(smallest, largest, ticks):
+    axis = plots.log_axis(largest, smallest)
     assert axis["type"] == "log" and axis["tickvals"] == ticks
     assert axis["ticktext"] == [f"{t:,}" for t in ticks]  # "1,000", never plotly's bare "2 5" of each decade
 
 
 def test_log_axes_of_figures_use_tidy_ticks(small):
-    assert plots.hellinger_length(small).layout.xaxis.tickvals[:3] == (1, 2, 5)
-    assert plots.length_shift(small).layout.yaxis.tickvals[:3] == (1, 2, 5)
+    for axis in (plots.hellinger_length(small).layout.xaxis, plots.length_shift(small).layout.yaxis):
+        if axis.type == "log":
+            assert len(axis.tickvals) >= 3 and list(axis.ticktext) == [f"{v:,}" for v in axis.tickvals]
+        else:
+            assert axis.type == "linear" and axis.tickvals is None  # lengths within a factor of 4
+    assert plots.log_axis(30, 17) == {"type": "linear"}
 
 
 def test_display_label_makes_mojibake_and_blanks_visible():
