@@ -385,7 +385,7 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
 def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> list[str]:
     """Per neuron, its top features as one string, e.g. ``"the 0.31, with 0.12"``.
 
-    Unpreferred neurons get ``""``. Used for hover text and the neuron table.
+    Unpreferred neurons get ``""``; names as :func:`display_label` writes them. Used for hover text.
     """
     table = top_features(profile, kind, top)
     neuron = table.column("neuron").to_numpy()
@@ -393,7 +393,7 @@ def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> l
     p = table.column("p").to_numpy()
     labels: list[list[str]] = [[] for _ in range(profile.n_neurons)]
     for n, name, value in zip(neuron.tolist(), names, p.tolist()):
-        labels[n].append(f"{name} {value:.2f}")
+        labels[n].append(f"{display_label(name)} {value:.2f}")
     return [", ".join(parts) for parts in labels]
 
 

@@ -208,7 +208,7 @@ def feature_mass(profiles: Sequence[Profile], kind: str = "pos", max_features: i
     first = label == names[0]
     order = np.lexsort((_col(table, "feature")[first], -_col(table, "frequency")[first]))[:max_features]
     shown = _col(table, "feature")[first][order]
-    x = np.asarray(analysis.feature_labels(table), dtype=object)[first][order]
+    x = np.asarray([analysis.display_label(f) for f in analysis.feature_labels(table)], dtype=object)[first][order]
     fig = go.Figure()
     seen_corpora: list[np.ndarray] = []
     for i, name in enumerate(names):
