@@ -111,7 +111,7 @@ def browser_document(
         "same_layer": same,
         "n_neurons": max(p.n_neurons for p in profiles),
         "widths": [p.n_neurons for p in profiles],
-        "reference": reference,
+        "reference": reference if same else None,
         "reference_names": _reference_names(table, len(profiles)),
         "states": states,
         "hidden_states": list(HIDDEN_STATES),

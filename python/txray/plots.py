@@ -304,6 +304,8 @@ def timeline(profiles: Sequence[Profile], kind: str = "token", reference: str = 
     )
     fig.update_yaxes(title_text="neurons", row=1, col=1)
     fig.update_yaxes(title_text="Hellinger (shared)", range=[0, 1.02], row=2, col=1)
+    # Half a category of room either side: the first label would otherwise run under the y-axis ticks.
+    fig.update_xaxes(range=[-0.5, len(x) - 0.5])
     fig.update_xaxes(title_text="checkpoints compared", row=2, col=1)
     return fig
 

@@ -316,8 +316,8 @@
         kinds.forEach(function (kind) {
           var perStage = detail.features[kind];
           if (!perStage || !perStage[s]) return;
-          var peak = 0;
-          perStage.forEach(function (rows) { (rows || []).forEach(function (r) { peak = Math.max(peak, r[1]); }); });
+          var peak = 0;  // bars scaled within the stage: p values differ by orders of magnitude between stages
+          (perStage[s] || []).forEach(function (r) { peak = Math.max(peak, r[1]); });
           var prev = s > 0 && perStage[s - 1] ? perStage[s - 1].map(function (r) { return r[0]; }) : null;
           html += "<h4>top " + esc(doc.kind_words[kind] || kind) + " <span class='txb-muted'>(p, count" + (s > 0 ? "; green: not in " + esc(stages[s - 1]) + "'s top" : "") + ")</span></h4>" + bars(perStage[s], peak || 1, prev);
         });
