@@ -9,6 +9,7 @@ import json
 import pytest
 
 import txray
+from txray import browser
 from txray.cli import main
 
 LAYER = "encoder.layer.5.intermediate"
@@ -82,7 +83,8 @@ def test_compare_nearest_merge_and_report_take_the_pair(recorded, tmp_path, caps
     assert main(["report", wiki, tweets, "-o", str(page), "--labels", "Wikipedia, Tweets", "--pos-kind", "none"]) == 0
     assert "hellinger_length" in capsys.readouterr().out
     text = page.read_text(encoding="utf-8")
-    assert "<td>Wikipedia</td>" in text and "<td>Tweets</td>" in text and "Wikipedia \\u2192 Tweets" in text
+    assert "<td>Wikipedia</td>" in text and "<td>Tweets</td>" in text
+    assert browser.read_document(text)["stages"] == ["Wikipedia", "Tweets"]  # the neuron browser's stages
     assert f"{LAYER} (1)" not in text
     assert main(["report", wiki, tweets, "-o", str(page), "--labels", "only-one"]) == 2
     assert "--labels gives 1 label(s) for 2 profiles" in capsys.readouterr().err
