@@ -25,12 +25,20 @@ def token_pos(n_tokens: int) -> dict[str, str]:
 
 
 def recorded_stages(
-    n_stages: int = 3, n_neurons: int = 12, vocab: int = 20, tokens: int = 400, seed: int = 0, shift: float = 0.5
+    n_stages: int = 3,
+    n_neurons: int = 12,
+    vocab: int = 20,
+    tokens: int = 400,
+    seed: int = 0,
+    shift: float = 0.5,
+    contexts: int = 0,
 ) -> list[Profile]:
     """Profiles of the same layer on the same corpus, the model drifting between stages.
 
     Stage s sees activations base + s * shift * noise, so consecutive
-    stages share most preferences and change some.
+    stages share most preferences and change some. ``contexts`` > 0 also gives
+    each stage its top contexts (the tokens each neuron won, as max1 records
+    them; documents of 20 tokens, a window of 3 words either side).
     """
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, vocab, size=tokens)
@@ -39,16 +47,54 @@ def recorded_stages(
     profiles = []
     for s in range(n_stages):
         acts = base + s * shift * rng.normal(size=base.shape).astype(np.float32)
-        rec = txray.Recorder(n_neurons=n_neurons, features={"token": vocab, "pos": len(TAGS)})
+        # contexts=0: the stages have contexts only when asked for, and then those of with_contexts.
+        rec = txray.Recorder(n_neurons=n_neurons, features={"token": vocab, "pos": len(TAGS)}, contexts=0)
         rec.update(acts, {"token": ids, "pos": tags})
-        profiles.append(
-            rec.profile(
-                name=f"epoch {s + 1}",
-                feature_names={"token": vocabulary(vocab), "pos": TAGS},
-                metadata={"model": "random", "layer": "rnn"},
-            )
+        profile = rec.profile(
+            name=f"epoch {s + 1}",
+            feature_names={"token": vocabulary(vocab), "pos": TAGS},
+            metadata={"model": "random", "layer": "rnn"},
         )
+        if contexts:
+            profile = with_contexts(profile, acts, ids, contexts)
+        profiles.append(profile)
     return profiles
+
+
+def with_contexts(profile: Profile, acts: np.ndarray, ids: np.ndarray, k: int, document: int = 20) -> Profile:
+    """``profile`` with the top ``k`` contexts of max1 recording of ``acts`` over the words ``ids``."""
+    words = vocabulary(int(ids.max()) + 1)
+    winner = acts.argmax(axis=1)
+    units = np.arange(len(ids))
+    texts, offsets = [], []
+    for u in units:
+        doc = u // document
+        lo, hi = max(u - 3, doc * document), min(u + 4, (doc + 1) * document, len(ids))
+        before = " ".join(words[i] for i in ids[lo:u])
+        texts.append(" ".join(words[i] for i in ids[lo:hi]))
+        offsets.append(len(before) + 1 if before else 0)
+    candidates = {
+        "neuron": winner,
+        "activation": acts[units, winner].astype(np.float64),
+        "unit": units,
+        "document": units // document,
+        "word": [words[i] for i in ids],
+        "text": texts,
+        "word_offset": offsets,
+    }
+    kinds = {kind: profile.cells(kind) for kind in profile.kinds}
+    return Profile(
+        profile.n_neurons,
+        profile.mode,
+        profile.k,
+        kinds,
+        profile.mass(),
+        profile.tokens,
+        profile.name,
+        profile.metadata,
+        contexts=txray.top_contexts(candidates, k),
+        contexts_k=k,
+    )
 
 
 def synthetic_profile(
@@ -75,3 +121,48 @@ def synthetic_profile(
     }
     mass = np.bincount(neuron, weights=total, minlength=n_neurons)
     return Profile(n_neurons, "max1", None, kinds, mass, int(count.sum()), name=name)
+
+
+def with_random_contexts(
+    profile: Profile, k: int = 20, seed: int = 0, corpus: int = 50_000, window: int = 8
+) -> Profile:
+    """``profile`` with ``k`` made-up contexts per preferred neuron of its token kind: random units
+    of a random corpus over its token vocabulary, a window of ``window`` words either side, as
+    ``record_model`` writes them (sizes of reports with contexts)."""
+    rng = np.random.default_rng(seed)
+    words = profile.vocabulary("token")
+    text_ids = rng.integers(0, len(words), size=corpus)
+    neurons = np.flatnonzero(profile.preferred("token"))
+    neuron = np.repeat(neurons, k)
+    unit = rng.integers(window, corpus - window, size=len(neuron))
+    texts, offsets, chosen = [], [], []
+    for u in unit.tolist():
+        before = " ".join(words[i] for i in text_ids[u - window : u])
+        texts.append(" ".join(words[i] for i in text_ids[u - window : u + window + 1]))
+        offsets.append(len(before) + 1)
+        chosen.append(words[text_ids[u]])
+    table = txray.top_contexts(
+        {
+            "neuron": neuron.astype(np.int32),
+            "activation": rng.gamma(2.0, 1.0, size=len(neuron)),
+            "unit": unit.astype(np.int64),
+            "document": (unit // 40).astype(np.int64),
+            "word": chosen,
+            "text": texts,
+            "word_offset": np.asarray(offsets, np.int32),
+        },
+        k,
+    )
+    kinds = {kind: profile.cells(kind) for kind in profile.kinds}
+    return Profile(
+        profile.n_neurons,
+        profile.mode,
+        profile.k,
+        kinds,
+        profile.mass(),
+        profile.tokens,
+        name=profile.name,
+        metadata=profile.metadata,
+        contexts=table,
+        contexts_k=k,
+    )

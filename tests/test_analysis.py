@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import reference
 
@@ -97,16 +99,69 @@ def test_top_features_and_labels(stages):
         analysis.top_features(prof, "token", neurons=[N])
 
 
+@pytest.mark.parametrize("top", [1, 2, 5, analysis.SELECT_TOP, analysis.SELECT_TOP + 1, 40])
+def test_top_features_with_ties_both_paths(top):
+    """The selection passes (top <= SELECT_TOP) and the sort agree with a brute force, ties included."""
+    rng = np.random.default_rng(top)
+    n_neurons, vocab = 30, 25
+    key = np.unique(rng.integers(0, (n_neurons - 3) * vocab, 400))  # the last neurons stay unpreferred
+    neuron, feature = (key // vocab).astype(np.int32), (key % vocab).astype(np.int32)
+    count = rng.integers(1, 4, len(key))
+    total = count * rng.integers(-1, 4, len(key)).astype(float)  # few values: many ties, some p = 0
+    cells = txray.KindCells(neuron, feature, count, total, np.ones(vocab, np.int64))
+    prof = txray.Profile(n_neurons, "max1", None, {"token": cells}, np.zeros(n_neurons), int(count.sum()))
+    P = prof.distributions("token").to_scipy().toarray()
+    for neurons in (None, [29, 3, 3, 0]):
+        table = analysis.top_features(prof, "token", top=top, neurons=neurons)
+        expected = []
+        for n in range(n_neurons) if neurons is None else sorted(set(neurons)):
+            best = sorted(np.flatnonzero(P[n] > 0), key=lambda f: (-P[n, f], f))[:top]
+            expected += [(n, r + 1, int(f), P[n, f]) for r, f in enumerate(best)]
+        assert [(r["neuron"], r["rank"], r["feature"], r["p"]) for r in table.to_pylist()] == expected
+
+
 def test_changed_neurons(stages):
     a, b = stages[0][0], stages[2][0]
     cmp = txray.compare(a, b)
     table = analysis.changed_neurons(cmp, k=2)
-    h = {r["neuron"]: r["hellinger"] for r in cmp.to_pylist() if r["hellinger"] is not None}
-    most = sorted(h, key=lambda n: (-h[n], n))[:2]
-    least = sorted(h, key=lambda n: (h[n], n))[:2]
+    rows = {r["neuron"]: r for r in cmp.to_pylist() if r["hellinger"] is not None}
+
+    def key(n):
+        r = rows[n]
+        return (-(r["mass_a"] + r["mass_b"]), -r["union_length"], n)
+
+    most = sorted(rows, key=lambda n: (-rows[n]["hellinger"], *key(n)))[:2]
+    eligible = [n for n in rows if min(rows[n]["length_a"], rows[n]["length_b"]) >= analysis.LEAST_CHANGED_MIN_LENGTH]
+    least = sorted(eligible, key=lambda n: (rows[n]["hellinger"], *key(n)))[:2]
     assert table.column("group").to_pylist() == ["most"] * 2 + ["least"] * 2
     assert table.column("neuron").to_pylist() == most + least
-    assert table.column("hellinger").to_pylist() == [h[n] for n in most + least]
+    assert table.column("hellinger").to_pylist() == [rows[n]["hellinger"] for n in most + least]
+
+
+def test_changed_neurons_break_ties_by_mass_and_skip_trivial_neurons():
+    # Neurons 0-3 all moved completely (H = 1); 4 and 5 prefer one feature and did not move (H = 0).
+    cmp = pa.table(
+        {
+            "neuron": pa.array([0, 1, 2, 3, 4, 5, 6], pa.int32()),
+            "state": ["shared"] * 7,
+            "length_a": pa.array([2, 2, 5, 2, 1, 1, 4], pa.int64()),
+            "length_b": pa.array([2, 2, 5, 2, 1, 1, 3], pa.int64()),
+            "union_length": pa.array([4, 4, 10, 4, 1, 1, 5], pa.int64()),
+            "shared_length": pa.array([0, 0, 0, 0, 1, 1, 2], pa.int64()),
+            "hellinger": [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.4],
+            "mass_a": [1.0, 5.0, 1.0, 1.0, 9.0, 9.0, 1.0],
+            "mass_b": [1.0, 5.0, 1.0, 1.0, 9.0, 9.0, 1.0],
+        }
+    )
+    table = analysis.changed_neurons(cmp, k=3)
+    most = table.filter(pc.equal(table.column("group"), "most")).column("neuron").to_pylist()
+    least = table.filter(pc.equal(table.column("group"), "least")).column("neuron").to_pylist()
+    assert most == [1, 2, 0]  # the most massive tie first, then the longer union, then the lower id
+    assert least == [6, 2]  # neurons 4 and 5 (one feature, H = 0) say nothing, nor 0, 1, 3 (two features)
+    every = analysis.changed_neurons(cmp, k=3, min_length=1)
+    assert every.filter(pc.equal(every.column("group"), "least")).column("neuron").to_pylist()[:2] == [4, 5]
+    with pytest.raises(ValueError, match="min_length"):
+        analysis.changed_neurons(cmp, min_length=0)
 
 
 def test_neuron_distributions_align_stages(stages):

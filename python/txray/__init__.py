@@ -9,11 +9,25 @@ that changes between training stages or models (the TX-Ray method).
 
 from typing import Any
 
-from . import analysis  # the tables behind the figures (txray.plots needs plotly; imported on use)
+from . import (
+    analysis,  # the tables behind the figures (txray.plots needs plotly; imported on use)
+    neurons,  # per-neuron views: txray show, the report's neuron browser
+)
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
+from .neurons import NEURON_TABLE_SCHEMA, neuron_detail, neuron_details, neuron_table
 from .parquet import ProfileError
-from .profile import TABLE_SCHEMA, Distributions, KindCells, Profile, align, merge_profiles, union_vocabulary
+from .profile import (
+    CONTEXTS_SCHEMA,
+    TABLE_SCHEMA,
+    Distributions,
+    KindCells,
+    Profile,
+    align,
+    merge_profiles,
+    top_contexts,
+    union_vocabulary,
+)
 from .prune import prune, pruning_sets, pruning_table
 from .recorder import Recorder
 from .report import write_report
@@ -34,12 +48,19 @@ __all__ = [
     "nearest",
     "match",
     "TABLE_SCHEMA",
+    "CONTEXTS_SCHEMA",
+    "top_contexts",
     "COMPARE_SCHEMA",
     "NEAREST_SCHEMA",
     "MATCH_SCHEMA",
     "set_num_threads",
     "get_num_threads",
     "analysis",
+    "neurons",
+    "neuron_table",
+    "neuron_detail",
+    "neuron_details",
+    "NEURON_TABLE_SCHEMA",
     "prune",
     "pruning_sets",
     "pruning_table",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from . import _inputs
 from .compare import compare
 from .profile import Profile, align, check_compatible
 
@@ -87,7 +88,12 @@ CHANGED_SCHEMA = pa.schema(
 )
 """Schema of :func:`changed_neurons`: the k shared neurons with the largest
 Hellinger distance (``group`` = ``most``, rank 1 = largest) and the k with the
-smallest (``least``, rank 1 = smallest); ties: lower neuron first."""
+smallest among non-trivial neurons (``least``, rank 1 = smallest); ties: more
+activation mass first, then the longer union, then the lower neuron."""
+
+LEAST_CHANGED_MIN_LENGTH = 3
+"""The least changed neurons prefer at least this many features in each stage
+(fewer make H = 0 trivial: a neuron preferring only "I" in both stages)."""
 
 NEURON_DISTRIBUTION_SCHEMA = pa.schema(
     [
@@ -149,6 +155,32 @@ def stage_names(profiles: Sequence[Profile]) -> list[str]:
     if len(set(out)) != len(out):  # a told-apart name met another profile's name
         out = [f"{n} ({i + 1})" if len(groups[n]) > 1 else n for i, n in enumerate(names)]
     return out
+
+
+def kind_words(kind: str) -> str:
+    """How a feature kind reads in a title or on an axis: ``tokens``, ``part-of-speech tags``, ..."""
+    return {"token": "tokens", "pos": "part-of-speech tags", "label": "labels"}.get(kind, f"{kind} features")
+
+
+def display_label(label: str) -> str:
+    """A feature name as it can be read: blanks, control characters and U+FFFD written as escapes.
+
+    A token that is only whitespace, or a piece of a UTF-8 character that a
+    tokenizer split (decoded as U+FFFD, "�"), is otherwise invisible or mojibake.
+    """
+    if label == "":
+        return "(empty)"
+    out = []
+    for ch in label:
+        if ch == "\ufffd":
+            out.append("\\ufffd")
+        elif ch == " " and label.strip() == "":
+            out.append("␣")
+        elif not ch.isprintable() and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _short(value: object) -> str | None:
@@ -253,7 +285,7 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     parts = []
     for label, profile in zip(stage_names(profiles), profiles):
         mass = profile.mass()
-        order = np.lexsort((np.arange(len(mass)), -mass))  # descending mass, then neuron index
+        order = mass_order(mass)
         parts.append(
             pa.Table.from_arrays(
                 [
@@ -269,14 +301,64 @@ def mass_curve(profiles: Sequence[Profile]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _ranked_cells(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(neuron, rank, feature, p) of every preferred cell, rank 0 = largest p in its neuron."""
+def mass_order(mass: np.ndarray) -> np.ndarray:
+    """Neuron ids by activation mass, largest first (ties: lower neuron first): the order
+    of :func:`mass_curve`, and of the mass rank in :func:`txray.neuron_table`."""
+    return np.lexsort((np.arange(len(mass)), -np.asarray(mass)))
+
+
+SELECT_TOP = 16
+"""Up to this many features per neuron, :func:`top_features` picks them in passes over the
+cells (one per rank, linear time) instead of sorting every cell."""
+
+
+def _ranked_cells(
+    profile: Profile, kind: str, top: int, neurons: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, rank, feature, p) of each neuron's ``top`` most preferred cells (of all
+    neurons, or of the given distinct ids), sorted by neuron then rank; rank 0 = largest p
+    (ties: lower feature id)."""
     dist = profile.distributions(kind)
-    neuron = np.repeat(np.arange(profile.n_neurons, dtype=np.int32), np.diff(dist.indptr))
-    # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
-    order = np.lexsort((dist.indices, -dist.data, neuron))
-    rank = np.arange(len(order)) - dist.indptr[neuron[order]]
-    return neuron[order], rank, dist.indices[order], dist.data[order]
+    rows = np.arange(profile.n_neurons) if neurons is None else np.unique(neurons)
+    if neurons is not None:
+        dist = dist.rows(rows)
+    lengths = np.diff(dist.indptr)
+    row = np.repeat(np.arange(len(rows)), lengths)
+    if top <= SELECT_TOP:
+        position, rank = _select_top(dist.indptr, dist.data, row, top)
+    else:
+        # CSR rows are sorted by feature, so a stable sort on -p keeps lower ids first among ties.
+        order = np.lexsort((dist.indices, -dist.data, row))
+        rank = np.arange(len(order)) - np.repeat(dist.indptr[:-1], lengths)
+        keep = rank < top
+        position, rank = order[keep], rank[keep]
+    return rows[row[position]].astype(np.int32), rank, dist.indices[position], dist.data[position]
+
+
+def _select_top(indptr: np.ndarray, data: np.ndarray, row: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each CSR row's ``top`` largest entries (ties: the first in the row) and
+    their ranks, sorted by row then rank: ``top`` passes, each taking every row's largest
+    remaining entry (p > 0, so a taken entry is marked -1)."""
+    remaining = data.copy()
+    starts = indptr[:-1][np.diff(indptr) > 0]
+    picked, ranks = [], []
+    for rank in range(top):
+        if not len(starts):
+            break
+        best = np.maximum.reduceat(remaining, starts)
+        best_of_cell = np.repeat(best, np.diff(np.append(starts, len(remaining))))
+        hits = np.flatnonzero((remaining == best_of_cell) & (best_of_cell > 0))
+        if not len(hits):
+            break
+        first = hits[np.concatenate([[True], row[hits[1:]] != row[hits[:-1]]])]
+        remaining[first] = -1.0
+        picked.append(first)
+        ranks.append(np.full(len(first), rank))
+    if not picked:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    position, rank_of = np.concatenate(picked), np.concatenate(ranks)
+    order = np.lexsort((rank_of, row[position]))
+    return position[order], rank_of[order]
 
 
 def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: Sequence[int] | None = None) -> pa.Table:
@@ -286,24 +368,16 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, not {top}")
-    neuron, rank, feature, p = _ranked_cells(profile, kind)
-    keep = rank < top
-    if neurons is not None:
-        keep &= np.isin(neuron, _neuron_ids(neurons, profile.n_neurons))
+    ids = None if neurons is None else _inputs.neuron_ids(neurons, profile.n_neurons)
+    neuron, rank, feature, p = _ranked_cells(profile, kind, top, ids)
     vocab = profile.vocabulary(kind)
     names = (
-        pa.array(vocab, pa.string()).take(pa.array(feature[keep]))
+        pa.array(vocab, pa.string()).take(pa.array(feature))
         if vocab is not None
-        else pa.nulls(int(keep.sum()), pa.string())
+        else pa.nulls(len(feature), pa.string())
     )
     return pa.Table.from_arrays(
-        [
-            pa.array(neuron[keep]),
-            pa.array((rank[keep] + 1).astype(np.int32)),
-            pa.array(feature[keep]),
-            names,
-            pa.array(p[keep]),
-        ],
+        [pa.array(neuron), pa.array((rank + 1).astype(np.int32)), pa.array(feature), names, pa.array(p)],
         schema=TOP_FEATURES_SCHEMA,
     )
 
@@ -311,7 +385,7 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
 def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> list[str]:
     """Per neuron, its top features as one string, e.g. ``"the 0.31, with 0.12"``.
 
-    Unpreferred neurons get ``""``. Used for hover text and the neuron table.
+    Unpreferred neurons get ``""``; names as :func:`display_label` writes them. Used for hover text.
     """
     table = top_features(profile, kind, top)
     neuron = table.column("neuron").to_numpy()
@@ -319,7 +393,7 @@ def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> l
     p = table.column("p").to_numpy()
     labels: list[list[str]] = [[] for _ in range(profile.n_neurons)]
     for n, name, value in zip(neuron.tolist(), names, p.tolist()):
-        labels[n].append(f"{name} {value:.2f}")
+        labels[n].append(f"{display_label(name)} {value:.2f}")
     return [", ".join(parts) for parts in labels]
 
 
@@ -330,27 +404,32 @@ def feature_labels(table: pa.Table) -> list[str]:
     return [str(f) if name is None else name for name, f in zip(names, ids)]
 
 
-def _neuron_ids(neurons: Sequence[int], n_neurons: int) -> np.ndarray:
-    ids = np.asarray(list(neurons), dtype=np.int64)
-    bad = ids[(ids < 0) | (ids >= n_neurons)]
-    if len(bad):
-        raise ValueError(f"neuron {int(bad[0])} is out of range: the layer has {n_neurons} neurons")
-    return ids
-
-
-def changed_neurons(comparison: pa.Table, k: int = 10) -> pa.Table:
+def changed_neurons(comparison: pa.Table, k: int = 10, min_length: int = LEAST_CHANGED_MIN_LENGTH) -> pa.Table:
     """The k most and k least changed shared neurons of a :func:`txray.compare` table.
 
     "Changed" is the Hellinger distance between the neuron's two
-    distributions. Schema :data:`CHANGED_SCHEMA` (``most`` rows first).
+    distributions. Many neurons tie (at H = 1 when a neuron's preferences are
+    disjoint), so ties go to the neuron with more activation mass in the two
+    stages together, then to the longer union of features, then to the lower
+    id. The least changed are chosen among neurons preferring at least
+    ``min_length`` features in each stage: a neuron that prefers one feature
+    in both stages (``"I" -> "I"``) has H = 0 and says nothing. Schema
+    :data:`CHANGED_SCHEMA` (``most`` rows first).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
+    if min_length < 1:
+        raise ValueError(f"min_length must be at least 1, not {min_length}")
     h = comparison.column("hellinger").to_numpy(zero_copy_only=False).astype(np.float64)
     neuron = comparison.column("neuron").to_numpy()
+    mass = (comparison.column("mass_a").to_numpy() + comparison.column("mass_b").to_numpy()).astype(np.float64)
+    union = comparison.column("union_length").to_numpy()
+    length_a, length_b = (comparison.column(c).to_numpy() for c in ("length_a", "length_b"))
     shared = np.flatnonzero(~np.isnan(h))
-    most = shared[np.lexsort((neuron[shared], -h[shared]))][:k]
-    least = shared[np.lexsort((neuron[shared], h[shared]))][:k]
+    # np.lexsort sorts by the last key first.
+    most = shared[np.lexsort((neuron[shared], -union[shared], -mass[shared], -h[shared]))][:k]
+    candidates = shared[np.minimum(length_a[shared], length_b[shared]) >= min_length]
+    least = candidates[np.lexsort((neuron[candidates], -union[candidates], -mass[candidates], h[candidates]))][:k]
     rows = np.concatenate([most, least])
     return pa.Table.from_arrays(
         [
@@ -380,7 +459,7 @@ def neuron_distributions(
     for other in profiles[1:]:
         check_compatible(profiles[0], other, [kind], same_neurons=True)
     profiles = align(profiles, [kind])
-    ids = _neuron_ids(neurons, profiles[0].n_neurons)
+    ids = _inputs.neuron_ids(neurons, profiles[0].n_neurons)
     labels = stage_names(profiles)
     dense = [p.distributions(kind).to_scipy() for p in profiles]
     vocab = profiles[0].vocabulary(kind)

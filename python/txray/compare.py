@@ -4,13 +4,14 @@ all-pairs nearest neurons between layers of different models."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from . import _inputs, hellinger
-from .profile import Profile, align, check_compatible
+from .profile import Distributions, Profile, align, check_compatible
 
 STATES = ("shared", "avoided", "gained", "dead")
 
@@ -31,6 +32,10 @@ COMPARE_SCHEMA = pa.schema(
 (preferred in both), avoided (in A only), gained (in B only) or dead
 (neither); ``hellinger`` is null unless shared; lengths count the features
 with p > 0; ``union_length`` is the README's "Hellinger length"."""
+
+PAIRED_SCHEMA = pa.schema([COMPARE_SCHEMA.field(name) for name in COMPARE_SCHEMA.names[1:7]])
+"""Schema of :func:`compare_distributions`: the :data:`COMPARE_SCHEMA` columns from
+``state`` to ``hellinger``."""
 
 NEAREST_SCHEMA = pa.schema(
     [
@@ -75,43 +80,57 @@ def _csr(profile: Profile, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return d.indptr, d.indices, d.data
 
 
-def compare(a: Profile, b: Profile, kind: str = "token", *, allow_mode_mismatch: bool = False) -> pa.Table:
+def compare(
+    a: Profile,
+    b: Profile,
+    kind: str = "token",
+    *,
+    neurons: Sequence[int] | None = None,
+    allow_mode_mismatch: bool = False,
+) -> pa.Table:
     """Neuron-by-neuron comparison of two profiles of the same layer.
 
     Both must be recorded in the same mode (see :func:`check_modes`; a
     ValueError otherwise, unless ``allow_mode_mismatch=True``). Profiles of
     different corpora (different vocabularies) are lined up by feature name
     (:func:`txray.align`): the result is the one both would give recorded with
-    one shared vocabulary. Returns a table with :data:`COMPARE_SCHEMA`; its
-    schema metadata holds the :func:`summary` as JSON under ``txray_summary``.
+    one shared vocabulary. ``neurons``: only these neurons, one row each in the
+    order given (default: every neuron). Returns a table with
+    :data:`COMPARE_SCHEMA`; its schema metadata holds the :func:`summary` of its
+    rows as JSON under ``txray_summary``.
     """
     check_compatible(a, b, [kind], same_neurons=True)
     check_modes(a, b, allow_mode_mismatch)
     a, b = align([a, b], [kind])
-    distance, union, shared = hellinger.hellinger_paired(*_csr(a, kind), *_csr(b, kind))
-    pref_a, pref_b = a.preferred(kind), b.preferred(kind)
-    state = np.select(
-        [pref_a & pref_b, pref_a & ~pref_b, ~pref_a & pref_b],
-        ["shared", "avoided", "gained"],
-        default="dead",
-    )
+    rows = np.arange(a.n_neurons) if neurons is None else _inputs.neuron_ids(neurons, a.n_neurons)
+    dist_a, dist_b = a.distributions(kind), b.distributions(kind)
+    if neurons is not None:
+        dist_a, dist_b = dist_a.rows(rows), dist_b.rows(rows)
+    rows_compared = compare_distributions(dist_a, dist_b)
     table = pa.Table.from_arrays(
-        [
-            pa.array(np.arange(a.n_neurons, dtype=np.int32)),
-            pa.array(state),
-            a.lengths(kind),
-            b.lengths(kind),
-            union,
-            shared,
-            pa.array(distance, mask=np.isnan(distance)),
-            a.mass(),
-            b.mass(),
-        ],
+        [pa.array(rows.astype(np.int32)), *rows_compared.columns, pa.array(a.mass()[rows]), pa.array(b.mass()[rows])],
         schema=COMPARE_SCHEMA,
     )
     info = summary(table)
     info.update({"kind": kind, "a": a.name, "b": b.name})
     return table.replace_schema_metadata({"txray_summary": json.dumps(info)})
+
+
+def compare_distributions(a: Distributions, b: Distributions) -> pa.Table:
+    """Row ``i`` of ``a`` against row ``i`` of ``b`` (feature ids on one vocabulary): the
+    :data:`COMPARE_SCHEMA` columns from ``state`` to ``hellinger``. :func:`compare` is this
+    for the same neurons of two profiles; :func:`txray.neuron_detail` stacks one neuron's
+    rows of several stages to compare them all in one pass."""
+    distance, union, shared = hellinger.hellinger_paired(a.indptr, a.indices, a.data, b.indptr, b.indices, b.data)
+    length_a, length_b = np.diff(a.indptr), np.diff(b.indptr)
+    pref_a, pref_b = length_a > 0, length_b > 0
+    state = np.select(
+        [pref_a & pref_b, pref_a & ~pref_b, ~pref_a & pref_b],
+        ["shared", "avoided", "gained"],
+        default="dead",
+    )
+    columns = [state, length_a, length_b, union, shared, pa.array(distance, mask=np.isnan(distance))]
+    return pa.Table.from_arrays(columns, schema=PAIRED_SCHEMA)
 
 
 def summary(comparison: pa.Table) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+from .contexts import DEFAULT_CONTEXT_WINDOW
 from .corpus import Shard
 from .features import Feature
 from .profile import Profile
-from .recorder import DEFAULT_DENSE_LIMIT
+from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +46,14 @@ class RecordOptions:
     forward:
         ``forward(model, batch)`` runs the model on a :class:`txray.words.Batch`;
         default: ``model(input_ids=..., attention_mask=...)`` for Hugging Face
-        models, ``model(input_ids)`` otherwise.
+        models, ``model(input_ids, attention_mask=...)`` for other models whose
+        ``forward`` takes an ``attention_mask`` (a TransformerLens
+        ``HookedTransformer``), ``model(input_ids)`` otherwise.
     cache_dir:
         Where POS tags are cached (default ``~/.cache/txray``; ``False`` disables).
     progress:
-        Show a progress bar.
+        Show progress bars (the vocabulary pass, each tagging pass, the
+        recording), with a total and an ETA where the corpus's size is known.
     name:
         Model name for the metadata; default: the model's ``name_or_path``.
     dense_limit_bytes:
@@ -75,6 +79,15 @@ class RecordOptions:
         ``txray merge``) into the profile of a whole run. Each part's metadata
         holds ``"shards": [[index, count]]``; an empty shard (more shards than
         sequences) records ``{}``.
+    contexts:
+        Top activating contexts kept per neuron (default 20; 0: none): each
+        neuron's highest activations with the word, its sequence and the text
+        around it, in each profile's ``contexts`` table. A context's ``unit`` is
+        its word's position among the corpus's words (counted from 0, as
+        ``limit_tokens`` counts them), the same for every model and every
+        shard; special tokens are never contexts.
+    context_window:
+        Words of a context's text on either side of its word (default 8).
     """
 
     features: tuple[str | Feature, ...] = ("token",)
@@ -93,6 +106,8 @@ class RecordOptions:
     shard: Shard | tuple[int, int] | None = None
     vocab_from: Profile | str | os.PathLike[str] | None = None
     profile_name: str | None = None
+    contexts: int = DEFAULT_CONTEXTS
+    context_window: int = DEFAULT_CONTEXT_WINDOW
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (

@@ -7,6 +7,8 @@ folder with a fixed layout (docs/profile-format.md)::
       cells.parquet                kind, neuron, feature, feature_name, count, sum, mean, p
       _neurons.parquet             neuron, mass, length_<kind>..., preferred_<kind>...
       _vocabulary-<kind>.parquet   feature, name, frequency (one per feature kind)
+      _contexts.parquet            neuron, rank, activation, unit, document, word, text, word_offset
+                                   (optional: the top activating contexts, when recorded)
       _profile.json                format, small metadata, the list of tables
 
 Every table is an ordinary Parquet file with page checksums (verified on
@@ -57,6 +59,7 @@ MODES = ("max1", "topk", "all")
 MANIFEST = "_profile.json"
 CELLS_FILE = "cells.parquet"
 NEURONS_FILE = "_neurons.parquet"
+CONTEXTS_FILE = "_contexts.parquet"
 ID_KEY = b"txray.id"  # in every table's schema metadata: the id of the save it belongs to
 TABLE_KEY = b"txray.table"
 
@@ -84,6 +87,27 @@ VOCABULARY_SCHEMA = pa.schema(
 )
 """``_vocabulary-<kind>.parquet``: one row per feature id (0, 1, ...): its
 string (null when the profile has no vocabulary) and corpus frequency."""
+
+CONTEXTS_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("activation", pa.float64(), nullable=False),
+        pa.field("unit", pa.int64(), nullable=False),
+        pa.field("document", pa.int64()),
+        pa.field("word", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("word_offset", pa.int32()),
+    ]
+)
+"""``_contexts.parquet`` and :attr:`txray.Profile.contexts`: each neuron's top activating
+contexts, at most k rows per neuron sorted by (neuron, rank). ``rank`` 1 is the neuron's
+highest activation (ties: the lower unit first); ``unit`` is the word's position among all
+the corpus's words, from 0 in corpus order (record_model; a plain :class:`txray.Recorder`
+numbers the rows it recorded); ``document`` is the index of the document (line,
+sentence) it is in; ``word`` is its text and ``text`` a window of words around it joined by
+single spaces, with ``word`` at character ``word_offset`` of ``text``. The last four are
+null where they are not known (a plain :class:`txray.Recorder` knows only units)."""
 
 _SAFE_KIND = re.compile(r"[A-Za-z0-9_+-]{1,64}")
 _TEMPORARY = re.compile(
@@ -134,6 +158,8 @@ class ProfileData:
     mass: np.ndarray  # float64, one per neuron
     kinds: list[KindData]
     format: int = FORMAT_VERSION  # the format it was read from
+    contexts: pa.Table | None = None  # CONTEXTS_SCHEMA; None when not recorded
+    contexts_k: int | None = None  # the number of contexts per neuron asked for
 
 
 # --------------------------------------------------------------------------
@@ -182,6 +208,9 @@ def write_folder(data: ProfileData, folder: str | os.PathLike) -> None:
     ]
     for entry in tables:
         entry["required"] = True
+    if data.contexts is not None:
+        # Optional: a txray that does not know the table reads the rest of the profile.
+        tables.append({"table": "contexts", "file": CONTEXTS_FILE, "rows": data.contexts.num_rows, "required": False})
     manifest = {
         "format": FORMAT_VERSION,
         "txray_version": __version__,
@@ -198,6 +227,8 @@ def write_folder(data: ProfileData, folder: str | os.PathLike) -> None:
         "tables": tables,
         "metadata": data.metadata,
     }
+    if data.contexts is not None:
+        manifest["contexts_k"] = data.contexts_k
     manifest["checksum"] = _checksum(manifest)
 
     def put(table: pa.Table, file: str, name: str) -> None:
@@ -223,6 +254,8 @@ def write_folder(data: ProfileData, folder: str | os.PathLike) -> None:
                 schema=VOCABULARY_SCHEMA,
             )
             put(vocabulary, files[kind.name], "vocabulary")
+        if data.contexts is not None:
+            put(data.contexts, CONTEXTS_FILE, "contexts")
 
     def write_manifest() -> None:
         fd = os.open(os.path.join(folder, MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -658,7 +691,7 @@ def _read_folder(folder: str, path: str) -> ProfileData:
             raise ProfileError(f"{manifest_path} is corrupt: a table is not an object")
         _expect(entry, manifest_path, {"table": str, "file": str, "rows": int, "required": bool})
         key = (entry["table"], entry.get("kind"))
-        known = entry["table"] in ("cells", "neurons") or (
+        known = entry["table"] in ("cells", "neurons", "contexts") or (
             entry["table"] == "vocabulary" and entry.get("kind") in [k["name"] for k in kinds]
         )
         if not known:
@@ -770,6 +803,12 @@ def _read_tables(
         else:
             names = None
         result.append(_kind_data(entry["name"], part, _column(vocabulary, "frequency", np.int64, path), names, path))
+    contexts = table(("contexts", None), CONTEXTS_SCHEMA.names) if ("contexts", None) in tables else None
+    if contexts is not None:
+        contexts = _conform(contexts, CONTEXTS_SCHEMA, path)
+    contexts_k = manifest.get("contexts_k")
+    if contexts is not None and (not isinstance(contexts_k, int) or isinstance(contexts_k, bool)):
+        raise ProfileError(f"{manifest_path} is corrupt: 'contexts_k' is {contexts_k!r}, expected int")
     # The derived columns are not used, but read (above) so that their checksums are verified.
     return ProfileData(
         n_neurons=n_neurons,
@@ -781,7 +820,18 @@ def _read_tables(
         mass=mass,
         kinds=result,
         format=FORMAT_VERSION,
+        contexts=contexts,
+        contexts_k=contexts_k if contexts is not None else None,
     )
+
+
+def _conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types (a newer txray may add columns)."""
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (pa.ArrowException, ValueError, KeyError) as err:
+        raise ProfileError(f"{path} is corrupt: {err}") from None
+    return table.replace_schema_metadata(None)
 
 
 def _manifest_changed(manifest_path: str, write_id: str) -> bool:
@@ -926,3 +976,42 @@ def validate(data: ProfileData, path: str | os.PathLike) -> None:
         key = kind.neuron.astype(np.int64) * max(n_features, 1) + kind.feature
         if len(key) > 1 and not bool(np.all(key[1:] > key[:-1])):
             fail(f"{label}: cells not sorted by neuron and feature (or repeated)")
+    if data.contexts is not None:
+        problem = contexts_problem(data.contexts, data.n_neurons, data.contexts_k)
+        if problem:
+            fail(f"contexts: {problem}")
+
+
+def contexts_problem(contexts: pa.Table, n_neurons: int, k: int | None) -> str | None:
+    """What is wrong with a table of :data:`CONTEXTS_SCHEMA`, or None: neurons in range, ranks
+    1, 2, ... per neuron (at most ``k``) in (neuron, rank) order, activations not increasing
+    with rank, finite."""
+    have = [f"{f.name}: {f.type}" for f in contexts.schema]
+    expected = [f"{f.name}: {f.type}" for f in CONTEXTS_SCHEMA]
+    if have != expected:
+        return f"columns [{', '.join(have)}], expected [{', '.join(expected)}]"
+    if k is None or isinstance(k, bool) or k < 1:
+        return f"contexts per neuron (k) is {k!r}"
+    for name in ("neuron", "rank", "activation", "unit"):
+        if contexts.column(name).null_count:
+            return f"column {name!r} has nulls"
+    if not contexts.num_rows:
+        return None
+    neuron = contexts.column("neuron").to_numpy()
+    rank = contexts.column("rank").to_numpy()
+    activation = contexts.column("activation").to_numpy()
+    if neuron.min() < 0 or neuron.max() >= n_neurons:
+        return f"neuron ids outside 0..{n_neurons - 1}"
+    if not np.all(np.isfinite(activation)):
+        return "activations that are not finite"
+    starts = np.concatenate([[True], neuron[1:] != neuron[:-1]])
+    first = np.flatnonzero(starts)
+    ranks = np.arange(len(neuron)) - np.repeat(first, np.diff(np.append(first, len(neuron)))) + 1
+    if np.any(np.diff(neuron) < 0) or not np.array_equal(rank, ranks):
+        return "rows not sorted by neuron with ranks 1, 2, ... per neuron"
+    if rank.max() > k:
+        return f"a neuron has {rank.max()} contexts, more than k = {k}"
+    same = ~starts[1:]
+    if np.any(activation[1:][same] > activation[:-1][same]):
+        return "a neuron's activations increase with rank"
+    return None

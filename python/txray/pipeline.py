@@ -10,6 +10,7 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
+from .contexts import ContextTexts, live_units, unit_numbers
 from .corpus import Corpus, Example, Shard, as_corpus, take
 from .features import (
     Feature,
@@ -34,6 +35,7 @@ from .features import (
 )
 from .options import RecordOptions
 from .profile import Profile
+from .progress import Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import Batch, Window, WordTokenizer, as_word_tokenizer, batches, make_batch, pool, windows
@@ -83,7 +85,7 @@ def record_model(
         for a shard, which returns ``{}`` when it is empty).
     """
     opts = RecordOptions.resolve(options, features, settings)
-    mode, k, pooling, include_special = opts.mode, opts.k, opts.pooling, opts.include_special
+    pooling, include_special = opts.pooling, opts.include_special
     limit_tokens, cache_dir = opts.limit_tokens, opts.cache_dir
     corpus = as_corpus(corpus)
     word_tokenizer = as_word_tokenizer(tokenizer, opts.max_length)
@@ -91,27 +93,31 @@ def record_model(
     if opts.vocab_from is not None:
         reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
-    special_names = _prepare_vocabularies(resolved, corpus, limit_tokens, word_tokenizer, include_special)
+    special_names = _prepare_vocabularies(
+        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress
+    )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
-    run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes)
+    run = _Run(model, capture, resolved, opts, forward)
 
     shard = opts.shard
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
         shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
     examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
-    examples = annotate(examples, resolved, cache)
+    progress = Progress(corpus, limit_tokens, sharded=shard is not None, enabled=opts.progress)
+    bar = progress.bar("txray record")
+    examples = bar.read(annotate(examples, resolved, cache, progress))
     was_training = model.training
     model.eval()
-    bar = tqdm(total=limit_tokens, unit="tok", unit_scale=True, disable=not opts.progress, desc="txray record")
     try:
         with capture, torch.inference_mode():
             for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
                 batch = make_batch(group, word_tokenizer, include_special)
                 run.step(batch)
-                bar.update(batch.words)
+                bar.done(batch.words)
+        progress.finish()
     finally:
-        bar.close()
+        progress.close()
         model.train(was_training)
     if not run.recorders and shard is not None and shard.seen:
         return {}
@@ -131,37 +137,39 @@ def record_model(
         metadata["shards"] = [[shard.index, shard.count]]
     several = len(run.recorders) > 1
     return run.recorders.profiles(
-        metadata, name=lambda layer: profile_name(opts.profile_name, corpus.label, layer, several)
+        metadata,
+        name=lambda layer: profile_name(opts.profile_name, corpus.label, layer, several),
+        fill_contexts=run.texts.fill if run.texts is not None else None,
     )
 
 
 def default_forward(model: nn.Module) -> Forward:
-    """How to call a model on a batch: Hugging Face models get the attention mask."""
+    """How to call a model on a batch: Hugging Face models get the attention mask
+    by keyword, other models whose ``forward`` takes an ``attention_mask`` (a
+    TransformerLens ``HookedTransformer``) get the ids and the mask, the rest the ids."""
     if hasattr(model, "config") and hasattr(model, "main_input_name"):
         return lambda m, b: m(input_ids=b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
+    if "attention_mask" in inspect.signature(model.forward).parameters:
+        return lambda m, b: m(b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
     return lambda m, b: m(b.input_ids.to(_device(m)))
 
 
 class _Run:
-    """The per-batch work of one recording: forward, capture, pool, record."""
+    """The per-batch work of one recording: forward, capture, pool, record, keep the contexts' text."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        capture: Capture,
-        features: list[Feature],
-        mode: str,
-        k: int | None,
-        pooling: str,
-        forward: Forward,
-        dense_limit_bytes: int,
+        self, model: nn.Module, capture: Capture, features: list[Feature], opts: RecordOptions, forward: Forward
     ) -> None:
         self.model, self.capture, self.features = model, capture, features
-        self.mode, self.k, self.pooling, self.forward = mode, k, pooling, forward
-        self.recorders: LayerRecorders[str] = LayerRecorders(features, mode, k, dense_limit_bytes)
+        self.pooling, self.forward = opts.pooling, forward
+        self.recorders: LayerRecorders[str] = LayerRecorders(
+            features, opts.mode, opts.k, opts.dense_limit_bytes, opts.contexts
+        )
+        self.texts = ContextTexts(opts.context_window) if opts.contexts else None
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
+        self._units: np.ndarray | None = None
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
         if not any(isinstance(f, Prediction) for f in features):
@@ -169,12 +177,17 @@ class _Run:
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
+        self._units = unit_numbers(batch) if self.texts is not None else None
         output = self.forward(self.model, batch)
         for feature in self.features:
             if isinstance(feature, Prediction):
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
         for layer, tensor in self.capture.collect(output).items():
             self._record(layer, tensor)
+        if self.texts is not None and self._units is not None:
+            recorders = list(self.recorders.recorders())
+            entered = live_units(recorders, latest=True)
+            self.texts.keep(batch, self._units, entered, lambda: live_units(recorders))
         self.words += batch.n_units
 
     def _record(self, layer: str, tensor: torch.Tensor) -> None:
@@ -184,7 +197,7 @@ class _Run:
         rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
-        self.recorders.update(layer, rows.cpu(), self._ids)
+        self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
 
     def _predictions(self, feature: Prediction, output: Any, batch: Batch) -> np.ndarray:
         logits = feature.pick(output)
@@ -206,10 +219,15 @@ class _Run:
 
 
 def _prepare_vocabularies(
-    features: list[Feature], corpus: Corpus, limit_tokens: int | None, tokenizer: WordTokenizer, include_special: bool
+    features: list[Feature],
+    corpus: Corpus,
+    limit_tokens: int | None,
+    tokenizer: WordTokenizer,
+    include_special: bool,
+    progress: bool,
 ) -> dict[int, str] | None:
-    """Build missing vocabularies (a first pass); with ``include_special`` add
-    the special tokens to them and return ``{token id: token string}``."""
+    """Build missing vocabularies (a first pass, with a bar); with ``include_special``
+    add the special tokens to them and return ``{token id: token string}``."""
     if needs_vocabulary_pass(features):
         if not corpus.reiterable:
             raise ValueError(
@@ -217,7 +235,9 @@ def _prepare_vocabularies(
                 f"{[f.kind for f in features if f.vocabulary is None]} need a first pass to build "
                 "their vocabularies: give them a vocabulary, or pass a list or a file"
             )
-        build_vocabularies(features, corpus.examples(limit_tokens))
+        with Progress(corpus, limit_tokens, enabled=progress) as bars:
+            build_vocabularies(features, bars.bar("txray vocabulary").track(corpus.examples(limit_tokens)))
+            bars.finish()
     if not include_special:
         return None
     special = sorted(set(tokenizer.prefix + tokenizer.suffix))

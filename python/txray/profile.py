@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from . import parquet
+
+CONTEXTS_SCHEMA = parquet.CONTEXTS_SCHEMA
 
 TABLE_SCHEMA = parquet.CELLS_SCHEMA.remove(parquet.CELLS_SCHEMA.get_field_index("kind"))
 """Schema of :meth:`Profile.table`: one row per recorded (neuron, feature)
@@ -64,6 +67,17 @@ class Distributions:
         n = len(self.indptr) - 1
         return sp.csr_array((self.data, self.indices, self.indptr), shape=(n, self.n_features))
 
+    def rows(self, neurons: np.ndarray) -> Distributions:
+        """The distributions of the given neurons (ids in range), in that order, as a new set
+        whose row ``i`` is neuron ``neurons[i]``: a few neurons without copying all rows."""
+        neurons = np.asarray(neurons, dtype=np.int64)
+        starts = self.indptr[neurons]
+        lengths = self.indptr[neurons + 1] - starts
+        indptr = np.zeros(len(neurons) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        positions = np.arange(indptr[-1]) + np.repeat(starts - indptr[:-1], lengths)
+        return Distributions(indptr, self.indices[positions], self.data[positions], self.n_features)
+
 
 class Profile:
     """Preference statistics of one (model state, layer, corpus).
@@ -81,6 +95,8 @@ class Profile:
         tokens: int,
         name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        contexts: pa.Table | None = None,
+        contexts_k: int | None = None,
     ) -> None:
         self.n_neurons = int(n_neurons)
         self.mode = mode
@@ -96,6 +112,16 @@ class Profile:
         self._mass = np.asarray(mass, dtype=np.float64)
         if self._mass.shape != (self.n_neurons,):
             raise ValueError(f"mass must have one value per neuron ({self.n_neurons})")
+        if contexts is not None:
+            contexts = pa.table(contexts) if not isinstance(contexts, pa.Table) else contexts
+            problem = parquet.contexts_problem(contexts, self.n_neurons, contexts_k)
+            if problem:
+                raise ValueError(f"contexts: {problem} (txray.top_contexts builds a valid table)")
+            contexts = contexts.cast(CONTEXTS_SCHEMA).replace_schema_metadata(None)
+        elif contexts_k is not None:
+            raise ValueError("contexts_k is given without contexts")
+        self._contexts = contexts
+        self.contexts_k = contexts_k
 
     # -- what was recorded ------------------------------------------------
     @property
@@ -125,6 +151,23 @@ class Profile:
     def mass(self) -> np.ndarray:
         """Activation mass per neuron: the sum of every value it recorded."""
         return self._mass.copy()
+
+    @property
+    def contexts(self) -> pa.Table | None:
+        """Each neuron's top activating contexts (schema :data:`CONTEXTS_SCHEMA`, at most
+        :attr:`contexts_k` rows per neuron, sorted by neuron and rank), or None when they
+        were not recorded."""
+        return self._contexts
+
+    def neuron_contexts(self, neuron: int) -> pa.Table | None:
+        """The rows of :attr:`contexts` of one neuron (best first), or None when not recorded."""
+        if not 0 <= neuron < self.n_neurons:
+            raise IndexError(f"neuron {neuron} is outside 0..{self.n_neurons - 1}")
+        if self._contexts is None:
+            return None
+        column = self._contexts.column("neuron").to_numpy()
+        start, stop = np.searchsorted(column, [neuron, neuron + 1])
+        return self._contexts.slice(int(start), int(stop - start))
 
     # -- derived --------------------------------------------------------------
     def table(self, kind: str) -> pa.Table:
@@ -168,6 +211,10 @@ class Profile:
                 h.update(np.ascontiguousarray(array).tobytes())
             # The same ids under other names are other data (profiles of different corpora).
             h.update(b"\x00" if cells.names is None else json.dumps(list(cells.names)).encode())
+        if self._contexts is not None:
+            h.update(json.dumps(self.contexts_k).encode())
+            for column in self._contexts.columns:
+                h.update(json.dumps(column.to_pylist()).encode())
         return h.hexdigest()
 
     # -- persistence -----------------------------------------------------------
@@ -191,7 +238,18 @@ class Profile:
                 kind.name: KindCells(kind.neuron, kind.feature, kind.count, kind.sum, kind.frequencies, kind.names)
                 for kind in data.kinds
             }
-            return cls(data.n_neurons, data.mode, data.k, kinds, data.mass, data.tokens, data.name, data.metadata)
+            return cls(
+                data.n_neurons,
+                data.mode,
+                data.k,
+                kinds,
+                data.mass,
+                data.tokens,
+                data.name,
+                data.metadata,
+                contexts=data.contexts,
+                contexts_k=data.contexts_k,
+            )
         except (TypeError, ValueError) as err:
             raise parquet.ProfileError(f"{os.fspath(path)} is not a valid profile: {err}") from None
 
@@ -216,7 +274,16 @@ class Profile:
                 )
             )
         return parquet.ProfileData(
-            self.n_neurons, self.mode, self.k, self.tokens, self.name, self.metadata, self._mass, kinds
+            self.n_neurons,
+            self.mode,
+            self.k,
+            self.tokens,
+            self.name,
+            self.metadata,
+            self._mass,
+            kinds,
+            contexts=self._contexts,
+            contexts_k=self.contexts_k,
         )
 
     def __repr__(self) -> str:
@@ -402,7 +469,20 @@ def align(profiles: Sequence[Profile], kinds: Sequence[str] | None = None) -> li
             out.append(p)
             continue
         kinds_cells = {kind: changed.get(kind, p.cells(kind)) for kind in p.kinds}
-        out.append(Profile(p.n_neurons, p.mode, p.k, kinds_cells, p._mass, p.tokens, p.name, p.metadata))
+        out.append(
+            Profile(
+                p.n_neurons,
+                p.mode,
+                p.k,
+                kinds_cells,
+                p._mass,
+                p.tokens,
+                p.name,
+                p.metadata,
+                contexts=p.contexts,
+                contexts_k=p.contexts_k,
+            )
+        )
     return out
 
 
@@ -464,6 +544,7 @@ def merge_profiles(parts: Sequence[Profile], name: str | None = None, allow_dupl
     shards = _merge_shards([p.metadata for p in parts])
     kinds = {kind: merge_cells([p.cells(kind) for p in parts]) for kind in first.kinds}
     mass = np.sum([p.mass() for p in parts], axis=0)
+    contexts, contexts_k = _merge_contexts(parts)
     return Profile(
         first.n_neurons,
         first.mode,
@@ -473,7 +554,66 @@ def merge_profiles(parts: Sequence[Profile], name: str | None = None, allow_dupl
         sum(p.tokens for p in parts),
         name=name if name is not None else first.name,
         metadata=_merge_metadata([p.metadata for p in parts], shards),
+        contexts=contexts,
+        contexts_k=contexts_k,
     )
+
+
+def top_contexts(candidates: pa.Table | Mapping[str, Any], k: int) -> pa.Table:
+    """Each neuron's ``k`` best contexts among ``candidates``, as a :data:`CONTEXTS_SCHEMA` table.
+
+    ``candidates``: a table (or mapping of columns) with at least ``neuron``, ``activation``
+    and ``unit``; ``document``, ``word``, ``text`` and ``word_offset`` are kept where given
+    (null where not); a ``rank`` column is ignored. Per neuron the candidates are ordered by
+    activation (highest first), ties by the lower unit, then by order given; the first ``k``
+    are kept and ranked 1, 2, ...: the exact top k of the union, whatever the candidates
+    were split into (the merge of parts uses it)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    table = candidates if isinstance(candidates, pa.Table) else pa.table(dict(candidates))
+    for name in ("neuron", "activation", "unit"):
+        if name not in table.column_names:
+            raise ValueError(f"the context candidates have no {name!r} column (they have {table.column_names})")
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for field in CONTEXTS_SCHEMA:
+        if field.name == "rank":
+            continue
+        if field.name in table.column_names:
+            columns[field.name] = table.column(field.name).cast(field.type)
+        else:
+            columns[field.name] = pa.nulls(n, field.type)
+    neuron = np.asarray(columns["neuron"].to_numpy(), dtype=np.int64)
+    activation = np.asarray(columns["activation"].to_numpy(), dtype=np.float64)
+    unit = np.asarray(columns["unit"].to_numpy(), dtype=np.int64)
+    order = np.lexsort((np.arange(n), unit, -activation, neuron))  # the last key sorts first
+    neuron = neuron[order]
+    starts = np.flatnonzero(np.concatenate([[True], neuron[1:] != neuron[:-1]])) if n else np.zeros(0, np.int64)
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n))) + 1
+    keep = order[rank <= k]
+    arrays = [
+        pa.array(rank[rank <= k].astype(np.int32)) if f.name == "rank" else columns[f.name].take(pa.array(keep))
+        for f in CONTEXTS_SCHEMA
+    ]
+    return pa.Table.from_arrays(
+        [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays], schema=CONTEXTS_SCHEMA
+    )
+
+
+def _merge_contexts(parts: Sequence[Profile]) -> tuple[pa.Table | None, int | None]:
+    """The exact top k of the parts' contexts (k: the smallest the parts asked for), or
+    (None, None) when some part has none."""
+    have = [p for p in parts if p.contexts is not None]
+    if len(have) < len(parts):
+        if have:
+            warnings.warn(
+                f"{len(parts) - len(have)} of {len(parts)} merged profiles have no top contexts; "
+                "the merged profile has none",
+                stacklevel=3,
+            )
+        return None, None
+    k = min(int(p.contexts_k) for p in have)  # type: ignore[arg-type]  # set wherever contexts are
+    return top_contexts(pa.concat_tables([p.contexts for p in have]), k), k
 
 
 def merge_cells(parts: Sequence[KindCells]) -> KindCells:

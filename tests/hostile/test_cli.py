@@ -159,3 +159,35 @@ def test_merge_checks_its_output_before_reading_parts(capsys, tmp_path, out, mes
     code, _, err = run(capsys, "merge", *parts, "-o", out)
     assert code == 2 and err.startswith("txray merge: error:") and message in err
     assert (plain / "keep.txt").read_text() == "x"
+
+
+def _a_profile(path):
+    import numpy as np
+
+    import txray
+
+    cells = txray.KindCells(
+        np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.ones(2), ["a", "b"]
+    )
+    txray.Profile(3, "max1", None, {"token": cells}, np.zeros(3), 1, "p").save(path)
+
+
+def test_record_refuses_an_out_inside_a_profile(capsys, tmp_path, corpus):
+    """The next save of the outer profile would replace its folder and delete what was written in it."""
+    _a_profile(tmp_path / "p.parquet")
+    code, _, err = record(capsys, tmp_path, corpus, out=tmp_path / "p.parquet" / "more")
+    assert code == 2 and "inside the profile" in err and "model" not in err
+    code, _, err = record(capsys, tmp_path, corpus, out=tmp_path / "p.parquet")
+    assert code == 2 and "is a profile" in err
+    assert sorted(os.listdir(tmp_path / "p.parquet")) == sorted(
+        ["cells.parquet", "_neurons.parquet", "_vocabulary-token.parquet", "_profile.json"]
+    )
+
+
+def test_table_output_inside_a_profile_is_refused(capsys, tmp_path):
+    _a_profile(tmp_path / "a.parquet")
+    code, _, err = run(
+        capsys, "compare", tmp_path / "a.parquet", tmp_path / "a.parquet", "--out", tmp_path / "a.parquet" / "c.csv"
+    )
+    assert code == 2 and "inside the profile" in err
+    assert not (tmp_path / "a.parquet" / "c.csv").exists()

@@ -257,18 +257,18 @@ def test_manifest_and_tables_must_agree(tmp_path, change, message):
 
 def test_unknown_tables_of_a_newer_txray(tmp_path):
     """Format 2 is a set of named tables: an optional table this txray does not know is skipped
-    (issue 16 adds one: the top contexts); a required one asks for an upgrade."""
+    (the top contexts were one, added in a later version); a required one asks for an upgrade."""
     prof = sample_profile()
     path = tmp_path / "p"
     prof.save(path)
     write_id = json.loads((path / "_profile.json").read_text())["id"]
-    contexts = pa.table({"neuron": [0, 1], "rank": [0, 0], "text": ["a b", "c d"]})
-    pq.write_table(contexts.replace_schema_metadata({parquet.ID_KEY: write_id.encode()}), path / "_contexts.parquet")
-    entry = {"table": "contexts", "file": "_contexts.parquet", "rows": 2, "required": False}
+    future = pa.table({"neuron": [0, 1], "rank": [0, 0], "text": ["a b", "c d"]})
+    pq.write_table(future.replace_schema_metadata({parquet.ID_KEY: write_id.encode()}), path / "_future.parquet")
+    entry = {"table": "future", "file": "_future.parquet", "rows": 2, "required": False}
     edit_manifest(path, lambda m: m["tables"].append(entry))
     assert same(txray.Profile.load(path), prof)
     edit_manifest(path, lambda m: m["tables"][-1].update(required=True))
-    with pytest.raises(txray.ProfileError, match="has a table 'contexts' that this txray does not know.*upgrade txray"):
+    with pytest.raises(txray.ProfileError, match="has a table 'future' that this txray does not know.*upgrade txray"):
         txray.Profile.load(path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..parquet import MANIFEST
 from ..profile import Profile
 
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -82,12 +83,23 @@ def check_writable_file(path: str | os.PathLike) -> None:
 
 
 def _check_parent(path: str | os.PathLike) -> None:
-    """Fail when the folder that would hold ``path`` is missing or not writable."""
+    """Fail when the folder that would hold ``path`` is missing or not writable, or is inside a profile."""
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {path}: folder {parent} is not writable")
+    _check_not_in_profile(path, f"cannot write {path}")
+
+
+def _check_not_in_profile(path: str | os.PathLike, what: str) -> None:
+    """Fail when ``path`` lies inside a profile folder: the next save of that profile replaces
+    the whole folder, and what was written there would be lost."""
+    for folder in Path(path).resolve().parents:
+        if (folder / MANIFEST).is_file():
+            raise UsageError(
+                f"{what}: it is inside the profile {folder}, whose next save would delete it; choose a path outside it"
+            )
 
 
 def check_profile_output(path: str | os.PathLike) -> None:
@@ -118,6 +130,9 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "folder" if existing == target.resolve() else f"folder {existing}, where it would be made,"
         raise UsageError(f"{option} {path}: {where} is not writable")
+    if (target.resolve() / MANIFEST).is_file():
+        raise UsageError(f"{option} {path} is a profile, not a folder for outputs; name another folder")
+    _check_not_in_profile(target, f"{option} {path}")
 
 
 def write_table(table: pa.Table, path: str) -> None:
@@ -152,6 +167,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
+    return value
+
+
 def check_record_args(args: argparse.Namespace) -> None:
     """What ``txray record`` can check before loading a model: the output
     folder, the device, the columns that --feature reads, the --tagger."""
@@ -175,6 +203,7 @@ def check_record_args(args: argparse.Namespace) -> None:
                 hint = (
                     "a text file has one column, the text: use a CSV, TSV or Parquet corpus"
                     if list(first) == [args.text]
+                    and Path(args.corpus).is_file()
                     and Path(args.corpus).suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq")
                     else "name the column with --label"
                     if kind == "label"
