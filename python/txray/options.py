@@ -75,6 +75,13 @@ class RecordOptions:
         ``txray merge``) into the profile of a whole run. Each part's metadata
         holds ``"shards": [[index, count]]``; an empty shard (more shards than
         sequences) records ``{}``.
+    record_on:
+        Where the statistics are kept. ``None`` (default): where the captured
+        activations are, so a model on a CUDA device records there, inside the
+        layer hooks, and only the statistics ever leave the device (see the GPU
+        page of the docs); a CPU model records on the CPU. ``"cpu"``: every
+        batch's pooled rows are copied to the host and recorded there, as for
+        a CPU model (to check the device path against the CPU engine).
     """
 
     features: tuple[str | Feature, ...] = ("token",)
@@ -93,12 +100,15 @@ class RecordOptions:
     shard: Shard | tuple[int, int] | None = None
     vocab_from: Profile | str | os.PathLike[str] | None = None
     profile_name: str | None = None
+    record_on: str | None = None
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (
             (self.features,) if isinstance(self.features, (str, Feature)) else self.features
         )
         object.__setattr__(self, "features", tuple(features))
+        if self.record_on not in (None, "cpu"):
+            raise ValueError(f"record_on must be None (where the activations are) or 'cpu', not {self.record_on!r}")
 
     def replace(self, **changes: Any) -> RecordOptions:
         """A copy with some fields changed; an unknown name is a :class:`TypeError` that names it."""

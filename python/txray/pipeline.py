@@ -94,7 +94,7 @@ def record_model(
     special_names = _prepare_vocabularies(resolved, corpus, limit_tokens, word_tokenizer, include_special)
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
-    run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes)
+    run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes, opts.record_on)
 
     shard = opts.shard
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
@@ -155,13 +155,16 @@ class _Run:
         pooling: str,
         forward: Forward,
         dense_limit_bytes: int,
+        record_on: str | None = None,
     ) -> None:
         self.model, self.capture, self.features = model, capture, features
         self.mode, self.k, self.pooling, self.forward = mode, k, pooling, forward
         self.recorders: LayerRecorders[str] = LayerRecorders(features, mode, k, dense_limit_bytes)
+        self.record_on = record_on
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
+        self._device_ids: dict[torch.device, dict[str, torch.Tensor]] = {}  # self._ids on each device, per batch
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
         if not any(isinstance(f, Prediction) for f in features):
@@ -169,7 +172,10 @@ class _Run:
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
+        self._device_ids = {}
         output = self.forward(self.model, batch)
+        if any(isinstance(f, Prediction) for f in self.features):
+            self._device_ids = {}  # the predictions join the ids
         for feature in self.features:
             if isinstance(feature, Prediction):
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
@@ -184,7 +190,20 @@ class _Run:
         rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
-        self.recorders.update(layer, rows.cpu(), self._ids)
+        device = _cuda_device(rows) if self.record_on is None else None
+        if device is not None:
+            # Recorded where the model runs, on torch's current stream: the ids go to the device
+            # once per batch, the activations never leave it, and nothing waits for the device.
+            self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
+        else:
+            self.recorders.update(layer, rows.cpu(), self._ids)
+
+    def _ids_on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        ids = self._device_ids.get(device)
+        if ids is None:
+            ids = {kind: torch.from_numpy(np.asarray(v, dtype=np.int64)).to(device) for kind, v in self._ids.items()}
+            self._device_ids[device] = ids
+        return ids
 
     def _predictions(self, feature: Prediction, output: Any, batch: Batch) -> np.ndarray:
         logits = feature.pick(output)
@@ -250,6 +269,12 @@ def _special_feature_ids(
         for f in features
         if not isinstance(f, Prediction)
     }
+
+
+def _cuda_device(rows: torch.Tensor) -> str | None:
+    """``"cuda:N"`` when a layer's rows are on a CUDA device (recorded there), else None
+    (tests stand in for it without a GPU)."""
+    return f"cuda:{rows.device.index or 0}" if rows.is_cuda else None
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -41,6 +41,8 @@ class LayerRecorders(Generic[LayerKey]):
     Layers are keyed by whatever names them (a module name, a NeuroX layer
     index). A feature's vocabulary is read when a layer's recorder is made
     (a :class:`~txray.Prediction` learns its classes from the first batch).
+    A layer first updated with ``device="cuda:N"`` gets a recorder on that
+    device, any other a CPU recorder.
     """
 
     def __init__(
@@ -54,13 +56,20 @@ class LayerRecorders(Generic[LayerKey]):
         self.mode, self.k, self.dense_limit_bytes = mode, k, dense_limit_bytes
         self._recorders: dict[LayerKey, Recorder] = {}
 
-    def update(self, layer: LayerKey, rows: Any, features: Mapping[str, Any]) -> None:
-        """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and kind."""
+    def update(self, layer: LayerKey, rows: Any, features: Mapping[str, Any], device: str | None = None) -> None:
+        """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and kind.
+        ``device`` (``"cuda:N"``) makes a new layer's recorder keep its statistics on that
+        device (the rows and ids are then device arrays); None: on the CPU."""
         recorder = self._recorders.get(layer)
         if recorder is None:
             sizes = {f.kind: len(f._vocab()) for f in self.features}
             recorder = Recorder(
-                rows.shape[1], sizes, mode=self.mode, k=self.k, dense_limit_bytes=self.dense_limit_bytes
+                rows.shape[1],
+                sizes,
+                mode=self.mode,
+                k=self.k,
+                dense_limit_bytes=self.dense_limit_bytes,
+                device=device,
             )
             self._recorders[layer] = recorder
         try:
