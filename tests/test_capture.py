@@ -279,3 +279,123 @@ def test_empty_corpus_is_an_error(lstm):
     model, tok, _ = lstm
     with pytest.raises(ValueError, match="no words"):
         txray.record_model(model, tok, ["", "   "], ["rnn"], features=[Token(vocabulary=["w1"])], progress=False)
+
+
+# Hook points by name: a TransformerLens HookedTransformer (skipped without the package), and the
+# same path on any model whose hook points are identity submodules (a TransformerLens HookPoint is one).
+
+HOOKED_WORDS = ["<pad>", "<unk>"] + [f"w{i}" for i in range(30)]
+
+
+def hooked_corpus():
+    rng = np.random.default_rng(1)
+    return [" ".join(rng.choice(HOOKED_WORDS[2:], size=rng.integers(1, 12))) for _ in range(20)]
+
+
+def per_sentence_rows(run_one, corpus, tok):
+    """Words and one layer's rows, each sentence run alone (no padding)."""
+    words, rows = [], []
+    for text in corpus:
+        ws = text.split()
+        ids = torch.tensor([[pieces[0] for pieces in tok.pieces([ws])[0]]])
+        with torch.no_grad():
+            rows.append(run_one(ids)[0].double().numpy())
+        words += ws
+    return words, np.concatenate(rows)
+
+
+@pytest.fixture(scope="module")
+def hooked_transformer():
+    lens = pytest.importorskip("transformer_lens")
+    config = lens.HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        d_head=4,
+        n_heads=4,
+        d_mlp=24,
+        d_vocab=len(HOOKED_WORDS),
+        n_ctx=32,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
+    )
+    return lens.HookedTransformer(config).eval()  # built from its config: nothing downloaded
+
+
+def test_transformer_lens_records_through_hook_points(hooked_transformer):
+    model = hooked_transformer
+    tok = txray.VocabTokenizer(HOOKED_WORDS, pad_id=0)
+    corpus = hooked_corpus()
+    layers = txray.mlp_layers(model)
+    assert layers == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    # Padded batches of several sentences, against TransformerLens's own cache of each sentence alone.
+    profiles = txray.record_model(
+        model, tok, corpus, [*layers, "blocks.0.hook_resid_post"], mode="all", max_tokens=48, progress=False
+    )
+    for name, width in (("blocks.1.mlp.hook_post", 24), ("blocks.0.hook_resid_post", 16)):
+        words, rows = per_sentence_rows(lambda ids: model.run_with_cache(ids)[1][name], corpus, tok)
+        assert profiles[name].n_neurons == width
+        assert_profile_equals(profiles[name], words, rows)
+    # A hook point of another shape (attention: batch, pos, head, d_head) is refused with the reason.
+    with pytest.raises(ValueError, match=r"layer 'blocks.0.attn.hook_z' gave a tensor of shape \(\d+, \d+, 4, 4\)"):
+        txray.record_model(model, tok, corpus, ["blocks.0.attn.hook_z"], progress=False)
+
+
+class HookPoint(nn.Module):
+    """A stand-in for TransformerLens's HookPoint: an identity module, there to be hooked by name."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class HookedMLP(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.hook_post(torch.relu(self.hook_pre(self.up(x)))))
+
+
+class HookedStandIn(nn.Module):
+    """Embeddings, a bidirectional mean over the sequence's real positions (so padding would change
+    every row unless the mask is used), and two MLP blocks with hook points."""
+
+    def __init__(self, vocab: int, width: int = 8, hidden: int = 12) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(nn.ModuleDict({"mlp": HookedMLP(width, hidden)}) for _ in range(2))
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tokens)
+        mask = torch.ones_like(tokens) if attention_mask is None else attention_mask
+        weights = mask[..., None].to(x.dtype)
+        x = self.hook_embed(x + (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True))
+        for block in self.blocks:
+            x = x + block["mlp"](x)
+        return x
+
+
+def test_hook_points_of_any_model_record_by_name():
+    torch.manual_seed(0)
+    model = HookedStandIn(len(HOOKED_WORDS)).eval()
+    tok = txray.VocabTokenizer(HOOKED_WORDS, pad_id=0)
+    corpus = hooked_corpus()
+    assert txray.mlp_layers(model) == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    layers = ["hook_embed", "blocks.1.mlp.hook_post"]
+    profiles = txray.record_model(model, tok, corpus, layers, mode="all", max_tokens=48, progress=False)
+    for name in layers:
+        store = {}
+
+        def run_one(ids, name=name):
+            handle = model.get_submodule(name).register_forward_hook(lambda m, i, out: store.update(out=out))
+            try:
+                model(ids)
+            finally:
+                handle.remove()
+            return store["out"]
+
+        words, rows = per_sentence_rows(run_one, corpus, tok)
+        assert_profile_equals(profiles[name], words, rows)  # equal only if the padded batches passed the mask

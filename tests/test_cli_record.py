@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import txray
@@ -76,3 +80,112 @@ def test_record_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["record", "--help"])
     assert "txray record" in capsys.readouterr().out
+
+
+HUB_NAME = "txray-test/tiny-bert"
+
+
+def _save_tiny_bert(folder):
+    """A 1-layer BERT and a word-level fast tokenizer, built offline and saved as from_pretrained reads them."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat", "dogs", "bark", "."]
+    vocab = {word: i for i, word in enumerate(words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=32,
+    )
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+    )
+    transformers.BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _hub_cache(root, name):
+    """A Hugging Face cache (HF_HOME) holding model ``name`` as a download would leave it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / "hub" / f"models--{name.replace('/', '--')}"
+    _save_tiny_bert(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def _txray(args, hf_home):
+    """Run the txray command in a fresh process (the Hugging Face cache is chosen at import), offline."""
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("TRANSFORMERS_CACHE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "txray", *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_record_takes_a_hub_name_from_the_local_cache(tmp_path):
+    hf_home = _hub_cache(tmp_path / "hf", HUB_NAME)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat .\ndogs bark .\n", encoding="utf-8")
+    out = tmp_path / "profiles"
+    args = ["record", HUB_NAME, str(corpus), "--layer", "mlp", "--out", str(out), "--quiet"]
+    done = _txray(args, hf_home)
+    assert done.returncode == 0, done.stderr
+    prof = txray.Profile.load(out / "encoder.layer.0.intermediate.parquet")
+    assert prof.metadata["model"] == HUB_NAME and prof.tokens == 10 and prof.n_neurons == 24
+
+    # The same command for a model the cache lacks: exit 2 and a message that says so, nothing written.
+    missing = "txray-test/not-downloaded"
+    done = _txray(["record", missing, str(corpus), "--layer", "mlp", "--out", str(tmp_path / "none")], hf_home)
+    assert done.returncode == 2
+    assert f"model '{missing}' is not in the local Hugging Face cache" in done.stderr
+    assert "HF_HUB_OFFLINE=1" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_record_refuses_a_model_that_is_neither_a_folder_nor_a_hub_name(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b\n")
+    for model in (str(tmp_path / "no" / "such" / "model"), "./missing-model", "a/b/c"):
+        assert main(["record", model, str(corpus), "--layer", "mlp", "--out", str(tmp_path / "o")]) == 2
+        assert f"model directory not found: {model}" in capsys.readouterr().err
+    assert main(["record", str(corpus), str(corpus), "--layer", "mlp", "--out", str(tmp_path / "o")]) == 2
+    assert "is a file; give a model folder" in capsys.readouterr().err
+
+
+def test_record_a_saved_dataset_folder(model_path, tmp_path, capsys):
+    hf = pytest.importorskip("datasets")
+    rows = {"sentence": ["The cat sat on the mat.", "Dogs bark at night."], "label": ["a", "b"]}
+    hf.Dataset.from_dict(rows).save_to_disk(tmp_path / "pets")
+    out = tmp_path / "profiles"
+    args = ["record", model_path, str(tmp_path / "pets"), "--layer", "encoder.layer.0.intermediate"]
+    code = main([*args, "--text-column", "sentence", "--feature", "token", "--feature", "label", "--out", str(out)])
+    assert code == 0
+    prof = txray.Profile.load(out / "encoder.layer.0.intermediate.parquet")
+    assert prof.tokens == 12 and prof.vocabulary("label") == ["<unk>", "a", "b"]
+    assert prof.metadata["corpus"] == "pets" and prof.name == "pets:encoder.layer.0.intermediate"
+    capsys.readouterr()
+    # The text column is checked before the model is loaded.
+    assert main([*args, "--out", str(out)]) == 2
+    assert "pets has no column 'text'; its columns are ['sentence', 'label']" in capsys.readouterr().err
+
+
+def test_record_a_dataset_folder_without_datasets_says_what_to_install(tmp_path, capsys, monkeypatch):
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")  # what save_to_disk writes (never read here)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets fails, as when it is not installed
+    assert main(["record", "org/model", str(tmp_path / "saved"), "--layer", "mlp", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a saved Hugging Face dataset; reading it needs the datasets package" in err
+    assert "pip install 'txray[datasets]'" in err and not (tmp_path / "o").exists()

@@ -96,3 +96,99 @@ def test_record_model_limit_tokens_and_one_shot_errors():
         model, tok, iter(["a b"]), ["0"], features=[txray.Token(vocabulary=words)], progress=False
     )["0"]
     assert streamed.tokens == 2
+
+
+# Hugging Face datasets: built here, offline; the tests skip without the package.
+
+
+@pytest.fixture
+def hf():
+    return pytest.importorskip("datasets")
+
+
+SENTENCES = {"sentence": ["the cat sat", "", "dogs bark at night", "a b"], "label": ["x", "y", "z", "x"]}
+
+
+def test_dataset_and_iterable_dataset_stream_rows(hf):
+    dataset = hf.Dataset.from_dict(SENTENCES)
+    expected = [(["the", "cat", "sat"], "x"), (["dogs", "bark", "at", "night"], "z"), (["a", "b"], "x")]
+    for source in (dataset, dataset.to_iterable_dataset()):
+        corpus = txray.Corpus(source, text="sentence")
+        assert corpus.reiterable and corpus.name == type(source).__name__
+        assert [(e.words, e.record["label"]) for e in corpus.examples()] == expected
+        assert [(e.words, e.record["label"]) for e in corpus.examples()] == expected  # read again
+    assert txray.Corpus(dataset, text="sentence").size() == (4, "seq")
+    assert [e.position for e in txray.Corpus(dataset, text="sentence").examples()] == [1, 3, 4]
+    assert txray.Corpus(dataset.to_iterable_dataset(), text="sentence").size() is None
+    # A dataset that lists its columns is checked before any reading.
+    with pytest.raises(
+        KeyError, match=r"dataset 'Dataset' has no column 'text'; its columns are \['sentence', 'label'\]"
+    ):
+        txray.Corpus(dataset)
+    with pytest.raises(TypeError, match=r"not a DatasetDict of splits 'train', 'test': pass e.g. dataset\['train'\]"):
+        txray.Corpus(hf.DatasetDict(train=dataset, test=dataset), text="sentence")
+
+
+def test_iterable_dataset_is_never_read_ahead_whole(hf):
+    made = []
+
+    def rows():
+        for i in range(100_000):
+            made.append(i)
+            yield {"text": f"word{i} next"}
+
+    corpus = txray.Corpus(hf.IterableDataset.from_generator(rows))
+    first = list(itertools.islice(corpus.examples(), 3))
+    assert [e.words for e in first] == [["word0", "next"], ["word1", "next"], ["word2", "next"]]
+    assert len(made) < 1_000  # what the stream had made by then: a read-ahead buffer at most, not the corpus
+
+
+def test_saved_dataset_folder(hf, tmp_path):
+    dataset = hf.Dataset.from_dict(SENTENCES)
+    dataset.save_to_disk(tmp_path / "sst", max_shard_size="1KB")
+    corpus = txray.Corpus(tmp_path / "sst", text="sentence")
+    assert corpus.name == "sst" and corpus.label == "sst" and corpus.size() == (4, "seq")
+    assert words_of(corpus) == [["the", "cat", "sat"], ["dogs", "bark", "at", "night"], ["a", "b"]]
+    assert corpus._source.cache_files  # memory-mapped from its files, not loaded into memory
+    with pytest.raises(KeyError, match=r"sst has no column 'text'; its columns are \['sentence', 'label'\]"):
+        txray.Corpus(tmp_path / "sst")
+    hf.DatasetDict(train=dataset, test=dataset).save_to_disk(tmp_path / "splits")
+    with pytest.raises(ValueError, match=r"several splits \(test, train\); give the folder of one split, e.g. .*test"):
+        txray.Corpus(tmp_path / "splits", text="sentence")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(FileNotFoundError, match="not one that Dataset.save_to_disk wrote"):
+        txray.Corpus(tmp_path / "plain")
+
+
+def test_record_model_on_a_dataset_equals_the_same_records_as_a_list(hf):
+    torch = pytest.importorskip("torch")
+    words = ["<unk>", "the", "cat", "sat", "dogs", "bark", "at", "night", "a", "b"]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(len(words), 6))
+    tok = txray.VocabTokenizer(words)
+    dataset = hf.Dataset.from_dict(SENTENCES)
+    features = ["token", txray.Label("label")]
+    want = txray.record_model(
+        model, tok, txray.Corpus(SENTENCES_AS_RECORDS, text="sentence"), ["0"], features, progress=False
+    )
+    for source in (dataset, dataset.to_iterable_dataset()):
+        got = txray.record_model(model, tok, txray.Corpus(source, text="sentence"), ["0"], features, progress=False)
+        for kind in ("token", "label"):
+            assert got["0"].table(kind).equals(want["0"].table(kind))
+        assert got["0"].tokens == want["0"].tokens == 9
+
+
+SENTENCES_AS_RECORDS = [dict(zip(SENTENCES, row)) for row in zip(*SENTENCES.values())]
+
+
+def test_dataset_names_and_an_iterable_dataset_of_known_size(hf):
+    info = hf.DatasetInfo(dataset_name="toy")
+    dataset = hf.Dataset.from_dict({"text": ["a b", "", "c"]}, info=info, split="train")
+    assert txray.Corpus(dataset).name == txray.Corpus(dataset).label == "toy-train"
+    assert txray.Corpus(dataset, name="mine").label == "mine"
+    # A stream whose info holds its split's size (as a hub dataset's does) has a total; others have none.
+    stream = hf.IterableDataset.from_generator(lambda: iter([{"text": "a b"}, {"text": ""}, {"text": "c"}]))
+    assert txray.Corpus(stream).size() is None
+    stream.info.splits = hf.SplitDict({"train": hf.SplitInfo(name="train", num_examples=3)})
+    corpus = txray.Corpus(stream)
+    assert corpus.size() == (3, "seq") and [e.position for e in corpus.examples()] == [1, 3]

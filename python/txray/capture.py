@@ -71,18 +71,21 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
 
 def mlp_layers(model: nn.Module) -> list[str]:
     """Names of the MLP activation modules, first layer first: BERT-like
-    ``...intermediate`` (output = activation(dense(x))) and GPT-2-like
-    ``...mlp.act``. These are the "neurons" of a transformer layer."""
+    ``...intermediate`` (output = activation(dense(x))), GPT-2-like
+    ``...mlp.act`` and TransformerLens hook points ``blocks.{i}.mlp.hook_post``
+    (a hook point is a submodule, recorded by its name like any other). These
+    are the "neurons" of a transformer layer."""
     found = []
     for name, module in model.named_modules():
         bert_like = name.endswith("intermediate") and hasattr(module, "intermediate_act_fn")
         gpt2_like = name.endswith("mlp.act")
-        if bert_like or gpt2_like:
+        lens_like = name.endswith("mlp.hook_post")
+        if bert_like or gpt2_like or lens_like:
             found.append(name)
     if not found:
         raise ValueError(
-            f"found no BERT-like '*.intermediate' or GPT-2-like '*.mlp.act' modules in {type(model).__name__}; "
-            "name the layers to record"
+            f"found no BERT-like '*.intermediate', GPT-2-like '*.mlp.act' or TransformerLens "
+            f"'*.mlp.hook_post' modules in {type(model).__name__}; name the layers to record"
         )
     return found
 

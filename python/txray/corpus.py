@@ -1,23 +1,26 @@
-"""Corpora that stream: plain text, CSV/Parquet columns, or any iterable.
+"""Corpora that stream: plain text, CSV/Parquet columns, Hugging Face datasets, or any iterable.
 
 A corpus yields *records* (dicts): the text of one sequence (or its words,
 already split) plus any other columns (a label, a topic, per-word tags).
-Files are read in record batches, never whole, so memory stays constant
-however large the corpus is.
+Files are read in record batches, never whole, and a saved dataset is
+memory-mapped, so memory stays constant however large the corpus is.
 
     corpus = txray.Corpus("wiki.txt")                          # one sequence a line
     corpus = txray.Corpus("tweets.csv", text="text")           # a CSV column (others kept)
-    corpus = txray.Corpus(dataset_stream, text="sentence")     # any iterable of dicts / strings
+    corpus = txray.Corpus("sst2_train/", text="sentence")      # a folder Dataset.save_to_disk wrote
+    corpus = txray.Corpus(dataset, text="sentence")            # a datasets Dataset or IterableDataset
+    corpus = txray.Corpus(records, text="sentence")            # any iterable of dicts / strings
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +124,9 @@ class Example:
     words: list[str]
     record: Record
     tags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    position: int = 0
+    """How far the corpus had been read once this sequence was, in the unit of
+    :meth:`Corpus.size` (bytes of a text or CSV file, records otherwise)."""
 
 
 class Corpus:
@@ -130,10 +136,12 @@ class Corpus:
     ----------
     source:
         A path (``.txt`` and other plain text: one sequence a line, blank lines
-        skipped; ``.csv``/``.tsv``; ``.parquet``), or any iterable of strings,
-        of word lists, or of dicts (e.g. a Hugging Face ``datasets`` stream).
-        A path or a list can be read several times (txray needs that to build
-        vocabularies before recording); a one-shot iterator only once.
+        skipped; ``.csv``/``.tsv``; ``.parquet``; a folder that a Hugging Face
+        ``Dataset.save_to_disk`` wrote, memory-mapped), a Hugging Face
+        ``datasets.Dataset`` or ``IterableDataset`` (iterated row by row, never
+        loaded whole), or any iterable of strings, of word lists, or of dicts.
+        A path, a dataset or a list can be read several times (txray needs that
+        to build vocabularies before recording); a one-shot iterator only once.
     text:
         The column holding each sequence's text (or its list of words).
     split:
@@ -154,27 +162,52 @@ class Corpus:
         self.text = text
         self.split = split
         self._given_name = name
+        self._source: Iterable[Any] | None = None
         if isinstance(source, (str, os.PathLike)):
             self.path: Path | None = Path(source)
-            if not self.path.is_file():
+            if self.path.is_dir():
+                self._source = load_saved_dataset(self.path)
+            elif not self.path.is_file():
                 raise FileNotFoundError(f"corpus file not found: {self.path}")
-            self._source: Iterable[Any] | None = None
             self.name = name or self.path.name
         else:
+            if _is_dataset_dict(source):
+                raise TypeError(
+                    f"a corpus is one split of a dataset, not a {type(source).__name__} of splits "
+                    f"{', '.join(map(repr, source))}: pass e.g. dataset[{next(iter(source), 'train')!r}]"
+                )
             if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
                 raise TypeError(f"a corpus is a path or an iterable of texts/records, not {type(source).__name__}")
             self.path = None
             self._source = source
-            self.name = name or type(source).__name__
+            self.name = name or _dataset_name(source) or type(source).__name__
+        self._check_text_column()
         self._consumed = False
 
     @property
     def label(self) -> str | None:
         """The corpus in profile names: the name given, else the file name without its
-        suffix (``wiki`` for ``data/wiki.txt``); None for an unnamed in-memory source."""
+        suffix (``wiki`` for ``data/wiki.txt``), else a Hugging Face dataset's name;
+        None for an unnamed in-memory source."""
         if self._given_name:
             return self._given_name
-        return self.path.stem if self.path is not None else None
+        return self.path.stem if self.path is not None else _dataset_name(self._source)
+
+    def size(self) -> tuple[int, str] | None:
+        """How much there is to read, and in what unit: ``(bytes, "B")`` for a text,
+        CSV or TSV file; ``(records, "seq")`` for a Parquet file, a saved dataset or a
+        source with a length (a list, a ``Dataset``, an ``IterableDataset`` whose
+        split size its info holds); None when unknown (a generator). Progress bars
+        use it for their total; :attr:`Example.position` counts in the same unit."""
+        if self._source is not None:
+            return _source_size(self._source)
+        assert self.path is not None  # no source: the corpus is a file
+        kind = TABLE_SUFFIXES.get(self.path.suffix.lower())
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(self.path).metadata.num_rows), "seq"
+        return self.path.stat().st_size, "B"
 
     @property
     def reiterable(self) -> bool:
@@ -183,6 +216,10 @@ class Corpus:
 
     def records(self) -> Iterator[Record]:
         """Yield every record as a dict with (at least) the text column."""
+        return (record for _, record in self._read())
+
+    def _read(self) -> Iterator[tuple[int, Record]]:
+        """Every record, with how far the reader got once it was read (see :meth:`size`)."""
         if self._source is not None:
             if not self.reiterable:
                 if self._consumed:
@@ -191,7 +228,7 @@ class Corpus:
                         "pass a list, a file, or a re-iterable dataset"
                     )
                 self._consumed = True
-            return (self._as_record(item) for item in self._source)
+            return ((n, self._as_record(item)) for n, item in enumerate(self._source, 1))
         assert self.path is not None  # no source: the corpus is a file
         kind = TABLE_SUFFIXES.get(self.path.suffix.lower())
         if kind is None:
@@ -208,13 +245,13 @@ class Corpus:
             raise ValueError(f"limit_tokens must be a positive number of words, not {limit_tokens}")
         seen = 0
         index = 0
-        for record in self.records():
+        for position, record in self._read():
             words = self._words(record)
             if not words:
                 continue
             if limit_tokens is not None and seen + len(words) > limit_tokens:
                 words = words[: limit_tokens - seen]
-            yield Example(index, words, record)
+            yield Example(index, words, record, position=position)
             index += 1
             seen += len(words)
             if limit_tokens is not None and seen >= limit_tokens:
@@ -244,22 +281,30 @@ class Corpus:
             f"corpus {self.name!r} yielded a {type(item).__name__}; items must be texts, word lists or dicts"
         )
 
-    def _text_records(self) -> Iterator[Record]:
+    def _check_text_column(self) -> None:
+        """A dataset that lists its columns must have the text column (checked before any reading)."""
+        columns = getattr(self._source, "column_names", None) if _is_dataset(self._source) else None
+        if isinstance(columns, list) and self.text not in columns:
+            where = self.path if self.path is not None else f"dataset {self.name!r}"
+            raise ColumnError(f"{where} has no column {self.text!r}; its columns are {columns}")
+
+    def _text_records(self) -> Iterator[tuple[int, Record]]:
         assert self.path is not None
-        with open(self.path, encoding="utf-8", errors="replace") as lines:
+        # Lines are decoded as before (universal newlines); the binary file's position is the progress.
+        with open(self.path, "rb") as binary, io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as lines:
             for line in lines:
                 line = line.rstrip("\n")
                 if line.strip():
-                    yield {self.text: line}
+                    yield binary.tell(), {self.text: line}
 
-    def _table_records(self, kind: str) -> Iterator[Record]:
+    def _table_records(self, kind: str) -> Iterator[tuple[int, Record]]:
         assert self.path is not None
-        for batch in _read_table_batches(self.path, kind):
+        for batch, positions in _read_table_batches(self.path, kind):
             if self.text not in batch.schema.names:
                 raise ColumnError(f"{self.path} has no column {self.text!r}; its columns are {batch.schema.names}")
             columns = {name: _column_values(batch.column(name)) for name in batch.schema.names}
-            for row in range(batch.num_rows):
-                yield {name: values[row] for name, values in columns.items()}
+            for row, position in zip(range(batch.num_rows), positions):
+                yield position, {name: values[row] for name, values in columns.items()}
 
     def __repr__(self) -> str:
         return f"Corpus({self.name!r}, text={self.text!r})"
@@ -316,17 +361,83 @@ def take(iterable: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _read_table_batches(path: Path, kind: str) -> Iterator[pa.RecordBatch]:
+def _read_table_batches(path: Path, kind: str) -> Iterator[tuple[pa.RecordBatch, Iterable[int]]]:
+    """Record batches, each with the reader's position after each of its rows: rows
+    read of a Parquet file, bytes read of a CSV/TSV file (to the batch's end)."""
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        yield from pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS)
+        done = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS):
+            yield batch, range(done + 1, done + batch.num_rows + 1)
+            done += batch.num_rows
         return
     import pyarrow.csv as pacsv
 
     parse = pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",")
-    reader = pacsv.open_csv(path, parse_options=parse)
-    yield from reader
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pacsv.open_csv(source, parse_options=parse):
+            yield batch, itertools.repeat(source.tell(), batch.num_rows)
+
+
+def load_saved_dataset(path: str | os.PathLike) -> Any:
+    """The Hugging Face dataset that ``Dataset.save_to_disk`` wrote to folder ``path``,
+    memory-mapped: its rows are read from disk as they are iterated.
+
+    A folder of several splits (a saved ``DatasetDict``) is refused with the
+    folders of its splits, each of which is a dataset folder."""
+    folder = Path(path)
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(child.name for child in folder.iterdir() if (child / "state.json").is_file())
+        raise ValueError(
+            f"corpus {folder} holds a dataset of several splits ({', '.join(splits)}); "
+            f"give the folder of one split, e.g. {folder / (splits[0] if splits else 'train')}"
+        )
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(
+            f"corpus {folder} is a folder, but not one that Dataset.save_to_disk wrote (it has no state.json); "
+            "give a text, CSV, TSV or Parquet file, or a saved dataset folder"
+        )
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            f"corpus {folder} is a saved Hugging Face dataset; reading it needs the datasets package: "
+            "pip install 'txray[datasets]'"
+        ) from None
+    return datasets.load_from_disk(str(folder), keep_in_memory=False)
+
+
+def _hf_datasets() -> Any:
+    """The ``datasets`` module if it is loaded (a dataset object exists only then), else None."""
+    return sys.modules.get("datasets")
+
+
+def _is_dataset(source: Any) -> bool:
+    hf = _hf_datasets()
+    return hf is not None and isinstance(source, (hf.Dataset, hf.IterableDataset))
+
+
+def _is_dataset_dict(source: Any) -> bool:
+    hf = _hf_datasets()
+    return hf is not None and isinstance(source, (hf.DatasetDict, hf.IterableDatasetDict))
+
+
+def _dataset_name(source: Any) -> str | None:
+    """A Hugging Face dataset's name, with its split when it has one (``sst2-train``)."""
+    if not _is_dataset(source) or not source.info.dataset_name:
+        return None
+    return "-".join(str(part) for part in (source.info.dataset_name, source.split) if part)
+
+
+def _source_size(source: Any) -> tuple[int, str] | None:
+    if isinstance(source, Sized):
+        return len(source), "seq"
+    if _is_dataset(source):  # an IterableDataset: the split's size, when its info holds it
+        split = (source.info.splits or {}).get(str(source.split)) if source.split is not None else None
+        if split is not None and split.num_examples:
+            return int(split.num_examples), "seq"
+    return None
 
 
 def _column_values(column: pa.Array) -> list[Any]:

@@ -23,6 +23,7 @@ from .taggers import Tagger, make_tagger, tag_examples
 
 if TYPE_CHECKING:
     from .profile import Profile
+    from .progress import Progress
 
 UNK = "<unk>"
 SEQUENCE_START = "<s>"
@@ -366,12 +367,17 @@ def needs_vocabulary_pass(features: Sequence[Feature]) -> bool:
 
 
 def annotate(
-    examples: Iterable[Example], features: Sequence[Feature], cache_dir: str | os.PathLike | None
+    examples: Iterable[Example],
+    features: Sequence[Feature],
+    cache_dir: str | os.PathLike | None,
+    progress: Progress | None = None,
 ) -> Iterator[Example]:
-    """Run the taggers that the features need over the stream (batched, cached)."""
+    """Run the taggers that the features need over the stream (batched, cached),
+    each with a bar of ``progress`` when given."""
     for feature in features:
         if feature.tagger is not None:
-            examples = tag_examples(examples, feature.tagger, feature.kind, cache_dir)
+            bar = progress.bar(f"txray tag {feature.kind}") if progress is not None else None
+            examples = tag_examples(examples, feature.tagger, feature.kind, cache_dir, bar=bar)
     return iter(examples)
 
 

@@ -45,11 +45,14 @@ class RecordOptions:
     forward:
         ``forward(model, batch)`` runs the model on a :class:`txray.words.Batch`;
         default: ``model(input_ids=..., attention_mask=...)`` for Hugging Face
-        models, ``model(input_ids)`` otherwise.
+        models, ``model(input_ids, attention_mask=...)`` for other models whose
+        ``forward`` takes an ``attention_mask`` (a TransformerLens
+        ``HookedTransformer``), ``model(input_ids)`` otherwise.
     cache_dir:
         Where POS tags are cached (default ``~/.cache/txray``; ``False`` disables).
     progress:
-        Show a progress bar.
+        Show progress bars (the vocabulary pass, each tagging pass, the
+        recording), with a total and an ETA where the corpus's size is known.
     name:
         Model name for the metadata; default: the model's ``name_or_path``.
     dense_limit_bytes:

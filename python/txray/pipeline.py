@@ -10,6 +10,7 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
@@ -34,6 +34,7 @@ from .features import (
 )
 from .options import RecordOptions
 from .profile import Profile
+from .progress import Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import Batch, Window, WordTokenizer, as_word_tokenizer, batches, make_batch, pool, windows
@@ -91,7 +92,9 @@ def record_model(
     if opts.vocab_from is not None:
         reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
-    special_names = _prepare_vocabularies(resolved, corpus, limit_tokens, word_tokenizer, include_special)
+    special_names = _prepare_vocabularies(
+        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress
+    )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
     run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes, opts.record_on)
@@ -100,18 +103,20 @@ def record_model(
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
         shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
     examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
-    examples = annotate(examples, resolved, cache)
+    progress = Progress(corpus, limit_tokens, sharded=shard is not None, enabled=opts.progress)
+    bar = progress.bar("txray record")
+    examples = bar.read(annotate(examples, resolved, cache, progress))
     was_training = model.training
     model.eval()
-    bar = tqdm(total=limit_tokens, unit="tok", unit_scale=True, disable=not opts.progress, desc="txray record")
     try:
         with capture, torch.inference_mode():
             for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
                 batch = make_batch(group, word_tokenizer, include_special)
                 run.step(batch)
-                bar.update(batch.words)
+                bar.done(batch.words)
+        progress.finish()
     finally:
-        bar.close()
+        progress.close()
         model.train(was_training)
     if not run.recorders and shard is not None and shard.seen:
         return {}
@@ -136,9 +141,13 @@ def record_model(
 
 
 def default_forward(model: nn.Module) -> Forward:
-    """How to call a model on a batch: Hugging Face models get the attention mask."""
+    """How to call a model on a batch: Hugging Face models get the attention mask
+    by keyword, other models whose ``forward`` takes an ``attention_mask`` (a
+    TransformerLens ``HookedTransformer``) get the ids and the mask, the rest the ids."""
     if hasattr(model, "config") and hasattr(model, "main_input_name"):
         return lambda m, b: m(input_ids=b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
+    if "attention_mask" in inspect.signature(model.forward).parameters:
+        return lambda m, b: m(b.input_ids.to(_device(m)), attention_mask=b.attention_mask.to(_device(m)))
     return lambda m, b: m(b.input_ids.to(_device(m)))
 
 
@@ -225,10 +234,15 @@ class _Run:
 
 
 def _prepare_vocabularies(
-    features: list[Feature], corpus: Corpus, limit_tokens: int | None, tokenizer: WordTokenizer, include_special: bool
+    features: list[Feature],
+    corpus: Corpus,
+    limit_tokens: int | None,
+    tokenizer: WordTokenizer,
+    include_special: bool,
+    progress: bool,
 ) -> dict[int, str] | None:
-    """Build missing vocabularies (a first pass); with ``include_special`` add
-    the special tokens to them and return ``{token id: token string}``."""
+    """Build missing vocabularies (a first pass, with a bar); with ``include_special``
+    add the special tokens to them and return ``{token id: token string}``."""
     if needs_vocabulary_pass(features):
         if not corpus.reiterable:
             raise ValueError(
@@ -236,7 +250,9 @@ def _prepare_vocabularies(
                 f"{[f.kind for f in features if f.vocabulary is None]} need a first pass to build "
                 "their vocabularies: give them a vocabulary, or pass a list or a file"
             )
-        build_vocabularies(features, corpus.examples(limit_tokens))
+        with Progress(corpus, limit_tokens, enabled=progress) as bars:
+            build_vocabularies(features, bars.bar("txray vocabulary").track(corpus.examples(limit_tokens)))
+            bars.finish()
     if not include_special:
         return None
     special = sorted(set(tokenizer.prefix + tokenizer.suffix))

@@ -20,11 +20,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from .corpus import Example, take
+
+if TYPE_CHECKING:
+    from .progress import CorpusBar
 
 TAG_CHUNK = 256  # sequences per tagging call and per cache file
 UNIVERSAL_POS = (
@@ -226,12 +229,15 @@ def tag_examples(
     name: str,
     cache_dir: str | os.PathLike | None = None,
     chunk: int = TAG_CHUNK,
+    bar: CorpusBar | None = None,
 ) -> Iterator[Example]:
     """Fill ``example.tags[name]`` for every example, ``chunk`` sequences at a time.
 
     With a ``cache_dir`` the tags of each chunk are read from (or written to)
-    the cache, so a second model state on the same corpus does not tag again."""
+    the cache, so a second model state on the same corpus does not tag again.
+    A ``bar`` counts the examples tagged and shows how many chunks the cache held."""
     cache = TagCache(cache_dir, tagger) if cache_dir is not None else None
+    tagged = 0
     for group in take(examples, chunk):
         sentences = [e.words for e in group]
         tags = None
@@ -243,12 +249,17 @@ def tag_examples(
         if tags is None:
             tags = tagger.tag(sentences)
             _check_tags(tags, sentences, tagger)
+            tagged += 1
             if cache is not None:
                 cache.misses += 1
                 cache.put(key, tags)
         for example, example_tags in zip(group, tags):
             example.tags[name] = example_tags
-            yield example
+        if bar is not None:
+            bar.note(f"chunks: {tagged} tagged, {cache.hits if cache is not None else 0} from cache")
+            for example in group:
+                bar.seen(example)
+        yield from group
 
 
 def _check_tags(tags: Sequence[Sequence[str]], sentences: Sequence[Sequence[str]], tagger: Tagger) -> None:

@@ -190,6 +190,7 @@ def check_record_args(args: argparse.Namespace) -> None:
                 hint = (
                     "a text file has one column, the text: use a CSV, TSV or Parquet corpus"
                     if list(first) == [args.text]
+                    and Path(args.corpus).is_file()
                     and Path(args.corpus).suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq")
                     else "name the column with --label"
                     if kind == "label"

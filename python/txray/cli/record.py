@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from ._common import UsageError, check_record_args
 
 if TYPE_CHECKING:
     from txray.capture import Layer
-    from txray.corpus import Shard
+    from txray.corpus import Corpus, Shard
     from txray.distributed import Context
     from txray.features import Feature
     from txray.profile import Profile
@@ -24,8 +23,10 @@ example:
 
   Writes one profile per layer, e.g. profiles/minilm/encoder.layer.0.intermediate.parquet,
   named CORPUS:LAYER (wiki:encoder.layer.0.intermediate) unless --name says otherwise.
-  MODEL is a local directory or a hub name (offline: set HF_HUB_OFFLINE=1 and use a path).
-  CORPUS is a text file (one sequence a line), a .csv/.tsv/.parquet file (see --text).
+  MODEL is a local model folder or a Hugging Face Hub name (org/name), as from_pretrained takes it;
+  with HF_HUB_OFFLINE=1 a hub name must be in the local cache.
+  CORPUS is a text file (one sequence a line), a .csv/.tsv/.parquet file, or a folder a Hugging Face
+  dataset was saved to (Dataset.save_to_disk); --text-column names the column of the last three.
 
   On 8 GPUs (every rank records its shard; rank 0 merges and writes):
   torchrun --nproc_per_node=8 -m txray record MODEL wiki.txt --layer mlp --device cuda --out DIR
@@ -44,8 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="Hugging Face model directory or hub name")
-    parser.add_argument("corpus", metavar="CORPUS", help="text, CSV, TSV or Parquet file")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a Hugging Face model folder, or a hub name (org/name) for from_pretrained"
+    )
+    parser.add_argument(
+        "corpus",
+        metavar="CORPUS",
+        help="a text, CSV, TSV or Parquet file, or a saved Hugging Face dataset folder (save_to_disk)",
+    )
     parser.add_argument(
         "--layer",
         action="append",
@@ -67,7 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token (default), pos, label, ngramN, column:NAME (repeatable)",
     )
     parser.add_argument("--tagger", default="spacy", help="POS tagger: spacy, spacy:MODEL, flair:NAME_OR_PATH")
-    parser.add_argument("--text", default="text", metavar="COLUMN", help="text column of a table corpus")
+    parser.add_argument(
+        "--text-column",
+        "--text",
+        dest="text",
+        default="text",
+        metavar="COLUMN",
+        help="the column holding each sequence's text (or its list of words) in a CSV, TSV or Parquet file "
+        "or a dataset (default: %(default)s)",
+    )
     parser.add_argument("--label", default="label", metavar="COLUMN", help="label column for --feature label")
     parser.add_argument("--mode", default="max1", choices=("max1", "topk", "all"))
     parser.add_argument("--k", type=int, help="winners per token with --mode topk")
@@ -101,7 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vocabularies up by name",
     )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (vocabulary, tagging and recording passes)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -109,23 +126,35 @@ def run(args: argparse.Namespace) -> int:
     from txray import distributed
     from txray.corpus import Shard
 
-    if not Path(args.corpus).is_file():
-        raise UsageError(f"corpus file not found: {args.corpus}")
+    corpus = _open_corpus(args)
     check_record_args(args)
+    check_model(args.model)
     vocab_from = _vocab_source(args)
     try:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
     if not distributed.launched():
-        return _record(args, args.device, shard, None, vocab_from)
+        return _record(args, corpus, args.device, shard, None, vocab_from)
     if shard is not None:
         raise UsageError("--shard is for independent jobs; under torchrun every rank takes its shard itself")
     context = distributed.init(args.device)
     try:
-        return _record(args, context.device, None, context, vocab_from)
+        return _record(args, corpus, context.device, None, context, vocab_from)
     finally:
         distributed.shutdown()
+
+
+def _open_corpus(args: argparse.Namespace) -> Corpus:
+    """The CORPUS file or saved dataset folder, opened (not read) before any work."""
+    from txray.corpus import Corpus
+
+    if not Path(args.corpus).exists():
+        raise UsageError(f"corpus file not found: {args.corpus}")
+    try:
+        return Corpus(args.corpus, text=args.text)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
 
 
 def _vocab_source(args: argparse.Namespace) -> Profile | None:
@@ -149,7 +178,12 @@ def _vocab_source(args: argparse.Namespace) -> Profile | None:
 
 
 def _record(
-    args: argparse.Namespace, device: str, shard: Shard | None, context: Context | None, vocab_from: Profile | None
+    args: argparse.Namespace,
+    corpus: Corpus,
+    device: str,
+    shard: Shard | None,
+    context: Context | None,
+    vocab_from: Profile | None,
 ) -> int:
     """Record and write the profiles: one process, one ``--shard``, or one torchrun rank."""
     import txray
@@ -176,7 +210,6 @@ def _record(
         vocab_from=vocab_from,
         profile_name=args.name,
     )
-    corpus = txray.Corpus(args.corpus, text=args.text)
     profiles: dict[str, Profile] | None
     if context is not None:
         profiles = distributed.record_model(model, tokenizer, corpus, layers, options=options)
@@ -218,18 +251,46 @@ def _features(args: argparse.Namespace) -> list[Feature]:
     return features
 
 
-def _load(name: str, device: str) -> tuple[Any, Any]:
+def check_model(name: str) -> None:
+    """Fail before any work when MODEL can be neither loaded from a folder nor
+    looked up on the hub: a path that does not exist, a name that is no hub
+    name, or (offline) a hub name that is not in the local cache."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise UsageError("txray record needs transformers: pip install 'txray[capture]'")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"MODEL {name} is a file; give a model folder (with config.json) or a hub name")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError:
-        raise UsageError("txray record needs transformers: pip install 'txray[capture]'") from None
-    if os.path.sep in name and not Path(name).exists():
-        raise UsageError(f"model directory not found: {name}")
+        validate_repo_id(name)
+    except HFValidationError:
+        raise UsageError(f"model directory not found: {name} (and it is not a hub name such as org/name)") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise UsageError(
+            f"model {name!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), and "
+            "HF_HUB_OFFLINE=1 forbids downloading it: download it once with a network "
+            f"(huggingface-cli download {name}), or give the path of a model folder"
+        )
+
+
+def _load(name: str, device: str) -> tuple[Any, Any]:
+    """The model (on ``device``) and its fast tokenizer; ``name`` goes to ``from_pretrained`` as given."""
+    from huggingface_hub import constants
+    from transformers import AutoModel, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True)
         model = AutoModel.from_pretrained(name).to(device)
     except OSError as err:
-        raise UsageError(f"cannot load model {name!r}: {err}") from None
+        where = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if constants.HF_HUB_OFFLINE else ""
+        raise UsageError(f"cannot load model {name!r}{where}: {err}") from None
     return model, tokenizer
 
 
