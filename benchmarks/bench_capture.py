@@ -5,10 +5,13 @@ The same padded batches of real Wikipedia text go through:
   - the same pass recording 1 MLP layer, and all 6 (mode max1, feature
     token): forward hooks, word pooling and the native recorder, with new
     recorders and with warm ones (the steady state of a long corpus),
+  - all 6 again without top activating contexts (contexts=0; the others
+    keep the default 20 per neuron, and the text of each around it): what
+    the contexts cost,
 interleaved over several rounds (the best round of each counts: this
-machine is shared). Tokenization is done before timing for all three.
+machine is shared). Tokenization is done before timing for all of them.
 Reported apart: end-to-end ``txray.record_model`` (tokenization, features,
-forward, recording) and POS tagging with spaCy.
+forward, recording; with and without contexts) and POS tagging with spaCy.
 
     python benchmarks/bench_capture.py --words 12000 --rounds 3
 """
@@ -27,6 +30,7 @@ import torch  # noqa: E402
 import txray  # noqa: E402
 from txray.capture import Capture  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
+from txray.options import RecordOptions  # noqa: E402
 from txray.pipeline import _Run, _windows, default_forward  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 
@@ -72,14 +76,14 @@ def time_bare(model, prepared) -> tuple[float, float]:
     return now() - start, time.process_time() - cpu
 
 
-def new_run(model, token, layers) -> _Run:
-    return _Run(model, Capture(model, layers), [token], "max1", None, "mean", default_forward(model), 256 << 20)
+def new_run(model, token, layers, contexts: int) -> _Run:
+    return _Run(model, Capture(model, layers), [token], RecordOptions(contexts=contexts), default_forward(model))
 
 
-def time_recording(model, prepared, token, layers, run=None) -> tuple[float, float]:
+def time_recording(model, prepared, token, layers, run=None, contexts: int = 20) -> tuple[float, float]:
     """Record with fresh recorders, or with ``run``'s (already warm: their
     tables' pages touched, as after the first stretch of a long corpus)."""
-    run = run or new_run(model, token, layers)
+    run = run or new_run(model, token, layers, contexts)
     capture = run.capture
     start, cpu = now(), time.process_time()
     with capture, torch.inference_mode():
@@ -88,9 +92,11 @@ def time_recording(model, prepared, token, layers, run=None) -> tuple[float, flo
     return now() - start, time.process_time() - cpu
 
 
-def time_end_to_end(model, tokenizer, texts, layers, max_tokens) -> tuple[float, int]:
+def time_end_to_end(model, tokenizer, texts, layers, max_tokens, contexts: int) -> tuple[float, int]:
     start = now()
-    profiles = txray.record_model(model, tokenizer, texts, layers, max_tokens=max_tokens, progress=False)
+    profiles = txray.record_model(
+        model, tokenizer, texts, layers, max_tokens=max_tokens, progress=False, contexts=contexts
+    )
     return now() - start, next(iter(profiles.values())).tokens
 
 
@@ -119,9 +125,17 @@ def main() -> None:
     words = sum(b.n_units for b in prepared)
     pieces = int(sum(b.attention_mask.sum() for b in prepared))
     mlp = txray.mlp_layers(model)
-    configs = {"forward only": None, "record 1 layer": mlp[:1], "record 6 layers": mlp, "record 6 layers, warm": mlp}
-    warm = new_run(model, token, mlp)
-    time_recording(model, prepared, token, mlp, warm)  # touches the pages its tables will use
+    configs = {
+        "forward only": None,
+        "record 1 layer": mlp[:1],
+        "record 6 layers": mlp,
+        "record 6 layers, warm": mlp,
+        "record 6 layers, contexts=0": mlp,
+        "record 6 layers, warm, contexts=0": mlp,
+    }
+    warm = {contexts: new_run(model, token, mlp, contexts) for contexts in (20, 0)}
+    for run in warm.values():
+        time_recording(model, prepared, token, mlp, run)  # touches the pages its tables will use
 
     time_bare(model, prepared[:2])  # warm-up (allocator, threads)
     wall = {name: float("inf") for name in configs}
@@ -131,9 +145,12 @@ def main() -> None:
             if layers is None:
                 w, c = time_bare(model, prepared)
             else:
-                w, c = time_recording(model, prepared, token, layers, warm if name.endswith("warm") else None)
+                contexts = 0 if name.endswith("contexts=0") else 20
+                run = warm[contexts] if ", warm" in name else None
+                w, c = time_recording(model, prepared, token, layers, run, contexts)
             wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
-    e2e, e2e_words = time_end_to_end(model, tokenizer, texts, mlp, args.max_tokens)
+    e2e, e2e_words = time_end_to_end(model, tokenizer, texts, mlp, args.max_tokens, 20)
+    e2e_off, _ = time_end_to_end(model, tokenizer, texts, mlp, args.max_tokens, 0)
     tag_seconds, tag_words = time_tagging(texts)
 
     load = os.getloadavg()
@@ -148,29 +165,43 @@ def main() -> None:
     print("measure on a shared machine; ratios are against the forward pass alone. 'warm' re-uses")
     print("recorders that have seen the corpus once (their tables' pages already touched): the cost per")
     print("batch of a long corpus, where making and first touching the tables is paid once")
-    print(f"{'':28s} {'wall s':>7s} {'words/s':>8s} {'wall x':>7s} {'cpu s':>7s} {'cpu x':>7s}")
+    print(f"{'':34s} {'wall s':>7s} {'words/s':>8s} {'wall x':>7s} {'cpu s':>7s} {'cpu x':>7s}")
     rows = []
     for name in configs:
         print(
-            f"{name:28s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
+            f"{name:34s} {wall[name]:7.2f} {words / wall[name]:8.0f} {wall[name] / wall['forward only']:6.3f}x "
             f"{cpu[name]:7.2f} {cpu[name] / cpu['forward only']:6.3f}x"
         )
         ratio_wall, ratio_cpu = wall[name] / wall["forward only"], cpu[name] / cpu["forward only"]
         rows.append([name, round(wall[name], 3), round(words / wall[name]), round(ratio_wall, 3)])
         rows[-1] += [round(cpu[name], 3), round(ratio_cpu, 3)]
     print(
-        f"{'record_model, 6 layers (e2e)':28s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
+        f"{'record_model, 6 layers (e2e)':34s} {e2e:7.2f} {e2e_words / e2e:8.0f} {e2e / wall['forward only']:6.3f}x"
         "  (tokenization + features + forward + recording, one run)"
     )
     rows.append(["record_model, 6 layers (e2e, one run)", round(e2e, 3), round(e2e_words / e2e)])
     rows[-1] += [round(e2e / wall["forward only"], 3), None, None]
     print(
-        f"{'POS tagging (spaCy), apart':28s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
+        f"{'  the same, contexts=0':34s} {e2e_off:7.2f} {e2e_words / e2e_off:8.0f} {e2e_off / wall['forward only']:6.3f}x"
+    )
+    rows.append(["record_model, 6 layers, contexts=0 (e2e, one run)", round(e2e_off, 3), round(e2e_words / e2e_off)])
+    rows[-1] += [round(e2e_off / wall["forward only"], 3), None, None]
+    print(
+        f"{'POS tagging (spaCy), apart':34s} {tag_seconds:7.2f} {tag_words / tag_seconds:8.0f}"
         "           (cached per corpus: paid once)"
     )
     rows.append(["POS tagging (spaCy), apart", round(tag_seconds, 3), round(tag_words / tag_seconds), None, None, None])
+    notes = []
+    for cold in ("", ", warm"):
+        on, off = f"record 6 layers{cold}", f"record 6 layers{cold}, contexts=0"
+        notes.append(
+            f"top contexts: '{on}' takes {wall[on] / wall[off]:.3f} x the wall time and {cpu[on] / cpu[off]:.3f} x "
+            f"the CPU time of '{off}' (target: within 1.03)"
+        )
+    notes.append(f"top contexts, record_model end to end (one run each): {e2e / e2e_off:.3f} x")
+    print("\n".join(notes))
     headers = ["run", "wall s", "words/s", "wall x", "cpu s", "cpu x"]
-    write_results("bench_capture", args, [{"title": title, "headers": headers, "rows": rows}])
+    write_results("bench_capture", args, [{"title": title, "headers": headers, "rows": rows}], notes=notes)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ the cells that occur, grow during its timed updates (each pass makes a new
 recorder). With --repeats > 1, max1 also has the row "tables grown": one
 recorder kept over all passes, whose best pass records into tables that
 have already grown (a context row, like "of which ... alone": not checked,
-not a baseline).
+not a baseline). txray's recorder keeps each neuron's top 20 activating
+contexts, as it does by default; the row "contexts=0" is the same recorder
+without them, interleaved with it, and the line after the table gives the
+ratio of the two (the cost of the contexts; target <= 1.1 in max1).
 
 "Subsampled" methods are too slow or too memory-hungry for the full input
 (the per-token Python loops, pandas on a T x N melt for mode all): they are
@@ -81,6 +84,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import inspect
 import io
 import os
 import platform
@@ -568,7 +572,8 @@ class PandasMeltAll(Method):
 
 
 class Txray(Method):
-    """txray.Recorder.update per batch; finish() is rec.profile() (reported on its own row)."""
+    """txray.Recorder.update per batch (as made by default: it keeps each neuron's top 20
+    contexts); finish() is rec.profile() (reported on its own row)."""
 
     def __init__(self, txray, mode: str, dense_limit: int | None = None):
         self.txray, self.mode = txray, mode
@@ -610,6 +615,18 @@ class TxrayGrown(Txray):
         return None
 
 
+class TxrayNoContexts(Txray):
+    """The same recorder without top activating contexts (contexts=0): the row's ratio
+    is what keeping the contexts costs the update (the target: on <= 1.1 x off)."""
+
+    aside = True
+
+    def __init__(self, txray, mode: str, dense_limit: int | None = None):
+        super().__init__(txray, mode, dense_limit)
+        self.kwargs["contexts"] = 0
+        self.name = "  txray Recorder.update, contexts=0 (no top contexts kept)"
+
+
 def profile_to_dense(prof):
     """prof.table(kind) (neuron, feature, count, sum, ...) scattered into dense (N, F) arrays."""
     res = {}
@@ -642,6 +659,8 @@ def methods_for(mode: str, txray, args):
     head = [Txray(txray, mode, args.txray_dense_limit)] if txray is not None else []
     if head and mode == "max1" and args.repeats > 1:
         head.append(TxrayGrown(txray, mode, args.txray_dense_limit))
+    if head and "contexts" in inspect.signature(txray.Recorder).parameters:  # txray >= 0.1 with contexts
+        head.append(TxrayNoContexts(txray, mode, args.txray_dense_limit))
     if mode == "max1":
         streamed = head + [
             NumpyBincount(),
@@ -838,6 +857,14 @@ def run_mode(mode, corpus: Corpus, args, txray, bandwidth):
         print("disagreements (inputs: this script's --size/--seed/--batch):")
         print("\n".join(notes))
     verdict = print_verdict(mode, corpus, base, totals, sub_seconds, bandwidth)
+    off = next((m.name for m in streamed if isinstance(m, TxrayNoContexts)), None)
+    if off is not None:
+        line = (
+            f"top contexts: the update keeping them (contexts=20) takes {base / sum(best[off]):.3f} x the update "
+            "without (contexts=0)" + (" (target: <= 1.1)" if mode == "max1" else "")
+        )
+        print(line)
+        verdict.append(line)
     print(load.report())
     return {"title": title, "headers": HEADERS, "rows": rows, "notes": [*notes, *verdict, load.report()]}
 

@@ -59,7 +59,7 @@ ActivationView view_of(const py::array& acts, const std::string& dtype) {
 }
 
 void update(txray::Recorder& rec, const py::array& acts, const std::string& dtype, const py::object& mask,
-            const std::vector<py::array>& features) {
+            const std::vector<py::array>& features, const py::object& units) {
   const ActivationView view = view_of(acts, dtype);
   std::vector<const int64_t*> ids;
   for (const py::array& f : features) {
@@ -77,12 +77,34 @@ void update(txray::Recorder& rec, const py::array& acts, const std::string& dtyp
       throw txray::InputError("mask must be a contiguous 1-D bool array, one entry per token");
     mask_ptr = static_cast<const uint8_t*>(mask_array.data());
   }
-  locked(rec, [&] { rec.update(view, mask_ptr, ids); });
+  const int64_t* units_ptr = nullptr;
+  py::array units_array;
+  if (!units.is_none()) {
+    units_array = py::array::ensure(units);
+    if (!units_array || !units_array.dtype().is(py::dtype::of<int64_t>()) || units_array.ndim() != 1 ||
+        units_array.shape(0) != view.rows || !(units_array.flags() & py::array::c_style))
+      throw txray::InputError("units must be a contiguous 1-D int64 array, one unit per token");
+    units_ptr = static_cast<const int64_t*>(units_array.data());
+  }
+  locked(rec, [&] { rec.update(view, mask_ptr, ids, units_ptr); });
 }
 
 py::tuple cells_tuple(txray::Cells&& c) {
   return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)), to_numpy(std::move(c.count)),
                         to_numpy(std::move(c.sum)));
+}
+
+// (neuron int32, rank int32, activation float64, unit int64), or None when
+// the recorder keeps no contexts.
+py::object contexts_tuple(std::unique_ptr<txray::ContextTable>&& t) {
+  if (!t) return py::none();
+  return py::make_tuple(to_numpy(std::move(t->neuron)), to_numpy(std::move(t->rank)),
+                        to_numpy(std::move(t->activation)), to_numpy(std::move(t->unit)));
+}
+
+std::unique_ptr<txray::ContextTable> context_table(const txray::Recorder& rec) {
+  const txray::Contexts* c = rec.contexts();
+  return c ? std::make_unique<txray::ContextTable>(c->table()) : nullptr;
 }
 
 py::tuple cells(const txray::Recorder& rec, size_t kind) {
@@ -99,17 +121,19 @@ void merge(txray::Recorder& rec, const txray::Recorder& other) {
   rec.merge(other);
 }
 
-// (tokens, mass, [(cells, frequencies) per kind]) taken under one lock, so
-// that a profile made while other threads update is one whole state.
+// (tokens, mass, [(cells, frequencies) per kind], contexts or None) taken
+// under one lock, so that a profile made while other threads update is one
+// whole state.
 py::tuple snapshot(const txray::Recorder& rec) {
   struct State {
     int64_t tokens;
     std::vector<double> mass;
     std::vector<txray::Cells> cells;
     std::vector<std::vector<int64_t>> freq;
+    std::unique_ptr<txray::ContextTable> contexts;
   };
   State s = locked(rec, [&] {
-    State out{rec.tokens(), rec.mass(), {}, {}};
+    State out{rec.tokens(), rec.mass(), {}, {}, context_table(rec)};
     for (size_t kind = 0; kind < rec.n_kinds(); ++kind) {
       out.cells.push_back(rec.cells(kind));
       out.freq.push_back(rec.frequencies(kind));
@@ -119,7 +143,7 @@ py::tuple snapshot(const txray::Recorder& rec) {
   py::list kinds;
   for (size_t kind = 0; kind < s.cells.size(); ++kind)
     kinds.append(py::make_tuple(cells_tuple(std::move(s.cells[kind])), to_numpy(std::move(s.freq[kind]))));
-  return py::make_tuple(s.tokens, to_numpy(std::move(s.mass)), kinds);
+  return py::make_tuple(s.tokens, to_numpy(std::move(s.mass)), kinds, contexts_tuple(std::move(s.contexts)));
 }
 
 // -- DLPack -----------------------------------------------------------------
@@ -222,17 +246,34 @@ PYBIND11_MODULE(_native, m) {
 
   py::class_<txray::Recorder>(m, "Recorder")
       .def(py::init([](int64_t n_neurons, std::vector<std::string> kinds, std::vector<int64_t> sizes,
-                       const std::string& mode, int k, int64_t dense_limit_bytes) {
+                       const std::string& mode, int k, int64_t dense_limit_bytes, int contexts) {
              return new txray::Recorder(n_neurons, std::move(kinds), std::move(sizes), parse_mode(mode), k,
-                                        dense_limit_bytes);
+                                        dense_limit_bytes, contexts);
            }),
            py::arg("n_neurons"), py::arg("kinds"), py::arg("vocab_sizes"), py::arg("mode"), py::arg("k"),
-           py::arg("dense_limit_bytes"))
-      .def("update", &update, py::arg("acts"), py::arg("dtype"), py::arg("mask"), py::arg("features"))
+           py::arg("dense_limit_bytes"), py::arg("contexts") = 0)
+      .def("update", &update, py::arg("acts"), py::arg("dtype"), py::arg("mask"), py::arg("features"),
+           py::arg("units") = py::none())
       .def("merge", &merge, py::arg("other"))
       .def("cells", &cells, py::arg("kind"),
            "(neuron int32, feature int32, count int64, sum float64) of one kind, sorted by neuron then feature")
-      .def("snapshot", &snapshot, "(tokens, mass, [(cells, frequencies) per kind]) of one moment")
+      .def("snapshot", &snapshot, "(tokens, mass, [(cells, frequencies) per kind], contexts or None) of one moment")
+      .def(
+          "contexts",
+          [](const txray::Recorder& r) { return contexts_tuple(locked(r, [&] { return context_table(r); })); },
+          "(neuron int32, rank int32, activation float64, unit int64) of the kept contexts, sorted by neuron then "
+          "rank; "
+          "None when the recorder keeps none")
+      .def(
+          "context_units",
+          [](const txray::Recorder& r, bool latest) -> py::object {
+            const txray::Contexts* c = r.contexts();
+            if (!c) return py::none();
+            return to_numpy(locked(r, [&] { return c->units(latest); }));
+          },
+          py::arg("latest") = false,
+          "the distinct units some neuron keeps as a context, ascending (with latest: only those that entered "
+          "with the latest update); None when the recorder keeps none")
       .def("frequencies", [](const txray::Recorder& r,
                              size_t kind) { return to_numpy(locked(r, [&] { return r.frequencies(kind); })); })
       .def("mass", [](const txray::Recorder& r) { return to_numpy(locked(r, [&] { return r.mass(); })); })

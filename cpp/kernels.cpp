@@ -82,15 +82,28 @@ TXRAY_INLINE int64_t first_bad_row(const ActivationView& a, const int64_t* kept,
   return -1;
 }
 
+// Offers a row's values of neurons [lo, hi) to the contexts. A vector
+// compare against the thresholds finds whether any value is a candidate;
+// past a neuron's first k rows almost none is.
+TXRAY_INLINE void offer_row(const float* x, int64_t lo, int64_t hi, int64_t unit, Contexts& contexts) {
+  const float* threshold = contexts.threshold();
+  int any = 0;
+  for (int64_t n = lo; n < hi; ++n) any |= x[n - lo] >= threshold[n];
+  if (!any) return;
+  for (int64_t n = lo; n < hi; ++n) contexts.offer(int32_t(n), x[n - lo], unit);
+}
+
 template <class E>
 TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
-                               FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x) {
+                               FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x,
+                               Contexts* contexts, const int64_t* units) {
   for (int64_t i = 0; i < n_tokens; ++i) {
     load_row<E>(row_ptr<E>(a, order[i]) + lo * a.col_stride, hi - lo, a.col_stride, x);
     for (size_t kind = 0; kind < n_kinds; ++kind) {
       double* sum = rows[kind].row(row_of[kind][size_t(i)]);
       for (int64_t n = lo; n < hi; ++n) sum[n] += double(x[n - lo]);
     }
+    if (contexts && units[i] >= 0) offer_row(x, lo, hi, units[i], *contexts);
   }
 }
 
@@ -120,14 +133,15 @@ TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, in
     }                                                                                                                 \
   }                                                                                                                   \
   ATTR void NAME##_add_all(const ActivationView& a, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,   \
-                           FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x) {         \
+                           FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x,           \
+                           Contexts* contexts, const int64_t* units) {                                                \
     switch (a.dtype) {                                                                                                \
       case DType::Float16:                                                                                            \
-        return add_all_rows<F16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                               \
+        return add_all_rows<F16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x, contexts, units);              \
       case DType::BFloat16:                                                                                           \
-        return add_all_rows<BF16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                              \
+        return add_all_rows<BF16>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x, contexts, units);             \
       default:                                                                                                        \
-        return add_all_rows<F32>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x);                               \
+        return add_all_rows<F32>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x, contexts, units);              \
     }                                                                                                                 \
   }                                                                                                                   \
   const Kernels NAME##_kernels = {#NAME, NAME##_select, NAME##_first_nonfinite_row, NAME##_add_all};

@@ -11,6 +11,7 @@
 
 #include "activations.hpp"
 #include "cells.hpp"
+#include "contexts.hpp"
 #include "select.hpp"
 
 namespace txray {
@@ -28,9 +29,11 @@ struct Kernels {
   int64_t (*first_nonfinite_row)(const ActivationView& acts, const int64_t* kept, int64_t begin, int64_t end);
   // Mode all: for tokens i in [0, n_tokens), row order[i], neurons [lo, hi):
   // rows[kind].row(row_of[kind][i])[n] += activation, for every kind; `x`
-  // holds hi - lo floats.
+  // holds hi - lo floats. With `contexts` (may be null), each activation is
+  // also offered to its neuron as the context units[i] (none if negative).
   void (*add_all)(const ActivationView& acts, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
-                  FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x);
+                  FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x, Contexts* contexts,
+                  const int64_t* units);
 };
 
 // The kernels in use: the best the CPU runs, or TXRAY_SIMD's choice.

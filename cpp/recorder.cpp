@@ -60,7 +60,7 @@ InputError nonfinite(const ActivationView& a, int64_t t) {
 }  // namespace
 
 Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes, Mode mode,
-                   int k, int64_t dense_limit_bytes)
+                   int k, int64_t dense_limit_bytes, int contexts_k)
     : n_neurons_(n_neurons),
       kind_names_(std::move(kind_names)),
       vocab_sizes_(std::move(vocab_sizes)),
@@ -68,6 +68,8 @@ Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::
       k_(mode == Mode::Max1 ? 1 : k),
       mass_(size_t(n_neurons), 0.0) {
   validate_shape(n_neurons, kind_names_, vocab_sizes_, mode_, k_);
+  if (contexts_k < 0) throw InputError("contexts must be 0 (none) or a positive number per neuron");
+  if (contexts_k > 0) contexts_ = std::make_unique<Contexts>(n_neurons, contexts_k);
   for (size_t i = 0; i < vocab_sizes_.size(); ++i) {
     const int64_t f = vocab_sizes_[i];
     freq_.emplace_back(size_t(f), 0);
@@ -122,22 +124,24 @@ void Recorder::check_finite(const ActivationView& acts, const Rows& rows) const 
   if (first_bad < n) throw nonfinite(acts, rows[first_bad]);
 }
 
-void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features) {
+void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features,
+                      const int64_t* units) {
   if (acts.cols != n_neurons_) {
     throw InputError("activations have " + std::to_string(acts.cols) + " neurons, the recorder " +
                      std::to_string(n_neurons_));
   }
   if (features.size() != vocab_sizes_.size()) throw InputError("one feature array per feature kind is needed");
   const Rows rows = rows_to_record(acts.rows, mask);
+  if (contexts_) contexts_->next_batch();
   if (rows.size == 0) return;
   if (mode_ == Mode::All) {
     check_features(rows, features);
     check_finite(acts, rows);
-    record_all(acts, rows, features);
+    record_all(acts, rows, features, units);
     for (size_t kind = 0; kind < features.size(); ++kind)
       for (int64_t i = 0; i < rows.size; ++i) ++freq_[kind][features[kind][rows[i]]];
   } else {
-    record_winners(acts, rows, features);  // checks and counts the features too
+    record_winners(acts, rows, features, units);  // checks and counts the features too
   }
   tokens_ += rows.size;
 }
@@ -148,8 +152,8 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
 // checked, and with several chunks every row is checked up front. With one
 // chunk the features are checked after the selection: the adds read them
 // next, from cache (a check before it would read them from memory twice).
-void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
-                              const std::vector<const int64_t*>& features) {
+void Recorder::record_winners(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
+                              const int64_t* units) {
   const int64_t per_token = k_ * int64_t(sizeof(Winner) + cells_.size() * sizeof(CellTable::Add));
   const int64_t chunk = std::max<int64_t>(1, kScratchBytes / per_token);
   const bool chunked = rows.size > chunk;
@@ -161,7 +165,7 @@ void Recorder::record_winners(const ActivationView& acts, const Rows& rows,
     const int64_t end = std::min(rows.size, begin + chunk);
     select_winners(acts, rows, begin, end);
     if (!chunked) check_features(rows, features);
-    add_winners(rows, begin, end, features);
+    add_winners(rows, begin, end, features, units);
   }
   // Scratch is kept for the next batch, unless it is large: a model
   // recorded layer by layer holds one recorder per layer.
@@ -196,8 +200,10 @@ void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int6
 // the tokens, so that a bucket keeps token order), then threads take whole
 // buckets: no two threads touch the same memory, and a hashed bucket's
 // table stays in cache while it is filled. Feature counts and the neurons'
-// mass are kept alongside.
-void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features) {
+// mass are kept alongside, and the winners are offered to the contexts (a
+// task of its own, first, as it is the longest).
+void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features,
+                           const int64_t* units) {
   constexpr int64_t B = CellTable::kBuckets;
   const int64_t n_kinds = int64_t(cells_.size()), k = k_;
   const int64_t n_tokens = end - begin, n_winners = n_tokens * k;
@@ -265,11 +271,14 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end, const s
 #pragma omp barrier
     // Now the last thread's offset of a bucket is where the bucket ends.
     const int64_t* ends = offsets + (n_threads - 1) * n_sorted * B;
-    // Tasks: each small table whole, each kind's feature counts (one task:
-    // hashed buckets share features), then the buckets.
+    // Tasks: the contexts, each small table whole, each kind's feature counts
+    // (one task: hashed buckets share features), then the buckets.
+    const int64_t first_task = contexts_ ? -1 : 0;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_small + n_kinds + n_sorted * B; ++task) {
-      if (task < n_small) {
+    for (int64_t task = first_task; task < n_small + n_kinds + n_sorted * B; ++task) {
+      if (task < 0) {
+        offer_winners(rows, begin, end, units);
+      } else if (task < n_small) {
         CellTable& table = cells_[size_t(small[task])];
         const int64_t* ids = features[size_t(small[task])];
         constexpr int64_t kAhead = 32;  // tokens between a prefetch and its use
@@ -295,13 +304,31 @@ void Recorder::add_winners(const Rows& rows, int64_t begin, int64_t end, const s
     for (int64_t n = 0; n < n_neurons_; ++n) mass_[size_t(n)] += mass_parts_[size_t(th * n_neurons_ + n)];
 }
 
+// A winner is a candidate context of its neuron. Almost every offer ends at
+// the neuron's threshold, one compare.
+void Recorder::offer_winners(const Rows& rows, int64_t begin, int64_t end, const int64_t* units) {
+  Contexts& contexts = *contexts_;
+  const int64_t k = k_;
+  const Winner* winners = winners_.data();
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t unit = unit_of(rows, i, units);
+    if (unit < 0) continue;
+    for (int64_t j = (i - begin) * k; j < (i - begin + 1) * k; ++j)
+      contexts.offer(winners[j].neuron, winners[j].value, unit);
+  }
+}
+
 // Mode all: every neuron records every token. Threads split the neuron axis,
 // so each owns a disjoint slice of every sum row. (The mass is not kept: it
 // is the sum of any one kind's rows, see mass().) Tokens are
 // visited grouped by their feature of the largest vocabulary: a run of one
 // feature then updates a row that stays in cache, instead of one random row
 // of a large table per token. Within a group tokens keep corpus order.
-void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const std::vector<const int64_t*>& features) {
+// Every row is a candidate context of every neuron: each thread offers its
+// neurons' values of the rows it loads anyway (the top k does not depend on
+// the order of the offers).
+void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const std::vector<const int64_t*>& features,
+                          const int64_t* units) {
   const size_t n_kinds = rows_.size();
   const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
   std::vector<uint64_t> keyed(size_t(tokens.size));
@@ -312,9 +339,12 @@ void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const 
   const int64_t n_tokens = tokens.size;
   std::vector<int64_t> order(static_cast<size_t>(n_tokens));
   std::vector<std::vector<int32_t>> row_of(n_kinds, std::vector<int32_t>(static_cast<size_t>(n_tokens)));
+  std::vector<int64_t> unit_of_order(contexts_ ? size_t(n_tokens) : 0);
   for (int64_t i = 0; i < n_tokens; ++i) {
-    order[i] = tokens[keyed[i] & 0xffffffffu];
+    const int64_t kept = int64_t(keyed[i] & 0xffffffffu);
+    order[i] = tokens[kept];
     for (size_t kind = 0; kind < n_kinds; ++kind) row_of[kind][i] = rows_[kind].row_for(features[kind][order[i]]);
+    if (contexts_) unit_of_order[i] = unit_of(tokens, kept, units);
   }
 
   const kernels::Kernels& kern = kernels::active();
@@ -329,7 +359,9 @@ void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const 
     const int64_t per = ((n_neurons_ + n_threads - 1) / n_threads + 7) / 8 * 8;
     const int64_t lo = std::min(n_neurons_, me * per), hi = std::min(n_neurons_, lo + per);
     std::vector<float> x(size_t(std::max<int64_t>(hi - lo, 0)));
-    if (lo < hi) kern.add_all(acts, order.data(), n_tokens, lo, hi, rows_.data(), row_of.data(), n_kinds, x.data());
+    if (lo < hi)
+      kern.add_all(acts, order.data(), n_tokens, lo, hi, rows_.data(), row_of.data(), n_kinds, x.data(),
+                   contexts_.get(), unit_of_order.data());
   }
 }
 
@@ -337,11 +369,14 @@ void Recorder::merge(const Recorder& other) {
   if (other.n_neurons_ != n_neurons_ || other.vocab_sizes_ != vocab_sizes_ || other.kind_names_ != kind_names_ ||
       other.mode_ != mode_ || other.k_ != k_)
     throw InputError("cannot merge recorders with different neurons, feature kinds, vocabularies or modes");
+  if ((contexts_ ? contexts_->k() : 0) != (other.contexts_ ? other.contexts_->k() : 0))
+    throw InputError("cannot merge recorders that keep different numbers of contexts");
   for (size_t i = 0; i < cells_.size(); ++i) cells_[i].merge(other.cells_[i]);
   for (size_t i = 0; i < rows_.size(); ++i) rows_[i].merge(other.rows_[i]);
   for (size_t i = 0; i < freq_.size(); ++i)
     for (size_t f = 0; f < freq_[i].size(); ++f) freq_[i][f] += other.freq_[i][f];
   for (size_t n = 0; n < mass_.size(); ++n) mass_[n] += other.mass_[n];  // zero in mode all
+  if (contexts_) contexts_->merge(*other.contexts_);
   tokens_ += other.tokens_;
 }
 
@@ -366,6 +401,7 @@ size_t Recorder::bytes() const {
   for (const auto& c : cells_) total += c.bytes();
   for (const auto& r : rows_) total += r.bytes();
   for (const auto& f : freq_) total += f.size() * sizeof(int64_t);
+  if (contexts_) total += contexts_->bytes();
   return total;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "activations.hpp"
 #include "cells.hpp"
+#include "contexts.hpp"
 #include "select.hpp"
 #include "shape.hpp"
 
@@ -20,13 +22,17 @@ namespace txray {
 // mutex() around every call (the Python bindings do, with the GIL released).
 class Recorder {
  public:
+  // contexts_k: the top activating contexts kept per neuron (cpp/contexts.hpp); 0: none.
   Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::vector<int64_t> vocab_sizes, Mode mode, int k,
-           int64_t dense_limit_bytes);
+           int64_t dense_limit_bytes, int contexts_k = 0);
 
   // features[i] holds acts.rows contiguous ids of kind i; mask (may be null)
-  // holds acts.rows bytes, 0 for tokens to skip. Either the whole batch is
-  // recorded or, on an input error, nothing is.
-  void update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features);
+  // holds acts.rows bytes, 0 for tokens to skip. units (may be null) holds
+  // acts.rows unit numbers for the contexts, a negative one for a row that is
+  // no context; without it the recorded rows are numbered on from tokens().
+  // Either the whole batch is recorded or, on an input error, nothing is.
+  void update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features,
+              const int64_t* units = nullptr);
   void merge(const Recorder& other);
 
   Cells cells(size_t kind) const;
@@ -36,6 +42,7 @@ class Recorder {
   int64_t n_neurons() const { return n_neurons_; }
   size_t n_kinds() const { return kind_names_.size(); }
   bool dense(size_t kind) const;
+  const Contexts* contexts() const { return contexts_.get(); }  // null when not kept
   size_t bytes() const;
   std::mutex& mutex() const { return mutex_; }
 
@@ -50,10 +57,18 @@ class Recorder {
   static Rows rows_to_record(int64_t rows, const uint8_t* mask);
   void check_features(const Rows& rows, const std::vector<const int64_t*>& features) const;
   void check_finite(const ActivationView& acts, const Rows& rows) const;
-  void record_winners(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features);
+  void record_winners(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
+                      const int64_t* units);
   void select_winners(const ActivationView& acts, const Rows& rows, int64_t begin, int64_t end);
-  void add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features);
-  void record_all(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features);
+  void add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features,
+                   const int64_t* units);
+  void offer_winners(const Rows& rows, int64_t begin, int64_t end, const int64_t* units);
+  void record_all(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
+                  const int64_t* units);
+  // The unit of recorded row i (an index into rows) of this update.
+  int64_t unit_of(const Rows& rows, int64_t i, const int64_t* units) const {
+    return units ? units[rows[i]] : tokens_ + i;
+  }
 
   int64_t n_neurons_;
   std::vector<std::string> kind_names_;
@@ -65,6 +80,7 @@ class Recorder {
   std::vector<std::vector<int64_t>> freq_;
   std::vector<double> mass_;  // max1, topk
   int64_t tokens_ = 0;
+  std::unique_ptr<Contexts> contexts_;
   // Scratch of record_winners, kept between batches (its size is bounded).
   std::vector<Winner> winners_;
   std::vector<CellTable::Add> adds_;

@@ -51,31 +51,40 @@ def record_both(model, tokenizer, texts, mode: str, tokens: int):
     mirrors: dict[int, LayerRecorders] = {}
     original = LayerRecorders.update
 
-    def both(self, layer, rows, features):
-        original(self, layer, rows, features)
-        mirror = mirrors.setdefault(id(self), LayerRecorders(self.features, self.mode, self.k, self.dense_limit_bytes))
+    def both(self, layer, rows, features, **options):
+        original(self, layer, rows, features, **options)
+        mirror = mirrors.setdefault(
+            id(self), LayerRecorders(self.features, self.mode, self.k, self.dense_limit_bytes, contexts=0)
+        )
         host = {kind: ids.cpu() if hasattr(ids, "cpu") else ids for kind, ids in features.items()}
         original(mirror, layer, rows.cpu(), host)
 
     captured = {}
     original_profiles = LayerRecorders.profiles
 
-    def keep(self, metadata, name=str):
-        out = original_profiles(self, metadata, name)
+    def keep(self, metadata, *args, **kwargs):
+        out = original_profiles(self, metadata, *args, **kwargs)
         if id(self) in mirrors:  # the recording of record_model (mirrors are keyed by it)
-            captured["device"] = self
-            captured["metadata"], captured["name"] = metadata, name
+            captured["device"], captured["args"] = self, (metadata, args, kwargs)
         return out
 
     LayerRecorders.update, LayerRecorders.profiles = both, keep
     try:
         on_device = txray.record_model(
-            model, tokenizer, texts, txray.mlp_layers(model), mode=mode, limit_tokens=tokens, progress=False
+            model,
+            tokenizer,
+            texts,
+            txray.mlp_layers(model),
+            mode=mode,
+            limit_tokens=tokens,
+            progress=False,
+            contexts=0,  # kept by the CPU engine only: with contexts a CUDA model records on the CPU
         )
     finally:
         LayerRecorders.update, LayerRecorders.profiles = original, original_profiles
     mirror = mirrors[id(captured["device"])]
-    on_host = original_profiles(mirror, captured["metadata"], captured["name"])
+    metadata, args, kwargs = captured["args"]
+    on_host = original_profiles(mirror, metadata, *args, **kwargs)
     devices = {layer: r.device for layer, r in captured["device"]._recorders.items()}
     return on_device, on_host, devices
 

@@ -62,3 +62,29 @@ def dense_from_table(table, n_neurons: int, n_features: int):
     count[neuron, feature] = table.column("count").to_numpy()
     total[neuron, feature] = table.column("sum").to_numpy()
     return count, total
+
+
+def contexts(acts, n_contexts: int, mode="max1", k=None, mask=None, units=None):
+    """Each neuron's top activating contexts: (neuron, rank, activation, unit) rows,
+    neuron-major, best first (activation descending, equal ones by unit ascending).
+
+    A neuron's candidates are the tokens it won (max1, topk) or every token
+    (all); masked tokens are skipped; ``units`` numbers the tokens (negative:
+    never a context), by default the unmasked tokens counted from 0."""
+    values = np.asarray(acts, dtype=np.float64).reshape(-1, np.shape(acts)[-1])
+    valid = np.ones(len(values), bool) if mask is None else np.asarray(mask).reshape(-1).astype(bool)
+    numbers = None if units is None else np.asarray(units).reshape(-1)
+    candidates: dict[int, list[tuple[float, int]]] = {}
+    counted = 0
+    for t in np.flatnonzero(valid):
+        unit = counted if numbers is None else int(numbers[t])
+        counted += 1
+        if unit < 0:
+            continue
+        for neuron in winners(values[t], mode, k):
+            candidates.setdefault(int(neuron), []).append((float(values[t, neuron]), unit))
+    rows = []
+    for neuron in sorted(candidates):
+        best = sorted(candidates[neuron], key=lambda c: (-c[0], c[1]))[:n_contexts]
+        rows += [(neuron, rank, value, unit) for rank, (value, unit) in enumerate(best, start=1)]
+    return rows

@@ -47,7 +47,8 @@ def recorded_stages(
     profiles = []
     for s in range(n_stages):
         acts = base + s * shift * rng.normal(size=base.shape).astype(np.float32)
-        rec = txray.Recorder(n_neurons=n_neurons, features={"token": vocab, "pos": len(TAGS)})
+        # contexts=0: the stages have contexts only when asked for, and then those of with_contexts.
+        rec = txray.Recorder(n_neurons=n_neurons, features={"token": vocab, "pos": len(TAGS)}, contexts=0)
         rec.update(acts, {"token": ids, "pos": tags})
         profile = rec.profile(
             name=f"epoch {s + 1}",
@@ -120,3 +121,48 @@ def synthetic_profile(
     }
     mass = np.bincount(neuron, weights=total, minlength=n_neurons)
     return Profile(n_neurons, "max1", None, kinds, mass, int(count.sum()), name=name)
+
+
+def with_random_contexts(
+    profile: Profile, k: int = 20, seed: int = 0, corpus: int = 50_000, window: int = 8
+) -> Profile:
+    """``profile`` with ``k`` made-up contexts per preferred neuron of its token kind: random units
+    of a random corpus over its token vocabulary, a window of ``window`` words either side, as
+    ``record_model`` writes them (sizes of reports with contexts)."""
+    rng = np.random.default_rng(seed)
+    words = profile.vocabulary("token")
+    text_ids = rng.integers(0, len(words), size=corpus)
+    neurons = np.flatnonzero(profile.preferred("token"))
+    neuron = np.repeat(neurons, k)
+    unit = rng.integers(window, corpus - window, size=len(neuron))
+    texts, offsets, chosen = [], [], []
+    for u in unit.tolist():
+        before = " ".join(words[i] for i in text_ids[u - window : u])
+        texts.append(" ".join(words[i] for i in text_ids[u - window : u + window + 1]))
+        offsets.append(len(before) + 1)
+        chosen.append(words[text_ids[u]])
+    table = txray.top_contexts(
+        {
+            "neuron": neuron.astype(np.int32),
+            "activation": rng.gamma(2.0, 1.0, size=len(neuron)),
+            "unit": unit.astype(np.int64),
+            "document": (unit // 40).astype(np.int64),
+            "word": chosen,
+            "text": texts,
+            "word_offset": np.asarray(offsets, np.int32),
+        },
+        k,
+    )
+    kinds = {kind: profile.cells(kind) for kind in profile.kinds}
+    return Profile(
+        profile.n_neurons,
+        profile.mode,
+        profile.k,
+        kinds,
+        profile.mass(),
+        profile.tokens,
+        name=profile.name,
+        metadata=profile.metadata,
+        contexts=table,
+        contexts_k=k,
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import reference
 
@@ -122,12 +124,44 @@ def test_changed_neurons(stages):
     a, b = stages[0][0], stages[2][0]
     cmp = txray.compare(a, b)
     table = analysis.changed_neurons(cmp, k=2)
-    h = {r["neuron"]: r["hellinger"] for r in cmp.to_pylist() if r["hellinger"] is not None}
-    most = sorted(h, key=lambda n: (-h[n], n))[:2]
-    least = sorted(h, key=lambda n: (h[n], n))[:2]
+    rows = {r["neuron"]: r for r in cmp.to_pylist() if r["hellinger"] is not None}
+
+    def key(n):
+        r = rows[n]
+        return (-(r["mass_a"] + r["mass_b"]), -r["union_length"], n)
+
+    most = sorted(rows, key=lambda n: (-rows[n]["hellinger"], *key(n)))[:2]
+    eligible = [n for n in rows if min(rows[n]["length_a"], rows[n]["length_b"]) >= analysis.LEAST_CHANGED_MIN_LENGTH]
+    least = sorted(eligible, key=lambda n: (rows[n]["hellinger"], *key(n)))[:2]
     assert table.column("group").to_pylist() == ["most"] * 2 + ["least"] * 2
     assert table.column("neuron").to_pylist() == most + least
-    assert table.column("hellinger").to_pylist() == [h[n] for n in most + least]
+    assert table.column("hellinger").to_pylist() == [rows[n]["hellinger"] for n in most + least]
+
+
+def test_changed_neurons_break_ties_by_mass_and_skip_trivial_neurons():
+    # Neurons 0-3 all moved completely (H = 1); 4 and 5 prefer one feature and did not move (H = 0).
+    cmp = pa.table(
+        {
+            "neuron": pa.array([0, 1, 2, 3, 4, 5, 6], pa.int32()),
+            "state": ["shared"] * 7,
+            "length_a": pa.array([2, 2, 5, 2, 1, 1, 4], pa.int64()),
+            "length_b": pa.array([2, 2, 5, 2, 1, 1, 3], pa.int64()),
+            "union_length": pa.array([4, 4, 10, 4, 1, 1, 5], pa.int64()),
+            "shared_length": pa.array([0, 0, 0, 0, 1, 1, 2], pa.int64()),
+            "hellinger": [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.4],
+            "mass_a": [1.0, 5.0, 1.0, 1.0, 9.0, 9.0, 1.0],
+            "mass_b": [1.0, 5.0, 1.0, 1.0, 9.0, 9.0, 1.0],
+        }
+    )
+    table = analysis.changed_neurons(cmp, k=3)
+    most = table.filter(pc.equal(table.column("group"), "most")).column("neuron").to_pylist()
+    least = table.filter(pc.equal(table.column("group"), "least")).column("neuron").to_pylist()
+    assert most == [1, 2, 0]  # the most massive tie first, then the longer union, then the lower id
+    assert least == [6, 2]  # neurons 4 and 5 (one feature, H = 0) say nothing, nor 0, 1, 3 (two features)
+    every = analysis.changed_neurons(cmp, k=3, min_length=1)
+    assert every.filter(pc.equal(every.column("group"), "least")).column("neuron").to_pylist()[:2] == [4, 5]
+    with pytest.raises(ValueError, match="min_length"):
+        analysis.changed_neurons(cmp, min_length=0)
 
 
 def test_neuron_distributions_align_stages(stages):

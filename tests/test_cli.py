@@ -87,6 +87,12 @@ def test_nearest(capsys, files, tmp_path):
     assert "positive integer" in capsys.readouterr().err
 
 
+def report_plotly_js() -> str:
+    from txray.report import plotly_js_name
+
+    return plotly_js_name()
+
+
 def test_report(capsys, files, tmp_path, monkeypatch):
     pytest.importorskip("plotly")
     tags = tmp_path / "tags.tsv"
@@ -112,6 +118,14 @@ def test_report(capsys, files, tmp_path, monkeypatch):
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<title>Three epochs</title>" in page
     assert "<td>epoch 1</td>" in page
+    assert "shared by the reports of its folder" in out and (tmp_path / report_plotly_js()).exists()
+
+    code, out, _ = run(capsys, "report", *files["stages"][:2], "-o", tmp_path / "inline.html", "--inline-plotly")
+    assert code == 0 and "shared by" not in out
+    assert "data-plotly-src=" not in (tmp_path / "inline.html").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", *map(str, files["stages"][:2]), "-o", str(tmp_path / "r2.html"), "--contexts", "0"])
+    assert exit_.value.code == 2 and "--contexts" in capsys.readouterr().err
 
     code, _, err = run(capsys, "report", *files["stages"], "-o", tmp_path / "r.pdf")
     assert code == 2 and "FILE.html" in err

@@ -9,6 +9,7 @@ import json
 import pytest
 
 import txray
+from txray import browser
 from txray.cli import main
 
 LAYER = "encoder.layer.5.intermediate"
@@ -82,7 +83,8 @@ def test_compare_nearest_merge_and_report_take_the_pair(recorded, tmp_path, caps
     assert main(["report", wiki, tweets, "-o", str(page), "--labels", "Wikipedia, Tweets", "--pos-kind", "none"]) == 0
     assert "hellinger_length" in capsys.readouterr().out
     text = page.read_text(encoding="utf-8")
-    assert "<td>Wikipedia</td>" in text and "<td>Tweets</td>" in text and "Wikipedia \\u2192 Tweets" in text
+    assert "<td>Wikipedia</td>" in text and "<td>Tweets</td>" in text
+    assert browser.read_document(text)["stages"] == ["Wikipedia", "Tweets"]  # the neuron browser's stages
     assert f"{LAYER} (1)" not in text
     assert main(["report", wiki, tweets, "-o", str(page), "--labels", "only-one"]) == 2
     assert "--labels gives 1 label(s) for 2 profiles" in capsys.readouterr().err
@@ -136,3 +138,22 @@ def test_python_equivalents(model_path, corpora, recorded):
     assert by_options.vocabulary("token") == wiki.vocabulary("token")
     with pytest.raises(ValueError, match="has no feature kind 'label' to take a vocabulary from"):
         txray.Vocabulary.from_profile(wiki, "label")
+
+
+def test_show_explains_a_neuron_of_the_pair(recorded, capsys):
+    """The walk-through's last step: the most massive neuron of the pair, explained in the
+    terminal with its state, distance, features and the contexts the recording kept."""
+    wiki_path, tweets_path = str(recorded["wiki"]), str(recorded["tweets"])
+    wiki, tweets = txray.Profile.load(wiki_path), txray.Profile.load(tweets_path)
+    assert wiki.contexts is not None and wiki.contexts.num_rows > 0  # recorded by default
+    neuron = int(wiki.mass().argmax())
+    assert main(["show", wiki_path, "--neuron", str(neuron), "--against", tweets_path]) == 0
+    out = capsys.readouterr().out
+    comparison = txray.compare(*txray.align([wiki, tweets])).to_pylist()[neuron]
+    assert comparison["state"] in out and f"{comparison['hellinger']:.4f}" in out
+    best = wiki.neuron_contexts(neuron).to_pylist()[0]
+    assert f"[{best['word']}]" in out  # the word marked inside its window
+    assert best["text"][best["word_offset"] :].startswith(best["word"])
+    assert main(["show", wiki_path, "--against", tweets_path, "--top", "3", "--by", "changed", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) >= 3

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow.compute as pc
 import pytest
 
 import txray
@@ -80,6 +81,49 @@ def test_record_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["record", "--help"])
     assert "txray record" in capsys.readouterr().out
+
+
+def test_record_keeps_top_contexts_with_their_text(model_path, tmp_path):
+    """MiniLM's contexts: words of the corpus with the words around them, queryable with DuckDB."""
+    duckdb = pytest.importorskip("duckdb")
+    lines = ["The cat sat on the mat near the door.", "Dogs bark at night, and cats sleep all day long."]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "profiles"
+    layer = "encoder.layer.5.intermediate"
+    args = ["record", model_path, str(corpus), "--layer", layer, "--out", str(out), "--quiet"]
+    assert main([*args, "--contexts", "3", "--context-window", "2"]) == 0
+    prof = txray.Profile.load(out / f"{layer}.parquet")
+    contexts = prof.contexts
+    assert prof.contexts_k == 3 and 0 < contexts.num_rows <= 3 * prof.n_neurons
+    words = [txray.split_words(line) for line in lines]
+    flat = [w for ws in words for w in ws]
+    for row in contexts.to_pylist():
+        document, unit = row["document"], row["unit"]
+        at = unit - sum(len(ws) for ws in words[:document])
+        assert row["word"] == flat[unit] == words[document][at]
+        assert row["text"] == " ".join(words[document][max(0, at - 2) : at + 3])
+        assert row["text"][row["word_offset"] :].startswith(row["word"])
+    folder = (out / f"{layer}.parquet" / "_contexts.parquet").as_posix()
+    best = duckdb.sql(f"SELECT neuron, word FROM '{folder}' WHERE rank = 1 ORDER BY activation DESC LIMIT 1").fetchall()
+    top = contexts.filter(pc.equal(contexts.column("rank"), 1)).sort_by([("activation", "descending")])
+    assert best == [(top.column("neuron")[0].as_py(), top.column("word")[0].as_py())]
+    assert main([*args, "--contexts", "0"]) == 0
+    assert txray.Profile.load(out / f"{layer}.parquet").contexts is None
+
+
+def test_record_context_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["record", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--contexts K" in shown and "(default: 20; 0: none)" in shown
+    assert "--context-window W" in shown and "(default: 8)" in shown
+    defaults = txray.RecordOptions()
+    assert (defaults.contexts, defaults.context_window) == (20, 8)  # the same defaults as the CLI's
+    with pytest.raises(SystemExit) as exit_info:
+        main(["record", "m", "c.txt", "--layer", "x", "--out", "o", "--contexts", "-1"])
+    assert exit_info.value.code == 2
+    assert "--contexts: must be a non-negative integer, not '-1'" in capsys.readouterr().err
 
 
 HUB_NAME = "txray-test/tiny-bert"

@@ -907,7 +907,7 @@ def test_gpu_record_model_matches_the_cpu(mode):
     model, tok = Tagger().cuda().eval(), txray.VocabTokenizer(words, pad_id=0)
     layers = ["embed", "mlp"]
     # "first" pooling: index_select, deterministic on the GPU, so both runs see the same rows
-    run = dict(mode=mode, max_tokens=64, progress=False, pooling="first")
+    run = dict(mode=mode, max_tokens=64, progress=False, pooling="first", contexts=0)
     on_device = txray.record_model(model, tok, corpus, layers, **run)
     on_cpu = txray.record_model(model, tok, corpus, layers, record_on="cpu", **run)
     for layer in layers:

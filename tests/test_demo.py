@@ -86,6 +86,8 @@ def test_reports(demo):
         assert "hellinger_length" in page and "mass_curve" in page
     index = (demo / "index.html").read_text()
     assert "report_rq1.html" in index and "Table 2" in index
+    assert 'href="report_rq1.html#neurons"' in index  # each report's neuron browser
+    assert len(list(demo.glob("plotly-*.min.js"))) == 1  # one plotly.js for the three reports
 
 
 def test_second_run_uses_the_cache(demo, capsys):

@@ -85,7 +85,8 @@ def layer_args(model_path: str, corpus: Path) -> list[str]:
 
 
 def assert_same_profile(merged: txray.Profile, whole: txray.Profile) -> None:
-    """Counts exactly, sums and masses to float64 rounding, the same metadata."""
+    """Counts exactly, sums and masses to float64 rounding, the same metadata; the same
+    top contexts exactly (units are corpus words, whichever rank recorded them)."""
     assert merged.tokens == whole.tokens and merged.kinds == whole.kinds
     assert merged.metadata == whole.metadata
     for kind in whole.kinds:
@@ -95,6 +96,8 @@ def assert_same_profile(merged: txray.Profile, whole: txray.Profile) -> None:
         np.testing.assert_allclose(a.sum, b.sum, rtol=1e-12, atol=0, err_msg=f"{kind}.sum")
         assert a.names == b.names
     np.testing.assert_allclose(merged.mass(), whole.mass(), rtol=1e-12, atol=1e-12)
+    assert whole.contexts is not None and whole.contexts_k == merged.contexts_k == 20
+    assert merged.contexts.equals(whole.contexts)
 
 
 @pytest.fixture(scope="module")

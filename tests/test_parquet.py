@@ -122,6 +122,7 @@ def test_layout_and_tables_are_ordinary_parquet(tmp_path):
     prof.save(path)
     assert path.is_dir()
     assert sorted(os.listdir(path)) == [
+        "_contexts.parquet",  # a recorder keeps the top contexts by default
         "_neurons.parquet",
         "_profile.json",
         "_vocabulary-pos.parquet",
@@ -160,7 +161,9 @@ def test_layout_and_tables_are_ordinary_parquet(tmp_path):
         "_neurons.parquet",
         "_vocabulary-token.parquet",
         "_vocabulary-pos.parquet",
+        "_contexts.parquet",
     ]
+    assert [t["required"] for t in manifest["tables"]] == [True, True, True, True, False]
 
 
 def test_footers_and_manifest_stay_small_whatever_the_vocabulary(tmp_path):

@@ -2,7 +2,8 @@
 
 A CUDA model's layers are recorded by device recorders inside the layer hooks
 (activations never copied to the host, feature ids moved to the device once
-per batch); a CPU model, or ``record_on="cpu"``, keeps the CPU path. Here a
+per batch) when no contexts are kept; a CPU model, ``record_on="cpu"`` or
+contexts keep the CPU path. Here a
 stand-in plays the CUDA side: ``pipeline._cuda_device`` names ``cuda:0`` for
 CPU tensors too, and a fake device backend
 records what reaches it and records it with the CPU engine, so that the
@@ -34,7 +35,8 @@ class FakeDeviceBackend:
         self.calls: list[tuple] = []
         FakeDeviceBackend.made.append(self)
 
-    def update(self, acts, features, mask, stream):
+    def update(self, acts, features, mask, stream, units=None):
+        assert units is None  # a device recorder keeps no contexts
         self.calls.append((acts, features, mask, stream))
         self.host.update(acts, features, mask, None)
 
@@ -97,7 +99,7 @@ def _same(a: txray.Profile, b: txray.Profile) -> None:
 def test_a_cuda_model_records_with_device_recorders_inside_the_hooks(toy, fake_cuda, mode):
     model, tok, corpus = toy
     layers = ["embed", "mlp"]
-    on_device = txray.record_model(model, tok, corpus, layers, mode=mode, max_tokens=64, progress=False)
+    on_device = txray.record_model(model, tok, corpus, layers, mode=mode, max_tokens=64, progress=False, contexts=0)
     assert len(fake_cuda.made) == 2  # one device recorder per layer
     batches = len(fake_cuda.made[0].calls)
     assert batches > 1 and all(len(b.calls) == batches for b in fake_cuda.made)
@@ -118,11 +120,18 @@ def test_a_cuda_model_records_with_device_recorders_inside_the_hooks(toy, fake_c
         assert on_device[layer].metadata == on_cpu[layer].metadata
 
 
+def test_contexts_keep_a_cuda_model_on_the_cpu_path(toy, fake_cuda):
+    # the CPU engine keeps the contexts; a device recorder does not
+    model, tok, corpus = toy
+    profiles = txray.record_model(model, tok, corpus, ["mlp"], max_tokens=64, progress=False, contexts=5)
+    assert fake_cuda.made == [] and profiles["mlp"].contexts is not None and profiles["mlp"].contexts_k == 5
+
+
 def test_a_cpu_model_keeps_the_cpu_path(toy, monkeypatch):
     model, tok, corpus = toy
     made = []
     monkeypatch.setattr(recorder, "DeviceBackend", lambda *a, **k: made.append(a))
-    profiles = txray.record_model(model, tok, corpus, ["mlp"], progress=False)
+    profiles = txray.record_model(model, tok, corpus, ["mlp"], progress=False, contexts=0)
     assert made == [] and profiles["mlp"].tokens > 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -15,7 +14,7 @@ pytest.importorskip("plotly")
 import stages as st  # noqa: E402
 
 import txray  # noqa: E402
-from txray import report  # noqa: E402
+from txray import browser, report  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(
@@ -50,30 +49,60 @@ def small_report(small, tmp_path_factory):
     return result, path.read_text(encoding="utf-8")
 
 
-def neuron_sets(page: str) -> list:
-    raw = re.search(r"<script type='application/json' id='neuron-data'>(.*?)</script>", page, re.S).group(1)
-    return json.loads(raw)
-
-
-def test_report_holds_every_figure_and_is_offline(small_report, small):
+def test_report_holds_every_figure_and_loads_plotly_from_its_folder(small_report, small):
     result, page = small_report
     assert result.figures == list(report.FIGURES)
-    for name in report.FIGURES:
+    for name in result.figures:
         assert f'id="fig-{name}"' in page
-    assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from elsewhere: plotly.js is inline
-    assert len(page) > 3_000_000  # plotly.js itself
+    # No script is loaded from elsewhere: the page loads the shared plotly.js beside it when a figure shows.
+    assert not re.search(r"<script[^>]+src=", page)
+    assert f'data-plotly-src="{report.plotly_js_name()}"' in page
+    assert result.plotly_js == result.html.parent / report.plotly_js_name() and result.plotly_js.stat().st_size > 1e6
+    assert len(page.encode()) < 1_000_000
     summary = txray.summary(txray.compare(small[0], small[1]))
     assert f"<td>{summary['shared']}</td>" in page and "mean Hellinger" in page
 
 
-def test_neuron_table_data(small_report, small):
+def test_reports_of_a_folder_share_one_plotly_js(tmp_path, small):
+    first = txray.write_report(small[:2], tmp_path / "a.html")
+    stamp = first.plotly_js.stat().st_mtime_ns
+    second = txray.write_report(small[1:], tmp_path / "b.html")
+    assert second.plotly_js == first.plotly_js and first.plotly_js.stat().st_mtime_ns == stamp  # not written again
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.html", "b.html", report.plotly_js_name()])
+    inline = txray.write_report(small[:2], tmp_path / "inline" / "c.html", plotly_js="inline")
+    page = inline.html.read_text(encoding="utf-8")
+    assert inline.plotly_js is None and "data-plotly-src=" not in page and len(page) > 3_000_000
+    with pytest.raises(ValueError, match="plotly_js"):
+        txray.write_report(small[:2], tmp_path / "d.html", plotly_js="cdn")
+
+
+def test_paper_sized_report_is_small(tmp_path):
+    """1,500 neurons x 3 stages, with contexts: under 2 MB besides the shared plotly.js."""
+    profiles = [
+        st.synthetic_profile(n_neurons=1500, vocab=2000, cells=60_000, seed=i, name=f"epoch {i + 1}") for i in range(3)
+    ]
+    profiles = [st.with_random_contexts(p, k=20, seed=i) for i, p in enumerate(profiles)]
+    result = txray.write_report(profiles, tmp_path / "paper.html")
+    size = result.html.stat().st_size
+    print(f"report of 1,500 neurons x 3 stages with contexts: {size / 1e6:.2f} MB")
+    assert size < 2_000_000
+
+
+def test_neuron_browser_data(small_report, small):
     _, page = small_report
-    sets = neuron_sets(page)
-    assert [s["label"] for s in sets] == ["epoch 1 → epoch 2", "epoch 2 → epoch 3"]
-    rows = sets[0]["rows"]
-    assert len(rows) == small[0].n_neurons
-    cmp = txray.compare(small[0], small[1]).to_pylist()
-    assert [r[1] for r in rows] == [c["state"] for c in cmp]
+    doc = browser.read_document(page)
+    assert doc["format"] == browser.FORMAT and doc["stages"] == ["epoch 1", "epoch 2", "epoch 3"]
+    table = txray.neuron_table(small, "token")
+    assert doc["table"]["state"] == table.column("state").to_pylist()
+    assert doc["table"]["neuron"] == table.column("neuron").to_pylist()
+    assert len(doc["neurons"]) == small[0].n_neurons
+    detail = txray.neuron_detail(small, 4, ["token", "pos"], top=10)["features"].to_pylist()
+    for kind in ("token", "pos"):
+        for s in range(3):
+            mine = [r for r in detail if r["kind"] == kind and r["stage_index"] == s]
+            assert [f[0] for f in doc["neurons"][4]["features"][kind][s]] == [r["feature_name"] for r in mine]
+            assert [f[2] for f in doc["neurons"][4]["features"][kind][s]] == [r["count"] for r in mine]
+    assert doc["neurons"][4]["contexts"] is None  # these profiles hold none
 
 
 def test_report_of_different_models(tmp_path):
@@ -84,7 +113,8 @@ def test_report_of_different_models(tmp_path):
     assert result.figures == ["feature_mass", "mass_curve", "nearest"]
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "mean nearest Hellinger" in page
-    assert [s["label"] for s in neuron_sets(page)] == ["epoch 1", "wider"]
+    doc = browser.read_document(page)
+    assert doc["stages"] == ["epoch 1", "wider"] and not doc["same_layer"] and doc["widths"] == [12, 30]
 
 
 def test_report_of_one_profile_and_errors(tmp_path, small):
@@ -130,17 +160,16 @@ def drawn_figures(dom: str) -> list[str]:
 
 @needs_chromium
 def test_report_draws_in_headless_chromium(small_report, tmp_path):
+    """The smoke test without Playwright: Chromium's own --dump-dom (tests/test_browser.py drives the page)."""
     result, _ = small_report
     url = result.html.resolve().as_uri()
     dom = chromium(tmp_path, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-js-errors="0"' in dom.stdout  # the page's error hook ran and caught nothing
+    assert 'data-ready="true"' in dom.stdout and 'data-figures-drawn="true"' in dom.stdout
     assert "Uncaught" not in dom.stderr
-    assert drawn_figures(dom.stdout) == list(report.FIGURES)
-    assert dom.stdout.count('class="main-svg"') >= len(report.FIGURES)
-    table = re.search(r'<table id="neuron-table">.*?</table>', dom.stdout, re.S).group(0)
-    assert table.count("<tr>") == 12 + 1  # every neuron, and the header
-    assert "12 of 12 neurons" in dom.stdout
+    assert drawn_figures(dom.stdout) == result.figures
+    assert dom.stdout.count('class="main-svg"') >= len(result.figures)
 
     shot = tmp_path / "report.png"
     run = chromium(tmp_path, "--window-size=1400,2400", f"--screenshot={shot}", url)
@@ -154,9 +183,36 @@ def test_report_draws_in_headless_chromium(small_report, tmp_path):
 def test_report_with_10000_neurons_draws_webgl(tmp_path):
     profiles = [st.synthetic_profile(seed=i, name=f"c{i}") for i in range(3)]
     path = tmp_path / "big.html"
-    txray.write_report(profiles, path)
+    result = txray.write_report(profiles, path)
     dom = chromium(tmp_path, "--dump-dom", path.resolve().as_uri())
-    assert 'data-js-errors="0"' in dom.stdout
-    assert drawn_figures(dom.stdout) == list(report.FIGURES)
+    assert 'data-js-errors="0"' in dom.stdout and 'data-ready="true"' in dom.stdout
+    assert drawn_figures(dom.stdout) == result.figures
     assert "gl-canvas" in dom.stdout  # the large scatters went through WebGL
-    assert "500 of 10000 neurons" not in dom.stdout and "of 10000 neurons (first 500 shown)" in dom.stdout
+    dom = chromium(tmp_path, "--dump-dom", path.resolve().as_uri() + "#neurons")
+    assert "of 10,000 neurons" in dom.stdout
+    assert dom.stdout.count('class="txb-grid txb-row"') < 200  # a virtual list: only the rows in view
+
+
+def test_report_with_kind_pos_has_one_length_shift_figure(tmp_path, small):
+    result = txray.write_report(small, tmp_path / "pos.html", kind="pos")
+    assert result.figures.count("length_shift") == 1 and "length_shift_pos" not in result.figures
+    page = result.html.read_text(encoding="utf-8")
+    assert "Length shift: part-of-speech tags" in page and "Length shift: tokens" not in page
+
+
+def test_mojibake_and_blank_tokens_are_shown_as_escapes(small):
+    p = small[0]
+    cells = p.cells("token")
+    names = ["\ufffd" if i % 2 else " " for i in range(p.vocab_size("token"))]
+    odd = txray.Profile(
+        p.n_neurons,
+        p.mode,
+        p.k,
+        {"token": txray.KindCells(cells.neuron, cells.feature, cells.count, cells.sum, cells.frequencies, names)},
+        p.mass(),
+        p.tokens,
+        name="odd",
+    )
+    doc = browser.browser_document([odd])
+    labels = set(doc["table"]["top_feature"]) | {f[0] for n in doc["neurons"] for f in n["features"]["token"][0]}
+    assert labels <= {"\\ufffd", "␣", None} and "\\ufffd" in labels

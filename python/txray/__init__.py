@@ -15,7 +15,7 @@ from . import (
 )
 from ._version import __version__
 from .compare import COMPARE_SCHEMA, MATCH_SCHEMA, NEAREST_SCHEMA, compare, match, nearest, summary
-from .neurons import NEURON_TABLE_SCHEMA, neuron_detail, neuron_table
+from .neurons import NEURON_TABLE_SCHEMA, neuron_detail, neuron_details, neuron_table
 from .parquet import ProfileError
 from .profile import (
     CONTEXTS_SCHEMA,
@@ -59,6 +59,7 @@ __all__ = [
     "neurons",
     "neuron_table",
     "neuron_detail",
+    "neuron_details",
     "NEURON_TABLE_SCHEMA",
     "prune",
     "pruning_sets",

@@ -403,8 +403,10 @@ class DeviceBackend:
         """How many updates' inputs are still kept alive (for tests)."""
         return len(self._inflight)
 
-    def update(self, acts: Any, features: Mapping[str, Any], mask: Any, stream: Any) -> None:
+    def update(self, acts: Any, features: Mapping[str, Any], mask: Any, stream: Any, units: Any = None) -> None:
         """Check the inputs, order the kernels after their producers, enqueue."""
+        if units is not None:
+            raise ValueError("units number the tokens for contexts, which a CUDA recorder does not keep")
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             raise ValueError(CAPTURE_REFUSED)
@@ -481,10 +483,11 @@ class DeviceBackend:
         other.synchronize()
         self.native.merge(other.native)
 
-    def snapshot(self) -> tuple[int, Any, list[Any]]:
+    def snapshot(self) -> tuple[int, Any, list[Any], Any]:
+        """(tokens, mass, [(cells, frequencies) per kind], None: no contexts) of one moment."""
         self.synchronize()
         state = [(self.native.cells(i), self.native.frequencies(i)) for i in range(len(self.kinds))]
-        return self.native.tokens, self.native.mass(), state
+        return self.native.tokens, self.native.mass(), state, None
 
     @property
     def tokens(self) -> int:

@@ -114,6 +114,23 @@ def token_mask(mask: Any, lead: tuple[int, ...]) -> np.ndarray | None:
     return np.ascontiguousarray(mask.reshape(-1) != 0)
 
 
+def units(numbers: Any, lead: tuple[int, ...]) -> np.ndarray | None:
+    """A contiguous int64 array of the tokens' unit numbers (for contexts), or None."""
+    if numbers is None:
+        return None
+    numbers = _torch_to_numpy(numbers, "units") if _is_torch(numbers) else np.asarray(numbers)
+    if numbers.dtype.kind not in "iu":
+        if numbers.size:
+            raise TypeError(f"units must be integers, got dtype {numbers.dtype}")
+        numbers = numbers.astype(np.int64)  # an empty list is float64 to NumPy
+    if numbers.shape != lead:
+        raise ValueError(f"units has shape {numbers.shape}; the activations need {lead}")
+    flat = numbers.reshape(-1)
+    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"units must fit in int64; {describe_position(int(np.argmax(flat > 2**63 - 1)), lead)} is not")
+    return np.ascontiguousarray(flat, dtype=np.int64)
+
+
 def describe_position(flat: int, lead: tuple[int, ...]) -> str:
     """'token 17' for flat batches, 'token 17 (sequence 1, position 5)' for (batch, seq) ones."""
     if len(lead) < 2:

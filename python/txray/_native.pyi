@@ -32,6 +32,7 @@ class Recorder:
         mode: str,
         k: int,
         dense_limit_bytes: int,
+        contexts: int = 0,
     ) -> None: ...
     def update(
         self,
@@ -39,6 +40,7 @@ class Recorder:
         dtype: str,
         mask: npt.NDArray[np.bool_] | None,
         features: Sequence[npt.NDArray[np.int64]],
+        units: npt.NDArray[np.int64] | None = None,
     ) -> None: ...
     def merge(self, other: Recorder) -> None: ...
     def cells(
@@ -56,8 +58,15 @@ class Recorder:
                 npt.NDArray[np.int64],
             ]
         ],
+        tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None,
     ]:
-        """(tokens, mass, [(cells, frequencies) per kind]) of one moment"""
+        """(tokens, mass, [(cells, frequencies) per kind], contexts or None) of one moment"""
+    def contexts(
+        self,
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
+        """(neuron int32, rank int32, activation float64, unit int64) of the kept contexts, sorted by neuron then rank; None when the recorder keeps none"""
+    def context_units(self, latest: bool = False) -> npt.NDArray[np.int64] | None:
+        """the distinct units some neuron keeps as a context, ascending (with latest: only those that entered with the latest update); None when the recorder keeps none"""
     def frequencies(self, arg0: int, /) -> npt.NDArray[np.int64]: ...
     def mass(self) -> npt.NDArray[np.float64]: ...
     def dense(self, arg0: int, /) -> bool: ...

@@ -88,7 +88,12 @@ CHANGED_SCHEMA = pa.schema(
 )
 """Schema of :func:`changed_neurons`: the k shared neurons with the largest
 Hellinger distance (``group`` = ``most``, rank 1 = largest) and the k with the
-smallest (``least``, rank 1 = smallest); ties: lower neuron first."""
+smallest among non-trivial neurons (``least``, rank 1 = smallest); ties: more
+activation mass first, then the longer union, then the lower neuron."""
+
+LEAST_CHANGED_MIN_LENGTH = 3
+"""The least changed neurons prefer at least this many features in each stage
+(fewer make H = 0 trivial: a neuron preferring only "I" in both stages)."""
 
 NEURON_DISTRIBUTION_SCHEMA = pa.schema(
     [
@@ -150,6 +155,32 @@ def stage_names(profiles: Sequence[Profile]) -> list[str]:
     if len(set(out)) != len(out):  # a told-apart name met another profile's name
         out = [f"{n} ({i + 1})" if len(groups[n]) > 1 else n for i, n in enumerate(names)]
     return out
+
+
+def kind_words(kind: str) -> str:
+    """How a feature kind reads in a title or on an axis: ``tokens``, ``part-of-speech tags``, ..."""
+    return {"token": "tokens", "pos": "part-of-speech tags", "label": "labels"}.get(kind, f"{kind} features")
+
+
+def display_label(label: str) -> str:
+    """A feature name as it can be read: blanks, control characters and U+FFFD written as escapes.
+
+    A token that is only whitespace, or a piece of a UTF-8 character that a
+    tokenizer split (decoded as U+FFFD, "�"), is otherwise invisible or mojibake.
+    """
+    if label == "":
+        return "(empty)"
+    out = []
+    for ch in label:
+        if ch == "\ufffd":
+            out.append("\\ufffd")
+        elif ch == " " and label.strip() == "":
+            out.append("␣")
+        elif not ch.isprintable() and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _short(value: object) -> str | None:
@@ -354,7 +385,7 @@ def top_features(profile: Profile, kind: str = "token", top: int = 5, neurons: S
 def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> list[str]:
     """Per neuron, its top features as one string, e.g. ``"the 0.31, with 0.12"``.
 
-    Unpreferred neurons get ``""``. Used for hover text and the neuron table.
+    Unpreferred neurons get ``""``; names as :func:`display_label` writes them. Used for hover text.
     """
     table = top_features(profile, kind, top)
     neuron = table.column("neuron").to_numpy()
@@ -362,7 +393,7 @@ def top_feature_labels(profile: Profile, kind: str = "token", top: int = 5) -> l
     p = table.column("p").to_numpy()
     labels: list[list[str]] = [[] for _ in range(profile.n_neurons)]
     for n, name, value in zip(neuron.tolist(), names, p.tolist()):
-        labels[n].append(f"{name} {value:.2f}")
+        labels[n].append(f"{display_label(name)} {value:.2f}")
     return [", ".join(parts) for parts in labels]
 
 
@@ -373,19 +404,32 @@ def feature_labels(table: pa.Table) -> list[str]:
     return [str(f) if name is None else name for name, f in zip(names, ids)]
 
 
-def changed_neurons(comparison: pa.Table, k: int = 10) -> pa.Table:
+def changed_neurons(comparison: pa.Table, k: int = 10, min_length: int = LEAST_CHANGED_MIN_LENGTH) -> pa.Table:
     """The k most and k least changed shared neurons of a :func:`txray.compare` table.
 
     "Changed" is the Hellinger distance between the neuron's two
-    distributions. Schema :data:`CHANGED_SCHEMA` (``most`` rows first).
+    distributions. Many neurons tie (at H = 1 when a neuron's preferences are
+    disjoint), so ties go to the neuron with more activation mass in the two
+    stages together, then to the longer union of features, then to the lower
+    id. The least changed are chosen among neurons preferring at least
+    ``min_length`` features in each stage: a neuron that prefers one feature
+    in both stages (``"I" -> "I"``) has H = 0 and says nothing. Schema
+    :data:`CHANGED_SCHEMA` (``most`` rows first).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
+    if min_length < 1:
+        raise ValueError(f"min_length must be at least 1, not {min_length}")
     h = comparison.column("hellinger").to_numpy(zero_copy_only=False).astype(np.float64)
     neuron = comparison.column("neuron").to_numpy()
+    mass = (comparison.column("mass_a").to_numpy() + comparison.column("mass_b").to_numpy()).astype(np.float64)
+    union = comparison.column("union_length").to_numpy()
+    length_a, length_b = (comparison.column(c).to_numpy() for c in ("length_a", "length_b"))
     shared = np.flatnonzero(~np.isnan(h))
-    most = shared[np.lexsort((neuron[shared], -h[shared]))][:k]
-    least = shared[np.lexsort((neuron[shared], h[shared]))][:k]
+    # np.lexsort sorts by the last key first.
+    most = shared[np.lexsort((neuron[shared], -union[shared], -mass[shared], -h[shared]))][:k]
+    candidates = shared[np.minimum(length_a[shared], length_b[shared]) >= min_length]
+    least = candidates[np.lexsort((neuron[candidates], -union[candidates], -mass[candidates], h[candidates]))][:k]
     rows = np.concatenate([most, least])
     return pa.Table.from_arrays(
         [

@@ -117,13 +117,16 @@ def split_whitespace(text: str) -> list[str]:
 class Example:
     """One sequence of the corpus as txray sees it: its words and its record.
 
-    ``index`` is the sequence's position in the corpus; ``tags`` holds the
+    ``index`` is the sequence's position in the corpus; ``first_word`` the
+    position of its first word among the corpus's words (both count from 0,
+    after ``limit_tokens``, across every shard); ``tags`` holds the
     word-level annotations computed for it (e.g. ``tags["pos"]``)."""
 
     index: int
     words: list[str]
     record: Record
     tags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    first_word: int = 0
     position: int = 0
     """How far the corpus had been read once this sequence was, in the unit of
     :meth:`Corpus.size` (bytes of a text or CSV file, records otherwise)."""
@@ -251,7 +254,7 @@ class Corpus:
                 continue
             if limit_tokens is not None and seen + len(words) > limit_tokens:
                 words = words[: limit_tokens - seen]
-            yield Example(index, words, record, position=position)
+            yield Example(index, words, record, first_word=seen, position=position)
             index += 1
             seen += len(words)
             if limit_tokens is not None and seen >= limit_tokens:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _inputs
 from .analysis import mass_order, stage_names, top_features
@@ -315,6 +316,183 @@ def neuron_detail(
         "contexts": _concat(context_rows, NEURON_CONTEXTS_SCHEMA),
         "change": change.table(),
     }
+
+
+NEURON_DETAILS_TABLES = ("features", "contexts", "change")
+"""The keys of :func:`neuron_details`'s dict, in order."""
+
+
+def neuron_details(
+    profiles: Profile | Sequence[Profile],
+    neurons: Sequence[int] | None = None,
+    kinds: str | Sequence[str] | None = None,
+    top: int = 10,
+    *,
+    contexts: int | None = None,
+) -> dict[str, pa.Table]:
+    """The ``features``, ``contexts`` and ``change`` tables of :func:`neuron_detail` for many
+    neurons at once (default: all), each with a leading ``neuron`` column (int32).
+
+    The same rows as calling :func:`neuron_detail` once per neuron, in neuron order, but
+    vectorised over neurons (one ranking of the cells per stage and kind): the report's
+    neuron browser holds every neuron of a 10,000-neuron layer. The per-stage summary of
+    every neuron is :func:`neuron_table`.
+    """
+    first = _stage_list(profiles)
+    kinds = _kinds(first, kinds)
+    stages = _stages(first, kinds)
+    n = stages[0].n_neurons
+    ids = np.arange(n) if neurons is None else np.unique(_inputs.neuron_ids(neurons, n))
+    top = _inputs.integer(top, "top", minimum=1)
+    limit = None if contexts is None else _inputs.integer(contexts, "contexts", minimum=0)
+    labels = stage_names(stages)
+    features = [
+        _features_of(profile, kind, ids, top, index, label)
+        for kind in kinds
+        for index, (label, profile) in enumerate(zip(labels, stages))
+    ]
+    context_rows = [
+        _contexts_of(profile, ids, limit, index, label) for index, (label, profile) in enumerate(zip(labels, stages))
+    ]
+    change = [
+        _change_of(stages[step], stages[step + 1], kind, ids, top, step, labels)
+        for kind in kinds
+        for step in range(len(stages) - 1)
+    ]
+    return {
+        "features": _by_neuron(features, NEURON_FEATURES_SCHEMA, ["stage_index", "kind", "rank"], kinds),
+        "contexts": _by_neuron(context_rows, NEURON_CONTEXTS_SCHEMA, ["stage_index", "rank"], kinds),
+        "change": _by_neuron(change, NEURON_CHANGE_SCHEMA, ["kind", "step", "change", "rank"], kinds),
+    }
+
+
+def _with_neuron(schema: pa.Schema) -> pa.Schema:
+    """``schema`` led by a neuron column (the contexts' schema has one already)."""
+    if "neuron" in schema.names:
+        return schema
+    return pa.schema([pa.field("neuron", pa.int32(), nullable=False), *schema])
+
+
+def _by_neuron(parts: Sequence[pa.Table], schema: pa.Schema, keys: Sequence[str], kinds: Sequence[str]) -> pa.Table:
+    """Parts with a neuron column, as one table sorted by neuron then ``keys`` (kinds in ``kinds`` order)."""
+    table = pa.concat_tables(parts) if parts else _with_neuron(schema).empty_table()
+    order_keys = []
+    for key in ["neuron", *keys]:
+        if key == "kind":
+            table = table.append_column(
+                "_kind", pa.array([kinds.index(k) for k in table.column("kind").to_pylist()], pa.int32())
+            )
+            order_keys.append(("_kind", "ascending"))
+        elif key == "change":
+            table = table.append_column("_change", pc.equal(table.column("change"), "lost"))
+            order_keys.append(("_change", "ascending"))
+        else:
+            order_keys.append((key, "ascending"))
+    table = table.sort_by(order_keys)
+    return table.select([f.name for f in _with_neuron(schema)])
+
+
+def _ranked_rows(neuron: np.ndarray, p: np.ndarray, feature: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, 1-based ranks) of each neuron's ``top`` largest p (ties: lower feature)."""
+    order = np.lexsort((feature, -p, neuron))
+    sorted_neuron = neuron[order]
+    starts = np.flatnonzero(np.r_[True, sorted_neuron[1:] != sorted_neuron[:-1]]) if len(order) else np.array([], int)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep = rank < top
+    return order[keep], rank[keep] + 1
+
+
+def _cells_of(dist: Distributions, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron, feature, p) of the preferred cells of the neurons ``ids``, from a CSR distribution."""
+    lengths = np.diff(dist.indptr)[ids]
+    neuron = np.repeat(ids, lengths)
+    starts = np.repeat(dist.indptr[ids], lengths)
+    at = starts + np.arange(len(neuron)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return neuron.astype(np.int64), dist.indices[at].astype(np.int64), dist.data[at]
+
+
+def _features_of(profile: Profile, kind: str, ids: np.ndarray, top: int, index: int, label: str) -> pa.Table:
+    """The top features of the neurons ``ids`` in one stage and kind, with counts and means (as _features)."""
+    ranked = top_features(profile, kind, top, neurons=ids.tolist())
+    neuron = ranked.column("neuron").to_numpy().astype(np.int64)
+    feature = ranked.column("feature").to_numpy().astype(np.int64)
+    cells = profile.cells(kind)  # sorted by (neuron, feature); every preferred feature has a cell
+    width = max(profile.vocab_size(kind), 1)
+    row = np.searchsorted(cells.neuron.astype(np.int64) * width + cells.feature, neuron * width + feature)
+    count = cells.count[row]
+    size = ranked.num_rows
+    return pa.Table.from_arrays(
+        [
+            ranked.column("neuron"),
+            pa.array(np.full(size, index, np.int32)),
+            pa.array([label] * size, pa.string()),
+            pa.array([kind] * size, pa.string()),
+            ranked.column("rank"),
+            ranked.column("feature"),
+            ranked.column("feature_name"),
+            ranked.column("p"),
+            pa.array(count.astype(np.int64)),
+            pa.array(cells.sum[row] / count),
+        ],
+        schema=_with_neuron(NEURON_FEATURES_SCHEMA),
+    )
+
+
+def _contexts_of(profile: Profile, ids: np.ndarray, limit: int | None, index: int, label: str) -> pa.Table:
+    table = profile.contexts
+    if table is None:
+        return NEURON_CONTEXTS_SCHEMA.empty_table()
+    keep = pc.is_in(table.column("neuron"), pa.array(ids.astype(np.int32)))
+    if limit is not None:
+        keep = pc.and_(keep, pc.less_equal(table.column("rank"), limit))
+    rows = table.filter(keep)
+    size = rows.num_rows
+    return pa.Table.from_arrays(
+        [pa.array(np.full(size, index, np.int32)), pa.array([label] * size, pa.string()), *rows.columns],
+        schema=NEURON_CONTEXTS_SCHEMA,
+    )
+
+
+def _change_of(
+    a: Profile, b: Profile, kind: str, ids: np.ndarray, top: int, step: int, labels: Sequence[str]
+) -> pa.Table:
+    """The features each neuron gained and lost from stage ``step`` to the next (aligned stages)."""
+    width = max(a.vocab_size(kind), 1)
+    na, fa, pa_ = _cells_of(a.distributions(kind), ids)
+    nb, fb, pb = _cells_of(b.distributions(kind), ids)
+    ka, kb = na * width + fa, nb * width + fb
+    names = a.vocabulary(kind)
+    parts = []
+    for change, (neuron, feature, p, key), other in (
+        ("gained", (nb, fb, pb, kb), ka),
+        ("lost", (na, fa, pa_, ka), kb),
+    ):
+        new = ~np.isin(key, other)
+        at, rank = _ranked_rows(neuron[new], p[new], feature[new], top)
+        n_, f_, p_ = neuron[new][at], feature[new][at], p[new][at]
+        size = len(n_)
+        zeros = np.zeros(size)
+        parts.append(
+            pa.Table.from_arrays(
+                [
+                    pa.array(n_.astype(np.int32)),
+                    pa.array([kind] * size, pa.string()),
+                    pa.array(np.full(size, step, np.int32)),
+                    pa.array([labels[step]] * size, pa.string()),
+                    pa.array([labels[step + 1]] * size, pa.string()),
+                    pa.array([change] * size, pa.string()),
+                    pa.array(rank.astype(np.int32)),
+                    pa.array(f_.astype(np.int32)),
+                    pa.array(names, pa.string()).take(pa.array(f_))
+                    if names is not None
+                    else pa.nulls(size, pa.string()),
+                    pa.array(zeros if change == "gained" else p_),
+                    pa.array(p_ if change == "gained" else zeros),
+                ],
+                schema=_with_neuron(NEURON_CHANGE_SCHEMA),
+            )
+        )
+    return pa.concat_tables(parts)
 
 
 # -- helpers -------------------------------------------------------------------------------

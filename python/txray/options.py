@@ -8,10 +8,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+from .contexts import DEFAULT_CONTEXT_WINDOW
 from .corpus import Shard
 from .features import Feature
 from .profile import Profile
-from .recorder import DEFAULT_DENSE_LIMIT
+from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +79,24 @@ class RecordOptions:
         ``txray merge``) into the profile of a whole run. Each part's metadata
         holds ``"shards": [[index, count]]``; an empty shard (more shards than
         sequences) records ``{}``.
+    contexts:
+        Top activating contexts kept per neuron (default 20; 0: none): each
+        neuron's highest activations with the word, its sequence and the text
+        around it, in each profile's ``contexts`` table. A context's ``unit`` is
+        its word's position among the corpus's words (counted from 0, as
+        ``limit_tokens`` counts them), the same for every model and every
+        shard; special tokens are never contexts. Contexts are kept by the CPU
+        engine only: a CUDA model records on its GPU with ``contexts=0``.
+    context_window:
+        Words of a context's text on either side of its word (default 8).
     record_on:
         Where the statistics are kept. ``None`` (default): where the captured
-        activations are, so a model on a CUDA device records there, inside the
-        layer hooks, and only the statistics ever leave the device (see the GPU
-        page of the docs); a CPU model records on the CPU. ``"cpu"``: every
-        batch's pooled rows are copied to the host and recorded there, as for
-        a CPU model (to check the device path against the CPU engine).
+        activations are when the device can keep them all, so a model on a
+        CUDA device records there with ``contexts=0``, inside the layer hooks,
+        and only the statistics ever leave the device (see the GPU page of the
+        docs); otherwise (a CPU model, or contexts asked for) on the CPU.
+        ``"cpu"``: every batch's pooled rows are copied to the host and
+        recorded there (to check the device path against the CPU engine).
     """
 
     features: tuple[str | Feature, ...] = ("token",)
@@ -103,6 +115,8 @@ class RecordOptions:
     shard: Shard | tuple[int, int] | None = None
     vocab_from: Profile | str | os.PathLike[str] | None = None
     profile_name: str | None = None
+    contexts: int = DEFAULT_CONTEXTS
+    context_window: int = DEFAULT_CONTEXT_WINDOW
     record_on: str | None = None
 
     def __post_init__(self) -> None:

@@ -102,8 +102,9 @@ CONTEXTS_SCHEMA = pa.schema(
 )
 """``_contexts.parquet`` and :attr:`txray.Profile.contexts`: each neuron's top activating
 contexts, at most k rows per neuron sorted by (neuron, rank). ``rank`` 1 is the neuron's
-highest activation (ties: the lower unit first); ``unit`` counts the recorded units (words)
-of the corpus from 0 in corpus order; ``document`` is the index of the document (line,
+highest activation (ties: the lower unit first); ``unit`` is the word's position among all
+the corpus's words, from 0 in corpus order (record_model; a plain :class:`txray.Recorder`
+numbers the rows it recorded); ``document`` is the index of the document (line,
 sentence) it is in; ``word`` is its text and ``text`` a window of words around it joined by
 single spaces, with ``word`` at character ``word_offset`` of ``text``. The last four are
 null where they are not known (a plain :class:`txray.Recorder` knows only units)."""

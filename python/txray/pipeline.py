@@ -21,6 +21,7 @@ from torch import nn
 
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
+from .contexts import ContextTexts, live_units, unit_numbers
 from .corpus import Corpus, Example, Shard, as_corpus, take
 from .features import (
     Feature,
@@ -84,7 +85,7 @@ def record_model(
         for a shard, which returns ``{}`` when it is empty).
     """
     opts = RecordOptions.resolve(options, features, settings)
-    mode, k, pooling, include_special = opts.mode, opts.k, opts.pooling, opts.include_special
+    pooling, include_special = opts.pooling, opts.include_special
     limit_tokens, cache_dir = opts.limit_tokens, opts.cache_dir
     corpus = as_corpus(corpus)
     word_tokenizer = as_word_tokenizer(tokenizer, opts.max_length)
@@ -97,7 +98,7 @@ def record_model(
     )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
-    run = _Run(model, capture, resolved, mode, k, pooling, forward, opts.dense_limit_bytes, opts.record_on)
+    run = _Run(model, capture, resolved, opts, forward)
 
     shard = opts.shard
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
@@ -136,7 +137,9 @@ def record_model(
         metadata["shards"] = [[shard.index, shard.count]]
     several = len(run.recorders) > 1
     return run.recorders.profiles(
-        metadata, name=lambda layer: profile_name(opts.profile_name, corpus.label, layer, several)
+        metadata,
+        name=lambda layer: profile_name(opts.profile_name, corpus.label, layer, several),
+        fill_contexts=run.texts.fill if run.texts is not None else None,
     )
 
 
@@ -152,28 +155,25 @@ def default_forward(model: nn.Module) -> Forward:
 
 
 class _Run:
-    """The per-batch work of one recording: forward, capture, pool, record."""
+    """The per-batch work of one recording: forward, capture, pool, record, keep the contexts' text."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        capture: Capture,
-        features: list[Feature],
-        mode: str,
-        k: int | None,
-        pooling: str,
-        forward: Forward,
-        dense_limit_bytes: int,
-        record_on: str | None = None,
+        self, model: nn.Module, capture: Capture, features: list[Feature], opts: RecordOptions, forward: Forward
     ) -> None:
         self.model, self.capture, self.features = model, capture, features
-        self.mode, self.k, self.pooling, self.forward = mode, k, pooling, forward
-        self.recorders: LayerRecorders[str] = LayerRecorders(features, mode, k, dense_limit_bytes)
-        self.record_on = record_on
+        self.pooling, self.forward = opts.pooling, forward
+        self.recorders: LayerRecorders[str] = LayerRecorders(
+            features, opts.mode, opts.k, opts.dense_limit_bytes, opts.contexts
+        )
+        self.texts = ContextTexts(opts.context_window) if opts.contexts else None
+        # A CUDA model's layers are recorded on its device unless told otherwise, or unless
+        # contexts are kept (the CPU engine keeps them, a device recorder does not).
+        self.on_device = opts.record_on is None and not opts.contexts
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
         self._device_ids: dict[torch.device, dict[str, torch.Tensor]] = {}  # self._ids on each device, per batch
+        self._units: np.ndarray | None = None
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
         if not any(isinstance(f, Prediction) for f in features):
@@ -182,6 +182,7 @@ class _Run:
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
         self._device_ids = {}
+        self._units = unit_numbers(batch) if self.texts is not None else None
         output = self.forward(self.model, batch)
         if any(isinstance(f, Prediction) for f in self.features):
             self._device_ids = {}  # the predictions join the ids
@@ -190,6 +191,10 @@ class _Run:
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
         for layer, tensor in self.capture.collect(output).items():
             self._record(layer, tensor)
+        if self.texts is not None and self._units is not None:
+            recorders = list(self.recorders.recorders())
+            entered = live_units(recorders, latest=True)
+            self.texts.keep(batch, self._units, entered, lambda: live_units(recorders))
         self.words += batch.n_units
 
     def _record(self, layer: str, tensor: torch.Tensor) -> None:
@@ -199,13 +204,13 @@ class _Run:
         rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
-        device = _cuda_device(rows) if self.record_on is None else None
+        device = _cuda_device(rows) if self.on_device else None
         if device is not None:
             # Recorded where the model runs, on torch's current stream: the ids go to the device
             # once per batch, the activations never leave it, and nothing waits for the device.
             self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
         else:
-            self.recorders.update(layer, rows.cpu(), self._ids)
+            self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
 
     def _ids_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         ids = self._device_ids.get(device)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import pyarrow as pa
 
 from . import _inputs
 from ._device import DeviceBackend, cuda_available, parse_device
 from ._host import HostBackend
-from .profile import KindCells, Profile
+from .profile import KindCells, Profile, top_contexts
 
 __all__ = ["MODES", "DEFAULT_DENSE_LIMIT", "Recorder", "cuda_available"]
 
 MODES = ("max1", "topk", "all")
 DEFAULT_DENSE_LIMIT = 256 << 20
+DEFAULT_CONTEXTS = 20
+"""Top activating contexts kept per neuron by a CPU recorder unless told otherwise."""
 
 
 class Recorder:
@@ -47,6 +51,14 @@ class Recorder:
         DLPack) on the caller's stream, with no host synchronisation per
         batch; input errors found on the device are raised at the next
         synchronisation point (see :meth:`synchronize`).
+    contexts:
+        How many top activating contexts to keep per neuron: its ``contexts``
+        highest activations and the units (tokens) they occurred at, in
+        :meth:`profile`'s ``contexts`` table. In max1 and topk a neuron's
+        candidates are the tokens it won, in ``all`` every token; equal
+        activations go to the lower unit. ``0`` keeps none. Default
+        :data:`DEFAULT_CONTEXTS` (20) on the CPU; a CUDA recorder keeps none
+        (its kernels do not record contexts yet, and it refuses ``contexts > 0``).
 
     Threads
     -------
@@ -76,6 +88,7 @@ class Recorder:
         k: int | None = None,
         dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
         device: Any = None,
+        contexts: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -92,6 +105,18 @@ class Recorder:
         self.features = features
         self.mode = mode
         self.k = k if mode == "topk" else (1 if mode == "max1" else None)
+        # Checked before the device, so that the answer is the same with or without a GPU.
+        on_cpu = device is None or str(device).startswith("cpu")
+        if contexts is None:
+            contexts = DEFAULT_CONTEXTS if on_cpu else 0
+        self.contexts = _inputs.integer(contexts, "contexts", minimum=0)
+        if self.contexts > 2**31 - 1:
+            raise ValueError(f"contexts must be at most 2^31-1 per neuron, not {self.contexts}")
+        if self.contexts and not on_cpu:
+            raise ValueError(
+                f"Recorder(device={str(device)!r}, contexts={self.contexts}): a CUDA recorder does not keep "
+                "top activating contexts yet; pass contexts=0, or record on the CPU"
+            )
         self._device = parse_device(device)
         dense_limit_bytes = _inputs.integer(dense_limit_bytes, "dense_limit_bytes", minimum=0)
         k_native = self.k if self.k is not None else 1
@@ -99,7 +124,9 @@ class Recorder:
         # backend owns its input checks, streams, errors and the native recorder.
         self._backend: HostBackend | DeviceBackend
         if self._device is None:
-            self._backend = HostBackend(self.n_neurons, self.features, mode, k_native, dense_limit_bytes)
+            self._backend = HostBackend(
+                self.n_neurons, self.features, mode, k_native, dense_limit_bytes, contexts=self.contexts
+            )
         else:
             self._backend = DeviceBackend(
                 self._device, self.n_neurons, self.features, mode, k_native, dense_limit_bytes
@@ -143,7 +170,9 @@ class Recorder:
         with self._lock:
             return self._backend.nbytes
 
-    def update(self, acts: Any, features: Mapping[str, Any], mask: Any = None, *, stream: Any = None) -> None:
+    def update(
+        self, acts: Any, features: Mapping[str, Any], mask: Any = None, *, units: Any = None, stream: Any = None
+    ) -> None:
         """Record one batch.
 
         ``acts`` has shape ``(..., n_neurons)`` (for example ``(tokens, N)``
@@ -152,6 +181,13 @@ class Recorder:
         and ``mask`` have the leading shape ``acts.shape[:-1]``; tokens where
         ``mask`` is False (padding) are skipped. On an input error (an id
         out of range, a NaN) nothing of the batch is recorded.
+
+        ``units`` (same leading shape, integers) numbers the tokens for the
+        top activating contexts: a context's ``unit`` is the number its token
+        had here. A negative unit marks a token that is recorded but is never
+        a context. Default: the recorded tokens are numbered on from
+        :attr:`tokens` (masked ones not counted), so that the units of a
+        whole run count its recorded tokens from 0.
 
         On a CUDA recorder ``acts`` is a device array (a torch CUDA tensor,
         or anything with ``__cuda_array_interface__`` or DLPack) on the
@@ -166,19 +202,29 @@ class Recorder:
         :meth:`synchronize`.
         """
         with self._lock:
-            self._backend.update(acts, features, mask, stream)
+            self._backend.update(acts, features, mask, stream, units)
 
     def merge(self, other: Recorder) -> Recorder:
-        """Add another recorder's statistics to this one (same shape); returns self."""
+        """Add another recorder's statistics to this one (same shape); returns self.
+
+        The contexts become the top ``contexts`` of both, exactly those of one
+        recorder that saw both streams (units as each was given them)."""
         if not isinstance(other, Recorder):
             raise TypeError(f"can only merge a Recorder, not {type(other).__name__}")
-        if (other.n_neurons, other.features, other.mode, other.k) != (self.n_neurons, self.features, self.mode, self.k):
-            raise ValueError(f"cannot merge recorders of different shapes: {self._shape()} vs {other._shape()}")
+        # The device first: a CPU and a CUDA recorder also differ in their default contexts.
         if self._device != other._device:
             raise ValueError(
                 f"cannot merge a recorder on {other.device} into one on {self.device}; "
                 "merge their profiles instead (a.profile().merge(b.profile()))"
             )
+        if (other.n_neurons, other.features, other.mode, other.k, other.contexts) != (
+            self.n_neurons,
+            self.features,
+            self.mode,
+            self.k,
+            self.contexts,
+        ):
+            raise ValueError(f"cannot merge recorders of different shapes: {self._shape()} vs {other._shape()}")
         if other is self:
             raise ValueError("cannot merge a recorder into itself")
         first, second = sorted((self, other), key=id)  # one order: crossed merges cannot deadlock
@@ -191,17 +237,26 @@ class Recorder:
         name: str | None = None,
         feature_names: Mapping[str, Sequence[str]] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        fill_contexts: Callable[[pa.Table, int], pa.Table] | None = None,
     ) -> Profile:
         """Snapshot the statistics as a :class:`Profile`.
 
         ``feature_names[kind]`` lists the string of every id of that kind
         (its vocabulary); ``metadata`` is any JSON-serialisable mapping kept
         with the profile (model, layer, corpus, ...).
+
+        With ``contexts`` on, ``profile.contexts`` is the table of the kept
+        contexts (:data:`txray.CONTEXTS_SCHEMA`): ``neuron``, ``rank``,
+        ``activation`` and ``unit``; a recorder knows no text, so
+        ``document``, ``word``, ``text`` and ``word_offset`` are null, unless
+        ``fill_contexts(table, k)`` returns the table with them filled in
+        (:func:`txray.record_model` does so).
         """
         names = _inputs.feature_names(feature_names, self.features)
-        tokens, mass, state = self._snapshot()
+        tokens, mass, state, contexts = self._snapshot()
         if tokens == 0:
             raise ValueError("nothing was recorded: call update() with at least one unmasked token first")
+        table = self._contexts_table(contexts, fill_contexts)
         kinds = {}
         for kind, ((neuron, feature, count, total), frequencies) in zip(self.features, state):
             kinds[kind] = KindCells(
@@ -221,15 +276,38 @@ class Recorder:
             tokens=tokens,
             name=name,
             metadata=metadata,
+            contexts=table,
+            contexts_k=self.contexts if table is not None else None,
         )
 
-    def _snapshot(self) -> tuple[int, Any, list[Any]]:
-        """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind]) of one moment."""
+    def _contexts_table(
+        self, columns: tuple[Any, Any, Any, Any] | None, fill: Callable[[pa.Table, int], pa.Table] | None
+    ) -> pa.Table | None:
+        if columns is None:
+            return None
+        neuron, _rank, activation, unit = columns  # the engine's ranks are the ones top_contexts gives
+        table = top_contexts({"neuron": neuron, "activation": activation, "unit": unit}, self.contexts)
+        return table if fill is None else fill(table, self.contexts)
+
+    def context_units(self, latest: bool = False) -> Any:
+        """The distinct units (ascending, int64) that some neuron keeps as a context
+        now; with ``latest``, only those that entered with the latest :meth:`update`
+        (a scan of the kept contexts, cheap enough for every batch). None when the
+        recorder keeps no contexts. :func:`txray.record_model` keeps the text of
+        these units only."""
+        return self._native.context_units(latest) if self.contexts else None
+
+    def _snapshot(self) -> tuple[int, Any, list[Any], Any]:
+        """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind],
+        (neuron, rank, activation, unit) or None) of one moment."""
         with self._lock:
             return self._backend.snapshot()
 
     def _shape(self) -> str:
-        return f"(n_neurons={self.n_neurons}, features={self.features}, mode={self.mode!r}, k={self.k})"
+        return (
+            f"(n_neurons={self.n_neurons}, features={self.features}, mode={self.mode!r}, k={self.k}, "
+            f"contexts={self.contexts})"
+        )
 
     def __repr__(self) -> str:
         where = "" if self._device is None else f", device={self.device!r}"

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import pyarrow as pa
+
 from .features import Feature
 from .profile import Profile
-from .recorder import DEFAULT_DENSE_LIMIT, Recorder
+from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT, Recorder
 
 LayerKey = TypeVar("LayerKey", bound=Hashable)
 
@@ -36,7 +38,7 @@ def profile_name(template: str | None, corpus: str | None, layer: str, several_l
 
 
 class LayerRecorders(Generic[LayerKey]):
-    """A :class:`Recorder` per layer, all with the same features, mode and k.
+    """A :class:`Recorder` per layer, all with the same features, mode, k and contexts.
 
     Layers are keyed by whatever names them (a module name, a NeuroX layer
     index). A feature's vocabulary is read when a layer's recorder is made
@@ -51,15 +53,19 @@ class LayerRecorders(Generic[LayerKey]):
         mode: str = "max1",
         k: int | None = None,
         dense_limit_bytes: int = DEFAULT_DENSE_LIMIT,
+        contexts: int = DEFAULT_CONTEXTS,
     ) -> None:
         self.features = list(features)
-        self.mode, self.k, self.dense_limit_bytes = mode, k, dense_limit_bytes
+        self.mode, self.k, self.dense_limit_bytes, self.contexts = mode, k, dense_limit_bytes, contexts
         self._recorders: dict[LayerKey, Recorder] = {}
 
-    def update(self, layer: LayerKey, rows: Any, features: Mapping[str, Any], device: str | None = None) -> None:
-        """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and kind.
-        ``device`` (``"cuda:N"``) makes a new layer's recorder keep its statistics on that
-        device (the rows and ids are then device arrays); None: on the CPU."""
+    def update(
+        self, layer: LayerKey, rows: Any, features: Mapping[str, Any], units: Any = None, device: str | None = None
+    ) -> None:
+        """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and
+        kind, and their unit numbers for the contexts (default: counted on, see :meth:`Recorder.update`).
+        ``device`` (``"cuda:N"``) makes a new layer's recorder keep its statistics on that device
+        (the rows and ids are then device arrays; it keeps no contexts); None: on the CPU."""
         recorder = self._recorders.get(layer)
         if recorder is None:
             sizes = {f.kind: len(f._vocab()) for f in self.features}
@@ -70,10 +76,11 @@ class LayerRecorders(Generic[LayerKey]):
                 k=self.k,
                 dense_limit_bytes=self.dense_limit_bytes,
                 device=device,
+                contexts=self.contexts if device is None else 0,
             )
             self._recorders[layer] = recorder
         try:
-            recorder.update(rows, features)
+            recorder.update(rows, features, units=units)
         except ValueError as err:
             raise ValueError(f"layer {layer!r}: {err}") from None
 
@@ -84,15 +91,26 @@ class LayerRecorders(Generic[LayerKey]):
     def __iter__(self) -> Iterator[LayerKey]:
         return iter(self._recorders)
 
-    def profiles(self, metadata: Mapping[str, Any], name: Callable[[LayerKey], str] = str) -> dict[LayerKey, Profile]:
+    def recorders(self) -> Iterator[Recorder]:
+        """The layers' recorders."""
+        return iter(self._recorders.values())
+
+    def profiles(
+        self,
+        metadata: Mapping[str, Any],
+        name: Callable[[LayerKey], str] = str,
+        fill_contexts: Callable[[pa.Table, int], pa.Table] | None = None,
+    ) -> dict[LayerKey, Profile]:
         """``{layer: Profile}``, each named ``name(layer)``, with the features' vocabularies;
-        its metadata is ``metadata`` with the layer and the layer's token count added."""
+        its metadata is ``metadata`` with the layer and the layer's token count added, and
+        ``fill_contexts`` fills in the text of its contexts (see :meth:`Recorder.profile`)."""
         feature_names = {f.kind: f.names() for f in self.features}
         return {
             layer: recorder.profile(
                 name=name(layer),
                 feature_names=feature_names,
                 metadata={**metadata, "layer": layer, "tokens": recorder.tokens},
+                fill_contexts=fill_contexts,
             )
             for layer, recorder in self._recorders.items()
         }

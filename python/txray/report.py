@@ -1,9 +1,11 @@
-"""One self-contained HTML report of several profiles, and PNG export of its figures.
+"""One HTML report of several profiles (figures and the neuron browser), and PNG export of its figures.
 
     txray.write_report([epoch1, epoch48, epoch49], "report.html", png_dir="figures/")
 
-The HTML file works offline: plotly.js is inlined, the neuron table's data is
-embedded as JSON and searched by a few lines of JavaScript. PNG export needs
+The HTML file works offline, also from ``file://``: the figures and the
+neuron browser's data are embedded, and plotly.js is one shared file beside
+the reports of a folder (``plotly-VERSION.min.js``), or inlined on request.
+The page is rendered from the package's Jinja2 templates. PNG export needs
 kaleido and a Chrome or Chromium (``BROWSER_PATH``, or ``chromium`` on the
 PATH); txray never downloads a browser.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import html
-import json
 import os
 import shutil
 import tempfile
@@ -24,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import analysis
+from . import analysis, browser
+from ._templates import packed_json
 from ._version import __version__
-from .compare import match, nearest
+from .compare import compare, match, nearest
 from .profile import Profile, check_compatible
 
 if TYPE_CHECKING:
@@ -39,8 +41,8 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Each dot is a neuron preferred in both stages: how far its preferences moved (Hellinger distance) "
         "against how many features it prefers in either stage. Hover for its top features.",
     ),
-    "length_shift_token": (
-        "Length shift: tokens",
+    "length_shift": (
+        "Length shift: {kind}",
         "Each line is a shared neuron's number of preferred tokens in consecutive stages: "
         "blue got longer (more general), red shorter (more specialised), black dotted unchanged.",
     ),
@@ -67,11 +69,16 @@ FIGURES: dict[str, tuple[str, str]] = {
     ),
     "nearest": (
         "Nearest neurons, first vs last",
-        "For every neuron of the first profile its nearest neuron of the last (any two layers or models), "
-        "and a one-to-one matching.",
+        "Each neuron of the first profile paired one-to-one with a neuron of the last (any two layers or "
+        "models): the distance to its partner against the distance to the same neuron (same layer) or to its "
+        "nearest one (two models). On the diagonal a neuron kept its preferences' place; below it another "
+        "neuron took them over. Right: how far nearest and matched neurons are.",
     ),
 }
-"""Every figure the report can hold, in report order."""
+"""Every figure the report can hold, in report order ({kind}: the compared kind, e.g. "tokens")."""
+
+PLOTLY_JS_MODES = ("folder", "inline")
+"""Where a report's plotly.js lives: one shared file in the report's folder, or inlined in the page."""
 
 
 @dataclasses.dataclass
@@ -82,6 +89,7 @@ class Report:
     figures: list[str]
     png: list[Path]
     png_skipped: str | None = None  # why no PNGs were written, when they were asked for
+    plotly_js: Path | None = None  # the shared plotly.js the page loads (None: inlined)
 
 
 def _same_layer(profiles: Sequence[Profile], kind: str) -> bool:
@@ -120,18 +128,20 @@ def report_figures(
     builders: dict[str, Callable[[], go.Figure]] = {}
     if paired:
         builders["hellinger_length"] = lambda: plots.hellinger_length(profiles, kind)
-        builders["length_shift_token"] = lambda: plots.length_shift(profiles, kind)
-        if pos is not None:
+        builders["length_shift"] = lambda: plots.length_shift(profiles, kind)
+        if pos is not None and pos != kind:
             builders["length_shift_pos"] = functools.partial(plots.length_shift, profiles, pos)
     if pos is not None:
         builders["feature_mass"] = functools.partial(plots.feature_mass, profiles, pos)
     builders["mass_curve"] = lambda: plots.mass_curve(profiles)
-    if paired and int((profiles[0].preferred(kind) & profiles[1].preferred(kind)).sum()):
+    if paired:
+        changed = analysis.changed_neurons(compare(profiles[0], profiles[1], kind), k)
         detail = functools.partial(
             plots.changed_neuron_detail, profiles, k=k, kind=kind, pos_kind=pos, top=top, token_pos=token_pos
         )
-        builders["most_changed"] = functools.partial(detail, which="most")
-        builders["least_changed"] = functools.partial(detail, which="least")
+        for which in ("most", "least"):
+            if which in changed.column("group").to_pylist():
+                builders[f"{which}_changed"] = functools.partial(detail, which=which)
     if paired and len(profiles) >= 3:
         builders["timeline"] = lambda: plots.timeline(profiles, kind)
     if len(profiles) >= 2 and all(p.preferred(kind).any() for p in (profiles[0], profiles[-1])):
@@ -250,106 +260,99 @@ def _summary_rows(profiles: Sequence[Profile], kind: str) -> tuple[list[str], li
     return head, rows
 
 
-def _neuron_data(profiles: Sequence[Profile], kind: str, top: int) -> list[dict[str, Any]]:
-    """The searchable table's data: one dataset per consecutive pair (same layer), else per profile."""
-    names = analysis.stage_names(profiles)
-    if len(profiles) >= 2 and _same_layer(profiles, kind):
-        sets = []
-        for i, (a, b) in enumerate(zip(profiles, profiles[1:])):
-            table = analysis.neuron_overview(a, b, kind, top)
-            cols = ["neuron", "state", "hellinger", "length_a", "length_b", "mass_a", "mass_b", "top_a", "top_b"]
-            rows = [list(r) for r in zip(*(table.column(c).to_pylist() for c in cols))]
-            head = [
-                "neuron",
-                "state",
-                "Hellinger",
-                f"length {names[i]}",
-                f"length {names[i + 1]}",
-                f"mass {names[i]}",
-                f"mass {names[i + 1]}",
-                f"top {names[i]}",
-                f"top {names[i + 1]}",
-            ]
-            sets.append({"label": f"{names[i]} → {names[i + 1]}", "columns": head, "rows": rows})
-        return sets
-    sets = []
-    for name, p in zip(names, profiles):
-        labels = analysis.top_feature_labels(p, kind, top)
-        columns = zip(p.lengths(kind).tolist(), p.mass().tolist(), labels)
-        rows = [[n, length, mass, label] for n, (length, mass, label) in enumerate(columns)]
-        sets.append({"label": name, "columns": ["neuron", "length", "mass", "top features"], "rows": rows})
-    return sets
-
-
 def _table_html(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table class='summary'><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _json_script(element_id: str, value: Any) -> str:
-    # "</" would end the script element early; JSON allows escaping the slash.
-    text = json.dumps(value, allow_nan=False, default=_json_default).replace("</", "<\\/")
-    return f"<script type='application/json' id='{element_id}'>{text}</script>"
+def plotly_js_name() -> str:
+    """The shared plotly.js file's name, with the version plotly for Python ships: ``plotly-3.0.1.min.js``."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"plotly-{get_plotlyjs_version()}.min.js"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot put {type(value).__name__} in the report")
+def write_plotly_js(directory: str | os.PathLike) -> Path:
+    """Write plotly.js into ``directory`` once, for every report there (kept when already there and the same)."""
+    from plotly.offline import get_plotlyjs
+
+    target = Path(directory) / plotly_js_name()
+    text = get_plotlyjs()
+    if target.is_file() and target.stat().st_size == len(text.encode("utf-8")):
+        return target
+    _write_atomic(target, text)
+    return target
 
 
-def _clean_nan(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """NaN is not JSON: the table shows missing values as empty cells."""
-    for s in sets:
-        s["rows"] = [[None if isinstance(v, float) and v != v else v for v in row] for row in s["rows"]]
-    return sets
+def _write_atomic(target: Path, text: str) -> None:
+    """Write to a temporary name beside ``target``, then rename: a reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _figure_specs(figures: Mapping[str, go.Figure], kind: str) -> list[dict[str, Any]]:
+    words = analysis.kind_words(kind)
+    specs = []
+    for name, fig in figures.items():
+        heading, caption = FIGURES[name]
+        specs.append(
+            dict(
+                name=name,
+                heading=heading.format(kind=words),
+                caption=caption,
+                height=int(fig.layout.height or 450),
+                data=packed_json(fig.to_json(validate=False)),  # plotly's encoder: NumPy arrays, NaN
+            )
+        )
+    return specs
 
 
 def render_html(
     profiles: Sequence[Profile],
     figures: Mapping[str, go.Figure],
     kind: str = "token",
-    top: int = 5,
+    top: int = 10,
     title: str | None = None,
+    plotly_src: str | None = None,
+    contexts: int = browser.REPORT_CONTEXTS,
 ) -> str:
-    """The report page as one HTML string (see :func:`write_report`)."""
-    import plotly.io as pio
+    """The report page as one HTML string (see :func:`write_report`).
+
+    ``plotly_src``: the relative URL of a shared plotly.js; None inlines it.
+    """
     from plotly.offline import get_plotlyjs
+
+    from ._templates import asset, environment
 
     profiles = list(profiles)
     title = title or "txray report: " + ", ".join(analysis.stage_names(profiles))
     summary_head, summary_rows = _summary_rows(profiles, kind)
-    sections = []
-    for name, fig in figures.items():
-        heading, caption = FIGURES[name]
-        div = pio.to_html(
-            fig,
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=f"fig-{name}",
-            config={"responsive": True, "displaylogo": False},
+    document = browser.browser_document(profiles, kind, top=top, contexts=contexts)
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            version=__version__,
+            kind=kind,
+            plotly_src=plotly_src,
+            plotly_inline=None if plotly_src else get_plotlyjs(),
+            report_css=asset("report.css"),
+            report_js=asset("report.js"),
+            browser_css=asset("browser.css"),
+            profiles_table=_table_html(
+                ["profile", "model", "layer", "neurons", "tokens", "mode", "feature kinds"], _profile_rows(profiles)
+            ),
+            summary_table=_table_html(summary_head, summary_rows) if summary_rows else "",
+            figures=_figure_specs(figures, kind),
+            browser=browser.render_browser(document),
         )
-        sections.append(
-            f"<section class='figure' id='{name}'><h2>{html.escape(heading)}</h2>"
-            f"<p class='caption'>{html.escape(caption)}</p>{div}</section>"
-        )
-    toc = "".join(f"<li><a href='#{n}'>{html.escape(FIGURES[n][0])}</a></li>" for n in figures)
-    summary = (
-        f"<h3>Comparisons ({html.escape(kind)})</h3>" + _table_html(summary_head, summary_rows) if summary_rows else ""
-    )
-    return _PAGE.format(
-        title=html.escape(title),
-        version=html.escape(__version__),
-        plotlyjs=get_plotlyjs(),
-        profiles=_table_html(
-            ["profile", "model", "layer", "neurons", "tokens", "mode", "feature kinds"], _profile_rows(profiles)
-        ),
-        summary=summary,
-        toc=toc,
-        figures="\n".join(sections),
-        neuron_data=_json_script("neuron-data", _clean_nan(_neuron_data(profiles, kind, top))),
-        kind=html.escape(kind),
     )
 
 
@@ -363,29 +366,34 @@ def write_report(
     title: str | None = None,
     token_pos: Mapping[str, str] | None = None,
     png_dir: str | os.PathLike | None = None,
+    plotly_js: str = "folder",
+    contexts: int = browser.REPORT_CONTEXTS,
 ) -> Report:
     """Write the HTML report of these profiles (stages in order) to ``path``.
 
     It holds the profiles and their comparison summary, every figure of
-    :func:`report_figures` that applies, and a searchable table of neurons.
+    :func:`report_figures` that applies, and the neuron browser (every
+    neuron, sortable and filterable, a page per neuron: ``report.html#neuron=17``).
     ``k``: neurons per most/least changed figure; ``top``: features shown per
-    neuron. With ``png_dir``, each figure is also written there as PNG when
-    kaleido and a Chromium are available (otherwise a warning says why and
-    ``Report.png_skipped`` holds the reason). The file is written to a
-    temporary name and renamed.
+    neuron; ``contexts``: top activating contexts per neuron and stage, when
+    the profiles hold them. ``plotly_js="folder"`` writes plotly.js once
+    beside the report (``plotly-VERSION.min.js``, shared by every report in
+    the folder), ``"inline"`` puts it in the page. With ``png_dir``, each
+    figure is also written there as PNG when kaleido and a Chromium are
+    available (otherwise a warning says why and ``Report.png_skipped`` holds
+    the reason). The file is written to a temporary name and renamed.
     """
+    if plotly_js not in PLOTLY_JS_MODES:
+        raise ValueError(f"plotly_js must be one of {PLOTLY_JS_MODES}, not {plotly_js!r}")
     profiles = list(profiles)
     figures = report_figures(profiles, kind, pos_kind, k, top, token_pos)
-    page = render_html(profiles, figures, kind, min(top, 5), title)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    result = Report(html=target, figures=list(figures), png=[])
+    page = render_html(
+        profiles, figures, kind, top, title, plotly_js_name() if plotly_js == "folder" else None, contexts
+    )
+    shared = write_plotly_js(target.parent) if plotly_js == "folder" else None
+    _write_atomic(target, page)
+    result = Report(html=target, figures=list(figures), png=[], plotly_js=shared)
     if png_dir is not None:
         result.png_skipped = png_unavailable()
         if result.png_skipped:
@@ -393,82 +401,3 @@ def write_report(
         else:
             result.png = export_png(figures, png_dir)
     return result
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<script>
-// Collect script errors where a reader (and the page test) can see them.
-window.txrayErrors = [];
-function txrayShowErrors() {{
-  var box = document.getElementById("txray-errors");
-  if (!box) return;
-  document.body.setAttribute("data-js-errors", String(window.txrayErrors.length));
-  if (window.txrayErrors.length) {{ box.hidden = false; box.textContent = "Script errors:\\n" + window.txrayErrors.join("\\n"); }}
-}}
-window.addEventListener("error", function (e) {{ window.txrayErrors.push(String(e.message)); txrayShowErrors(); }});
-window.addEventListener("unhandledrejection", function (e) {{ window.txrayErrors.push(String(e.reason)); txrayShowErrors(); }});
-</script>
-<script>{plotlyjs}</script>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 1em 2em; color: #222; }}
-h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
-th {{ background: #f4f4f4; }} .caption {{ color: #555; max-width: 70em; }}
-#txray-errors {{ background: #fdd; padding: 1em; }}
-#neuron-table th {{ cursor: pointer; }} #neuron-table td {{ max-width: 28em; overflow-wrap: anywhere; }}
-#neuron-table td:not(:nth-last-child(-n+2)) {{ white-space: nowrap; }}
-.controls {{ margin: 0.5em 0; }} .controls input {{ width: 24em; }}
-</style></head>
-<body>
-<pre id="txray-errors" hidden></pre>
-<h1>{title}</h1>
-<p>Written by txray {version}. Feature kind compared: <b>{kind}</b>.</p>
-<h2>Summary</h2>
-<h3>Profiles</h3>
-{profiles}
-{summary}
-<h3>Figures</h3><ul>{toc}<li><a href="#neurons">Neuron table</a></li></ul>
-{figures}
-<section id="neurons"><h2>Neurons</h2>
-<p class="caption">Every neuron with its state, Hellinger distance, lengths, activation mass and top features.
-Type to filter (e.g. a neuron id, a state, a feature); click a column to sort.</p>
-<div class="controls"><select id="neuron-set"></select>
-<input id="neuron-search" type="search" placeholder="filter: neuron id, state or feature">
-<span id="neuron-count"></span></div>
-<table id="neuron-table"><thead></thead><tbody></tbody></table>
-</section>
-{neuron_data}
-<script>
-(function () {{
-  var sets = JSON.parse(document.getElementById("neuron-data").textContent);
-  var select = document.getElementById("neuron-set"), search = document.getElementById("neuron-search");
-  var table = document.getElementById("neuron-table"), count = document.getElementById("neuron-count");
-  var LIMIT = 500, sortCol = 0, sortDir = 1;
-  sets.forEach(function (s, i) {{ var o = document.createElement("option"); o.value = i; o.textContent = s.label; select.appendChild(o); }});
-  function cell(v) {{ return v === null ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v)); }}
-  function render() {{
-    var set = sets[select.value || 0], q = search.value.trim().toLowerCase();
-    table.tHead.innerHTML = "<tr>" + set.columns.map(function (c, i) {{
-      return "<th data-col='" + i + "'>" + c.replace(/</g, "&lt;") + (i === sortCol ? (sortDir > 0 ? " ▲" : " ▼") : "") + "</th>"; }}).join("") + "</tr>";
-    var rows = set.rows.filter(function (r) {{ return !q || r.some(function (v) {{ return cell(v).toLowerCase().indexOf(q) >= 0; }}); }});
-    rows.sort(function (a, b) {{ var x = a[sortCol], y = b[sortCol];
-      if (x === y) return 0; if (x === null) return 1; if (y === null) return -1; return (x < y ? -1 : 1) * sortDir; }});
-    var body = document.createElement("tbody");
-    rows.slice(0, LIMIT).forEach(function (r) {{ var tr = body.insertRow();
-      r.forEach(function (v) {{ tr.insertCell().textContent = cell(v); }}); }});
-    table.replaceChild(body, table.tBodies[0]);
-    count.textContent = rows.length + " of " + set.rows.length + " neurons" + (rows.length > LIMIT ? " (first " + LIMIT + " shown)" : "");
-  }}
-  table.tHead.addEventListener("click", function (e) {{ var c = e.target.getAttribute("data-col"); if (c === null) return;
-    c = Number(c); sortDir = c === sortCol ? -sortDir : 1; sortCol = c; render(); }});
-  select.addEventListener("change", render); search.addEventListener("input", render);
-  render();
-}})();
-window.addEventListener("load", txrayShowErrors);
-</script>
-</body></html>
-"""

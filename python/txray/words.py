@@ -226,6 +226,7 @@ class Batch:
     n_units: int
     features: dict[str, np.ndarray]  # per kind: one id per unit
     units_per_window: np.ndarray  # (batch,) int64
+    unit_word: np.ndarray  # (n_units,) int64: each unit's word index in its example, -1 = a special token
 
     @property
     def words(self) -> int:
@@ -245,6 +246,7 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
     kinds = list(group[0].features)
     parts: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
     per_window = np.zeros(len(group), dtype=np.int64)
+    unit_word: list[np.ndarray] = []
     n_units = 0
     for row, window in enumerate(group):
         input_ids[row, : window.length] = window.input_ids
@@ -260,6 +262,7 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
         per_window[row] = count
         n_units += count
         first_of_unit = np.flatnonzero(starts)
+        unit_word.append(owner[first_of_unit])
         for kind in kinds:
             parts[kind].append(_unit_features(window, owner[first_of_unit], kind))
     features = {kind: np.concatenate(parts[kind]) for kind in kinds}
@@ -272,6 +275,7 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
         n_units=n_units,
         features=features,
         units_per_window=per_window,
+        unit_word=np.concatenate(unit_word),
     )
 
 

@@ -167,6 +167,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
+    return value
+
+
 def check_record_args(args: argparse.Namespace) -> None:
     """What ``txray record`` can check before loading a model: the output
     folder, the device, the columns that --feature reads, the --tagger."""

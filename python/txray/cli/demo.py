@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import check_output_dir, positive_int
+from ._common import check_output_dir, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from ..demo.config import DemoConfig
@@ -74,18 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _size(group: argparse._ArgumentGroup, flag: str, text: str, default: int | None, zero: bool = False) -> None:
     shown = "all" if default is None else f"{default:,}"
-    group.add_argument(flag, type=_non_negative_int if zero else positive_int, help=f"{text} (default: {shown})")
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
-    return value
+    group.add_argument(flag, type=non_negative_int if zero else positive_int, help=f"{text} (default: {shown})")
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, check_record_args
+from ._common import UsageError, check_record_args, non_negative_int
 
 if TYPE_CHECKING:
     from txray.capture import Layer
@@ -73,7 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KIND",
         help="token (default), pos, label, ngramN, column:NAME (repeatable)",
     )
-    parser.add_argument("--tagger", default="spacy", help="POS tagger: spacy, spacy:MODEL, flair:NAME_OR_PATH")
+    parser.add_argument(
+        "--tagger",
+        default="spacy",
+        help="POS tagger for --feature pos: spacy, spacy:MODEL, flair:NAME_OR_PATH (default: spacy)",
+    )
     parser.add_argument(
         "--text-column",
         "--text",
@@ -83,18 +87,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the column holding each sequence's text (or its list of words) in a CSV, TSV or Parquet file "
         "or a dataset (default: %(default)s)",
     )
-    parser.add_argument("--label", default="label", metavar="COLUMN", help="label column for --feature label")
-    parser.add_argument("--mode", default="max1", choices=("max1", "topk", "all"))
-    parser.add_argument("--k", type=int, help="winners per token with --mode topk")
-    parser.add_argument("--pooling", default="mean", choices=("first", "last", "mean", "max"))
-    parser.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> (token, ngram)")
-    parser.add_argument("--limit-tokens", type=int, metavar="N", help="record only the first N words")
-    parser.add_argument("--max-tokens", type=int, default=4096, help="padded positions per forward pass")
+    parser.add_argument(
+        "--label", default="label", metavar="COLUMN", help="label column for --feature label (default: label)"
+    )
+    parser.add_argument(
+        "--mode",
+        default="max1",
+        choices=("max1", "topk", "all"),
+        help="which neurons record a token: max1 the most active one, topk the K most active, all every neuron "
+        "(default: max1)",
+    )
+    parser.add_argument("--k", type=int, help="winners per token with --mode topk (required there)")
+    parser.add_argument(
+        "--pooling",
+        default="mean",
+        choices=("first", "last", "mean", "max"),
+        help="how a word's sub-word pieces become one activation row (default: mean)",
+    )
+    parser.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> (token, ngram) (default: 1)")
+    parser.add_argument(
+        "--limit-tokens", type=int, metavar="N", help="record only the first N words (default: the whole corpus)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=4096, help="padded positions per forward pass (default: 4096)"
+    )
     parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
     parser.add_argument(
         "--device",
         default="cpu",
-        help="torch device for the model; under torchrun 'cuda' is cuda:LOCAL_RANK (NCCL), 'cpu' uses gloo",
+        help="torch device for the model; under torchrun 'cuda' is cuda:LOCAL_RANK (NCCL), 'cpu' uses gloo "
+        "(default: cpu)",
     )
     parser.add_argument(
         "--shard",
@@ -114,6 +136,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="record with the vocabularies of this profile (same ids for the same words; words it lacks "
         "become <unk>; overrides --min-count). Not needed for comparing corpora: txray compare lines "
         "vocabularies up by name",
+    )
+    parser.add_argument(
+        "--contexts",
+        type=non_negative_int,
+        default=20,
+        metavar="K",
+        help="top activating contexts kept per neuron: its K highest activations with the word, its line "
+        "and the words around it (default: %(default)s; 0: none)",
+    )
+    parser.add_argument(
+        "--context-window",
+        type=non_negative_int,
+        default=8,
+        metavar="W",
+        help="words of a context's text on either side of its word (default: %(default)s)",
     )
     parser.add_argument("--cache-dir", help="POS tag cache (default ~/.cache/txray)")
     parser.add_argument(
@@ -209,6 +246,8 @@ def _record(
         shard=shard,
         vocab_from=vocab_from,
         profile_name=args.name,
+        contexts=args.contexts,
+        context_window=args.context_window,
     )
     profiles: dict[str, Profile] | None
     if context is not None:

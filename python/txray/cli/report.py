@@ -17,9 +17,12 @@ from ._common import (
 EXAMPLE = """example:
   txray report epoch1.parquet epoch48.parquet epoch49.parquet -o report.html --png figures/
 
-The profiles are stages in the order given. The report (one HTML file that
-works offline) holds the summary table, every figure that applies and a
-searchable table of neurons. --png also writes each figure as PNG (needs
+The profiles are stages in the order given. The report (an HTML file that
+works offline, also from file://) holds the summary table, every figure that
+applies and the neuron browser: every neuron, sortable and filterable, with a
+page per neuron (report.html#neuron=17). plotly.js is written once beside the
+reports of a folder (--inline-plotly puts it in the page instead). --png also
+writes each figure as PNG (needs
 kaleido and a Chromium: Debian's chromium, or BROWSER_PATH). --token-pos
 reads a two-column file (token<TAB>tag per line) to group tokens by their
 part of speech in the neuron figures.
@@ -48,6 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", metavar="A,B,...", help=LABELS_HELP)
     parser.add_argument("--png", metavar="DIR", help="also write each figure as DIR/NAME.png")
     parser.add_argument("--token-pos", metavar="FILE", help="token<TAB>POS tag per line, to group tokens by tag")
+    parser.add_argument(
+        "--contexts",
+        type=positive_int,
+        metavar="N",
+        help="top activating contexts per neuron and stage, when the profiles hold them (default: 5)",
+    )
+    parser.add_argument(
+        "--inline-plotly",
+        action="store_true",
+        help="put plotly.js in the page (a 5 MB file on its own) instead of one shared file in its folder",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import plotly  # noqa: F401
 
+        from ..browser import REPORT_CONTEXTS
         from ..report import write_report
     except ImportError:
         raise UsageError("the report needs plotly: pip install 'txray[report]'") from None
@@ -81,8 +96,22 @@ def run(args: argparse.Namespace) -> int:
     token_pos = read_token_pos(args.token_pos) if args.token_pos else None
     profiles = load_profiles(args.profiles, args.kind, args.labels)
     pos_kind = None if args.pos_kind.lower() == "none" else args.pos_kind
-    result = write_report(profiles, args.output, args.kind, pos_kind, args.k, args.top, args.title, token_pos, args.png)
+    result = write_report(
+        profiles,
+        args.output,
+        args.kind,
+        pos_kind,
+        args.k,
+        args.top,
+        args.title,
+        token_pos,
+        args.png,
+        plotly_js="inline" if args.inline_plotly else "folder",
+        contexts=REPORT_CONTEXTS if args.contexts is None else args.contexts,
+    )
     print(f"wrote {result.html} ({len(result.figures)} figures: {', '.join(result.figures)})")
+    if result.plotly_js is not None:
+        print(f"the page loads {result.plotly_js} (shared by the reports of its folder)")
     if args.png is not None:
         if result.png_skipped:
             print(f"no PNG written: {result.png_skipped}")

@@ -136,7 +136,12 @@ def index_html(result: StudyResult, links: Mapping[str, str]) -> str:
     def link(key: str, text: Any) -> str:
         return f'<a href="{html.escape(links[key])}">{html.escape(str(text))}</a>'
 
-    reports = "".join(f"<li>{link(k, k.split(':', 1)[1] + ' report')}</li>" for k in links if k.startswith("report:"))
+    reports = "".join(
+        f"<li>{link(k, k.split(':', 1)[1] + ' report')}"
+        f' (<a href="{html.escape(links[k])}#neurons">neuron browser</a>)</li>'
+        for k in links
+        if k.startswith("report:")
+    )
     data = "".join(f"<li>{link(k, links[k])}</li>" for k in links if not k.startswith("report:"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>txray demo</title>
