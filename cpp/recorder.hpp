@@ -14,15 +14,9 @@
 #include "cells.hpp"
 #include "contexts.hpp"
 #include "select.hpp"
+#include "shape.hpp"
 
 namespace txray {
-
-enum class Mode { Max1, TopK, All };
-
-// Raised for anything the caller must fix; the bindings turn it into ValueError.
-struct InputError : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
-};
 
 // Not synchronised itself: whoever shares one Recorder between threads holds
 // mutex() around every call (the Python bindings do, with the GIL released).

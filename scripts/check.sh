@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 ruff check .
 ruff format --check .
-clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.hpp
+clang-format --dry-run -Werror cpp/*.cpp cpp/*.hpp cpp/cuda/*.cu cpp/cuda/*.cuh cpp/cuda/*.cpp cpp/cuda/*.hpp
 mypy  # settings and files: [tool.mypy] in pyproject.toml
 # The docs: strict (any warning fails), offline (no fonts or plugins that fetch).
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "${TXRAY_SITE_DIR:-site}"

@@ -26,7 +26,8 @@ import pytest
 import reference
 
 import txray
-from txray import _inputs, _native
+from txray import _device, _native
+from txray._device import DeviceBackend
 from txray.recorder import cuda_available
 
 SIZES = {"token": 7, "pos": 3}
@@ -75,36 +76,36 @@ class FakeCAI:
 
 
 def test_cuda_array_interface_parsing():
-    a = _inputs.device_array(FakeCAI(data=(4096, False), shape=(2, 3, 5), typestr="<f2", version=3, stream=1), "x")
+    a = _device.device_array(FakeCAI(data=(4096, False), shape=(2, 3, 5), typestr="<f2", version=3, stream=1), "x")
     assert (a.ptr, a.shape, a.strides, a.dtype, a.stream) == (4096, (2, 3, 5), (15, 5, 1), "float16", 1)
-    b = _inputs.device_array(
+    b = _device.device_array(
         FakeCAI(data=(8192, False), shape=(4, 6), typestr="<f4", strides=(4, 16), version=2, stream=99), "x"
     )
     assert b.strides == (1, 4) and b.stream is None  # streams are only read from version 3 on
-    c = _inputs.device_array(FakeCAI(data=(16, True), shape=(7,), typestr="<i8", version=3), "x")
+    c = _device.device_array(FakeCAI(data=(16, True), shape=(7,), typestr="<i8", version=3), "x")
     assert (c.dtype, c.strides, c.stream) == ("int64", (1,), None)
-    assert _inputs.device_array(FakeCAI(data=(16, True), shape=(7,), typestr="|b1", version=3), "x").dtype == "bool"
+    assert _device.device_array(FakeCAI(data=(16, True), shape=(7,), typestr="|b1", version=3), "x").dtype == "bool"
     with pytest.raises(TypeError, match="typestr"):
-        _inputs.device_array(FakeCAI(data=(0, False), shape=(2,), typestr=">f4"), "x")
+        _device.device_array(FakeCAI(data=(0, False), shape=(2,), typestr=">f4"), "x")
     with pytest.raises(TypeError, match="typestr"):
-        _inputs.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<c8"), "x")
+        _device.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<c8"), "x")
     with pytest.raises(ValueError, match="masked"):
-        _inputs.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<f4", mask=object()), "x")
+        _device.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<f4", mask=object()), "x")
     with pytest.raises(ValueError, match="stream 0"):
-        _inputs.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<f4", version=3, stream=0), "x")
+        _device.device_array(FakeCAI(data=(0, False), shape=(2,), typestr="<f4", version=3, stream=0), "x")
     with pytest.raises(ValueError, match="multiples of the item size"):
-        _inputs.device_array(FakeCAI(data=(0, False), shape=(2, 2), typestr="<f4", strides=(8, 2)), "x")
+        _device.device_array(FakeCAI(data=(0, False), shape=(2, 2), typestr="<f4", strides=(8, 2)), "x")
     with pytest.raises(TypeError, match="malformed"):
-        _inputs.device_array(FakeCAI(shape=(2,), typestr="<f4"), "x")
+        _device.device_array(FakeCAI(shape=(2,), typestr="<f4"), "x")
 
 
 def test_flattening_leading_axes():
-    assert _inputs.collapse_rows((4, 9), (9 * 6, 6)) == 6  # contiguous (4, 9, 6)
-    assert _inputs.collapse_rows((4, 9), (1, 4)) is None  # transposed batch and sequence
-    assert _inputs.collapse_rows((4, 1, 9), (100, 3, 10)) is None
-    assert _inputs.collapse_rows((4, 1, 9), (90, 7, 10)) == 10  # size-1 axes do not matter
-    assert _inputs.collapse_rows((5,), (12,)) == 12
-    assert _inputs.collapse_rows((1,), (3,)) == 3
+    assert _device.collapse_rows((4, 9), (9 * 6, 6)) == 6  # contiguous (4, 9, 6)
+    assert _device.collapse_rows((4, 9), (1, 4)) is None  # transposed batch and sequence
+    assert _device.collapse_rows((4, 1, 9), (100, 3, 10)) is None
+    assert _device.collapse_rows((4, 1, 9), (90, 7, 10)) == 10  # size-1 axes do not matter
+    assert _device.collapse_rows((5,), (12,)) == 12
+    assert _device.collapse_rows((1,), (3,)) == 3
 
 
 def test_dlpack_capsules_are_read_without_being_consumed():
@@ -128,42 +129,50 @@ def test_dlpack_capsules_are_read_without_being_consumed():
         def __dlpack_device__(self):
             return (1, 0)
 
-    assert _inputs.device_array(HostDLPack(), "x") is None
-    assert _inputs.device_array(base, "x") is None
+    assert _device.device_array(HostDLPack(), "x") is None
+    assert _device.device_array(base, "x") is None
 
 
 def test_stream_handles():
-    assert _inputs.stream_handle(None) is None and _inputs.stream_handle(5) == 5
-    assert _inputs.stream_handle(type("S", (), {"cuda_stream": 123})()) == 123
+    assert _device.stream_handle(None) is None and _device.stream_handle(5) == 5
+    assert _device.stream_handle(type("S", (), {"cuda_stream": 123})()) == 123
     with pytest.raises(TypeError):
-        _inputs.stream_handle("fast")
+        _device.stream_handle("fast")
 
 
 class FakeNativeDevice:
-    """Stands in for _native.DeviceRecorder: records what update() passes."""
+    """Stands in for _native.DeviceRecorder: records what update() passes;
+    ``done`` is how many updates the "device" has finished."""
 
     def __init__(self):
         self.calls = []
-        self.error = (0, "")
+        self.error = (0, -1, "")
+        self.done = 0
 
     def update(self, *args):
         self.calls.append(args)
         return len(self.calls)
 
-    def idle(self):
-        return True
+    def completed(self):
+        return self.done
 
     def take_error(self):
-        error, self.error = self.error, (0, "")
+        error, self.error = self.error, (0, -1, "")
+        self.done = len(self.calls)
         return error
 
     tokens = 0
 
 
-def fake_device_recorder(mode="max1", k=None):
-    rec = txray.Recorder(6, SIZES, mode=mode, k=k)
-    rec._device, rec._native, rec._leads, rec._inflight = 0, FakeNativeDevice(), {}, []
+def with_backend(rec, native, device=0):
+    """``rec`` recording through a DeviceBackend around the stand-in ``native``."""
+    backend = DeviceBackend(device, rec.n_neurons, rec.features, rec.mode, rec.k or 1, 0, native=native)
+    rec._device, rec._backend, rec._native = device, backend, native
     return rec
+
+
+def fake_device_recorder(mode="max1", k=None):
+    return with_backend(txray.Recorder(6, SIZES, mode=mode, k=k), FakeNativeDevice())
 
 
 def test_update_dispatch_to_the_device_recorder():
@@ -181,7 +190,105 @@ def test_update_dispatch_to_the_device_recorder():
     rec.update(acts_t, {"token": np.zeros(5, int), "pos": np.zeros(5, int)}, stream=5)
     assert rec._native.calls[1][3:5] == (1, 5) and rec._native.calls[1][-1] == 5
     assert rec._native.calls[1][6] is None
-    assert rec._leads == {1: (4, 9), 2: (5,)}
+    assert rec._backend._leads == {1: (4, 9), 2: (5,)}
+
+
+def test_inputs_in_flight_are_released_as_the_device_finishes():
+    # a loop that never synchronises keeps only the inputs of unfinished updates alive
+    rec = fake_device_recorder()
+    native = rec._native
+    acts = FakeCAI(data=(1 << 20, False), shape=(3, 6), typestr="<f4", version=3)
+    feats = {k: np.zeros(3, int) for k in SIZES}
+    most = 0
+    for i in range(200):
+        native.done = max(0, i - 2)  # the device runs three updates behind
+        rec.update(acts, feats)
+        most = max(most, rec._backend.inflight)
+    assert len(native.calls) == 200 and most <= 4
+    rec.synchronize()
+    assert rec._backend.inflight == 0
+
+
+def test_kernels_wait_for_the_streams_that_produced_their_inputs(monkeypatch):
+    orders = []
+    monkeypatch.setattr(
+        _native, "cuda_order_after", lambda consumer, producer: orders.append((consumer, producer)), raising=False
+    )
+    rec = fake_device_recorder()
+    feats = {k: np.zeros(3, int) for k in SIZES}
+    on_77 = FakeCAI(data=(1 << 20, False), shape=(3, 6), typestr="<f4", version=3, stream=77)
+    rec.update(on_77, feats)  # runs on the producer's stream: nothing to wait for
+    assert rec._native.calls[-1][-1] == 77 and orders == []
+    rec.update(on_77, feats, stream=5)  # an explicit stream waits for the producer's
+    assert rec._native.calls[-1][-1] == 5 and orders == [(5, 77)]
+    unnamed = FakeCAI(data=(1 << 20, False), shape=(3, 6), typestr="<f4", version=2, stream=77)
+    rec.update(unnamed, feats)  # before version 3 the key means nothing: the legacy default stream
+    assert rec._native.calls[-1][-1] == _device.LEGACY_STREAM and orders == [(5, 77)]
+
+
+def test_dlpack_is_never_asked_for_stream_0(monkeypatch):
+    asked = []
+
+    class Producer:
+        def __dlpack__(self, stream=None):
+            asked.append(stream)
+            raise RuntimeError("stop here")
+
+        def __dlpack_device__(self):
+            return (2, 0)
+
+    for stream in (None, 0, 9):
+        with pytest.raises(RuntimeError, match="stop here"):
+            _device.device_array(Producer(), "x", stream)
+    assert asked == [1, 1, 9]
+
+
+def test_size_one_ids_with_other_strides_do_not_recurse(monkeypatch):
+    torch = pytest.importorskip("torch")
+    # input_ids[:, -1:] at batch 1: shape (1, 1), strides (S, 1), which torch calls contiguous,
+    # so .contiguous() returned it unchanged and the conversion recursed until RecursionError.
+    # A stand-in makes CPU tensors look like device arrays, so this runs without a GPU.
+    real = _device.device_array
+
+    def as_device(x, what, stream=None):
+        if isinstance(x, torch.Tensor):
+            dtype = str(x.dtype).replace("torch.", "")
+            return _device.DeviceArray(x.data_ptr(), x.shape, x.stride(), dtype, device=0, keep=x)
+        return real(x, what, stream)
+
+    monkeypatch.setattr(_device, "device_array", as_device)
+    ids = torch.arange(5).reshape(1, 5)[:, -1:]
+    assert ids.shape == (1, 1) and ids.stride() == (5, 1) and ids.is_contiguous()
+    ptr, held = _device.device_ids(ids, "token", (1, 1), None)
+    assert ptr == ids.data_ptr() and held.shape == (1, 1)
+    wide = torch.arange(10, dtype=torch.int32).reshape(2, 5)[:, ::2]  # converted once, to int64
+    ptr, held = _device.device_ids(wide, "token", (2, 3), None)
+    assert held.dtype == "int64" and _device.is_contiguous(held.shape, held.strides)
+    mask = torch.ones(1, 5, dtype=torch.int8)[:, -1:]
+    ptr, held = _device.device_mask(mask, (1, 1), None)
+    assert held.dtype == "bool"
+    assert _device.is_contiguous((1, 1), (5, 1)) and not _device.is_contiguous((2, 3), (5, 2))
+
+
+def test_engine_errors_carry_the_token_as_data():
+    native = _native.Recorder(2, ["token"], [3], "max1", 1, 1 << 20)
+    acts = np.ones((4, 2), np.float32)
+    with pytest.raises(_native.InputError) as err:
+        native.update(acts, "float32", None, [np.array([0, 1, 5, 9], np.int64)])
+    assert (
+        err.value.token == 2 and err.value.template == "feature 'token' of {token} is 5, outside its vocabulary [0, 3)"
+    )
+    assert str(err.value) == "feature 'token' of token 2 is 5, outside its vocabulary [0, 3)"
+    acts[3, 1] = np.nan
+    with pytest.raises(_native.InputError) as err:
+        native.update(acts, "float32", None, [np.zeros(4, np.int64)])
+    assert err.value.token == 3 and "{token} at neuron 1 is NaN" in err.value.template
+    with pytest.raises(_native.InputError) as err:
+        native.update(acts[:, :1], "float32", None, [np.zeros(4, np.int64)])
+    assert err.value.token == -1
+    rec = txray.Recorder(2, {"token": 3})
+    with pytest.raises(ValueError, match=r"feature 'token' of token 5 \(axis 0: 1, axis 1: 2\) is 7"):
+        rec.update(np.ones((2, 3, 2), np.float32), {"token": [[0, 0, 0], [0, 0, 7]]})
 
 
 def test_device_update_argument_errors():
@@ -231,7 +338,7 @@ def test_device_errors_are_raised_at_the_next_synchronisation_point():
     feats = {k: np.zeros((2, 3), int) for k in SIZES}
     for _ in range(3):
         rec.update(acts, feats)
-    rec._native.error = (2, "activation of token 5 at neuron 3 is NaN; activations must be finite")
+    rec._native.error = (2, 5, "activation of {token} at neuron 3 is NaN; activations must be finite")
     with pytest.raises(
         ValueError,
         match=r"update 2: activation of token 5 \(axis 0: 1, axis 1: 2\) at neuron 3 "
@@ -240,7 +347,7 @@ def test_device_errors_are_raised_at_the_next_synchronisation_point():
     ):
         rec.synchronize()
     rec.synchronize()  # taken: raised once
-    assert rec._leads == {} and rec._inflight == []
+    assert rec._backend._leads == {} and rec._backend.inflight == 0
 
 
 def _device_topk_rule(row, k):
@@ -270,15 +377,16 @@ def test_the_device_topk_rule_equals_the_reference():
 
 
 def test_error_keys_order_errors_as_the_cpu_checks_them():
-    # ids (kind, then token) before non-finite values (token, then neuron)
+    # the keys of cpp/cuda/errors.cuh: ids (token, then kind) before non-finite values (token, then neuron)
     def id_key(kind, row):
-        return (kind << 32) | row
+        return (row << 8) | kind
 
     def nan_key(row, neuron):
         return (1 << 63) | (row << 32) | neuron
 
-    keys = [nan_key(0, 0), id_key(1, 0), id_key(0, 5), nan_key(3, 1), nan_key(2, 9)]
-    assert sorted(keys) == [id_key(0, 5), id_key(1, 0), nan_key(0, 0), nan_key(2, 9), nan_key(3, 1)]
+    keys = [nan_key(0, 0), id_key(1, 0), id_key(0, 5), nan_key(3, 1), nan_key(2, 9), id_key(0, 0)]
+    assert sorted(keys) == [id_key(0, 0), id_key(1, 0), id_key(0, 5), nan_key(0, 0), nan_key(2, 9), nan_key(3, 1)]
+    assert id_key(15, 2**31 - 1) < nan_key(0, 0)
     assert nan_key(2**31 - 1, 2**31 - 1) < 2**64 - 1  # never the "no error" value
 
 
@@ -429,10 +537,14 @@ def test_gpu_non_finite_values_are_raised_at_the_next_sync(mode, k, bad, word):
 def test_gpu_bad_ids_are_raised_like_on_the_cpu():
     dev = txray.Recorder(4, SIZES, device="cuda")
     acts = torch.zeros((2, 4), device="cuda")
-    dev.update(acts, {"token": torch.tensor([0, 7], device="cuda"), "pos": torch.tensor([-1, 0], device="cuda")})
-    with pytest.raises(
-        ValueError, match="update 1: feature 'token' of token 1 is 7, outside its vocabulary \\[0, 7\\)"
-    ):
+    bad = {"token": torch.tensor([0, 7], device="cuda"), "pos": torch.tensor([-1, 0], device="cuda")}
+    dev.update(acts, bad)
+    # the same error as the CPU's: the lowest token first (token 0's pos), then the first kind
+    cpu = txray.Recorder(4, SIZES)
+    with pytest.raises(ValueError) as on_cpu:
+        cpu.update(acts.cpu(), {kind: ids.cpu() for kind, ids in bad.items()})
+    assert "feature 'pos' of token 0 is -1" in str(on_cpu.value)
+    with pytest.raises(ValueError, match="update 1: feature 'pos' of token 0 is -1, outside its vocabulary \\[0, 3\\)"):
         dev.synchronize()
     assert dev.tokens == 0
     dev.update(acts, {"token": [0, 1], "pos": [0, 0]}, mask=[True, False])
@@ -521,3 +633,282 @@ def test_gpu_no_input_is_read_after_it_is_freed():
         )
         torch.cuda.empty_cache()
     _assert_same_profile(cpu.profile(), dev.profile())
+
+
+# -- GPU: the review's cases (issue 22) -------------------------------------------
+# Written to run first on a scarce GPU session (scripts/gpu_check.sh): each
+# compares with the CPU engine on the same inputs, or checks a bound.
+
+
+def _busy(ms=20):
+    """Keep torch's current stream busy for about ms milliseconds (a sleep kernel)."""
+    torch.cuda._sleep(int(ms * 1e6))
+
+
+@gpu
+def test_gpu_soak_without_synchronising_keeps_inputs_and_memory_bounded():
+    rng = np.random.default_rng(21)
+    cpu, dev = _pair(64, SIZES, "max1", None, dense=True)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    most = 0
+    for i in range(200):
+        acts = _acts(rng, (256, 64), "float16").cuda()
+        feats = {kind: torch.from_numpy(rng.integers(0, s, 256)).to(torch.int32).cuda() for kind, s in SIZES.items()}
+        if i % 10 == 0:
+            _busy(5)  # the device stays behind the host
+        dev.update(acts, feats)  # int32 ids: converted copies that must stay alive until read
+        cpu.update(acts.cpu(), {kind: v.cpu() for kind, v in feats.items()})
+        most = max(most, dev._backend.inflight)
+    assert most <= 65  # kMaxInFlight (64) + the update being added
+    grown = torch.cuda.memory_allocated() - before
+    assert grown < 70 * (256 * 64 * 2 + 2 * 256 * 8 * 2), f"{grown} bytes still held"
+    _assert_same_profile(cpu.profile(), dev.profile())
+    assert dev._backend.inflight == 0
+
+
+@gpu
+def test_gpu_size_one_ids_with_other_strides():
+    ids = torch.arange(10, device="cuda").reshape(1, 10)[:, -1:] - 6  # id 3
+    assert ids.shape == (1, 1) and ids.stride() == (10, 1)
+    cpu, dev = _pair(4, {"token": 7}, "max1", None, dense=True)
+    acts = torch.tensor([[[0.0, 2.0, 1.0, 0.5]]])
+    dev.update(acts.cuda(), {"token": ids})
+    cpu.update(acts, {"token": ids.cpu()})
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_explicit_stream_waits_for_the_busy_current_stream():
+    rng = np.random.default_rng(22)
+    cpu, dev = _pair(32, SIZES, "max1", None, dense=True)
+    side = torch.cuda.Stream()
+    for _ in range(5):
+        host = _acts(rng, (300, 32), "float32")
+        source = host.cuda()
+        torch.cuda.synchronize()
+        _busy(20)  # the current stream is busy ...
+        acts = source * 1.0  # ... and writes the activations after it
+        feats = {kind: torch.from_numpy(rng.integers(0, s, 300)).cuda() for kind, s in SIZES.items()}
+        dev.update(acts, feats, stream=side)  # the kernels on another stream must wait for it
+        cpu.update(host, {kind: v.cpu() for kind, v in feats.items()})
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_error_reset_is_ordered_before_the_next_update_on_another_stream():
+    cpu, dev = _pair(8, SIZES, "max1", None, dense=True)
+    bad = torch.zeros((4, 8), device="cuda")
+    bad[2, 5] = float("nan")
+    ok = {
+        "token": torch.zeros(4, dtype=torch.int64, device="cuda"),
+        "pos": torch.zeros(4, dtype=torch.int64, device="cuda"),
+    }
+    dev.update(bad, ok)
+    with pytest.raises(ValueError, match="update 1: activation of token 2 at neuron 5 is NaN"):
+        dev.synchronize()
+    other = torch.cuda.Stream()
+    good = torch.arange(32, dtype=torch.float32, device="cuda").reshape(4, 8)
+    dev.update(good, ok, stream=other)  # at once, on another stream: must see the reset error state
+    cpu.update(good.cpu(), {k: v.cpu() for k, v in ok.items()})
+    _assert_same_profile(cpu.profile(), dev.profile())
+    assert dev.tokens == 4
+
+
+@gpu
+@pytest.mark.parametrize("mode,k", [("max1", None), ("topk", 4), ("all", None)])
+@pytest.mark.parametrize("dense", [True, False])
+def test_gpu_worst_case_contention_counts_exactly(mode, k, dense):
+    # every token the same id and the same winner: one address takes every atomic
+    tokens, n = 200_000, 16
+    acts = torch.zeros((tokens, n))
+    acts[:, 3] = 1.0
+    acts[:, 7] = 0.5
+    feats = {"token": torch.full((tokens,), 5, dtype=torch.int64), "pos": torch.full((tokens,), 2, dtype=torch.int64)}
+    cpu, dev = _pair(n, SIZES, mode, k, dense)
+    dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()})
+    cpu.update(acts, feats)
+    a, b = cpu.profile(), dev.profile()
+    _assert_same_profile(a, b)
+    if mode == "max1":
+        assert b.table("token").column("count").to_pylist() == [tokens]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("mode,k", [("max1", None), ("topk", 3), ("all", None)])
+def test_gpu_half_precision_tails_unaligned_and_strided(dtype, mode, k):
+    rng = np.random.default_rng(23)
+    n = 45  # N % 8 != 0: vector loads plus a scalar tail
+    base = _acts(rng, (200, 2 * n + 3), dtype)
+    on_device = base.cuda()
+    views = [
+        lambda b: b[:, 1 : n + 1],  # start not 16-byte aligned
+        lambda b: b[:, 3 : 3 + 2 * n : 2],  # strided columns
+        lambda b: b[1::3, :n],
+    ]
+    for make in views:
+        cpu, dev = _pair(n, SIZES, mode, k, dense=True)
+        view, dview = make(base), make(on_device)
+        feats = {kind: torch.from_numpy(rng.integers(0, s, view.shape[0])) for kind, s in SIZES.items()}
+        cpu.update(view, feats)
+        dev.update(dview, {kd: v.cuda() for kd, v in feats.items()})
+        _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_more_host_arrays_than_staging_slots():
+    rng = np.random.default_rng(24)
+    sizes = {f"kind{i}": 5 + i for i in range(10)}  # 10 host id arrays and a host mask in one update
+    cpu, dev = _pair(12, sizes, "topk", 2, dense=False)
+    for _ in range(3):
+        acts = _acts(rng, (500, 12), "float32")
+        feats = {kind: rng.integers(0, s, 500) for kind, s in sizes.items()}
+        mask = rng.random(500) < 0.9
+        cpu.update(acts, feats, mask=mask)
+        dev.update(acts.cuda(), feats, mask=mask)
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_more_than_2_to_the_31_elements():
+    free, _ = torch.cuda.mem_get_info()
+    tokens, n = 2**21 + 3, 1024  # 2^31 + 3072 elements, 4 GiB of float16
+    if free < 3 * tokens * n * 2:
+        pytest.skip("needs about 12 GiB of free device memory")
+    gen = torch.Generator(device="cuda").manual_seed(25)
+    acts = torch.randn((tokens, n), device="cuda", dtype=torch.float16, generator=gen)
+    ids = torch.randint(0, 7, (tokens,), device="cuda", generator=gen)
+    dev = txray.Recorder(n, {"token": 7}, device="cuda")
+    dev.update(acts, {"token": ids})
+    # the reference: torch's argmax (ties are improbable in random float16 rows of 1024,
+    # and the counts of the last rows, past 2^31 elements, are checked on their own)
+    winners = acts.argmax(dim=1)  # the first maximum, as txray's ties
+    expected = torch.zeros((7, n), dtype=torch.int64, device="cuda")
+    expected.index_put_((ids, winners), torch.ones_like(ids), accumulate=True)
+    table = dev.profile().table("token")
+    got = torch.zeros((7, n), dtype=torch.int64)
+    got[table.column("feature").to_numpy(), table.column("neuron").to_numpy()] = torch.from_numpy(
+        table.column("count").to_numpy()
+    )
+    assert torch.equal(got, expected.cpu())
+    tail = txray.Recorder(n, {"token": 7})
+    tail.update(acts[-5:].cpu(), {"token": ids[-5:].cpu()})
+    last = txray.Recorder(n, {"token": 7}, device="cuda")
+    last.update(acts[-5:], {"token": ids[-5:]})
+    _assert_same_profile(tail.profile(), last.profile())
+
+
+@gpu
+@pytest.mark.parametrize("k", [64, 96])
+def test_gpu_topk_large_k_and_k_equal_n(k):
+    rng = np.random.default_rng(26)
+    n = 96  # k = 96 = N: every neuron wins every token
+    cpu, dev = _pair(n, SIZES, "topk", k, dense=True)
+    acts = _acts(rng, (300, n), "float32", ties=True)
+    feats = {kind: torch.from_numpy(rng.integers(0, s, 300)) for kind, s in SIZES.items()}
+    cpu.update(acts, feats)
+    dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()})
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+@pytest.mark.parametrize("mode,k", [("max1", None), ("topk", 5), ("all", None)])
+def test_gpu_sparse_growth_while_sizes_have_not_landed(mode, k):
+    rng = np.random.default_rng(27)
+    sizes = {"token": 50_000, "pos": 45}
+    cpu, dev = _pair(256, sizes, mode, k, dense=False)
+    for i in range(12):
+        _busy(10)  # the size read back after each update lands late: the bound decides growth
+        acts = _acts(rng, (4000 * (1 + i % 3), 256), "float16")
+        feats = {kind: torch.from_numpy(rng.integers(0, s, acts.shape[0])) for kind, s in sizes.items()}
+        dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()})
+        cpu.update(acts, feats)
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_a_second_current_device():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    rng = np.random.default_rng(28)
+    cpu = txray.Recorder(16, SIZES)
+    with torch.cuda.device(1):
+        dev = txray.Recorder(16, SIZES, device="cuda")
+        assert dev.device == "cuda:1"
+        acts = _acts(rng, (100, 16), "float32")
+        feats = {kind: torch.from_numpy(rng.integers(0, s, 100)) for kind, s in SIZES.items()}
+        dev.update(acts.cuda(), {kd: v.cuda() for kd, v in feats.items()})
+    with torch.cuda.device(0):  # used from another current device
+        cpu.update(acts, feats)
+        _assert_same_profile(cpu.profile(), dev.profile())
+        with pytest.raises(ValueError, match="cuda:0"):
+            dev.update(acts.cuda(0), feats)
+
+
+@gpu
+def test_gpu_dlpack_with_the_default_stream():
+    rng = np.random.default_rng(29)
+    acts = _acts(rng, (100, 16), "float32").cuda()
+    feats = {kind: torch.from_numpy(rng.integers(0, s, 100)).cuda() for kind, s in SIZES.items()}
+    asked = []
+
+    class DL:
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, stream=None, **kwargs):
+            asked.append(stream)
+            return self.t.__dlpack__(stream=stream)
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    cpu, dev = _pair(16, SIZES, "max1", None, dense=True)
+    dev.update(DL(acts), {kd: DL(v) for kd, v in feats.items()})
+    cpu.update(acts.cpu(), {kd: v.cpu() for kd, v in feats.items()})
+    assert asked and 0 not in asked and set(asked) == {1}
+    _assert_same_profile(cpu.profile(), dev.profile())
+
+
+@gpu
+def test_gpu_graph_capture_is_refused_clearly():
+    dev = txray.Recorder(8, SIZES, device="cuda")
+    acts = torch.zeros((4, 8), device="cuda")
+    ids = {k: torch.zeros(4, dtype=torch.int64, device="cuda") for k in SIZES}
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(ValueError, match="CUDA graph is being captured"):
+        with torch.cuda.graph(graph):
+            acts.add_(1.0)  # the graph is not empty
+            dev.update(acts, ids)
+    dev.update(acts, ids)  # usable after the refusal
+    assert dev.tokens == 4
+
+
+@gpu
+@pytest.mark.parametrize("mode", ["max1", "all"])
+def test_gpu_record_model_matches_the_cpu(mode):
+    # the same toy model on the GPU: the device path (recorders in the hooks) against record_on="cpu"
+    from torch import nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(40, 8, padding_idx=0)
+            self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
+
+        def forward(self, ids):
+            return self.mlp(self.embed(ids))
+
+    torch.manual_seed(0)
+    words = ["<pad>", "<unk>"] + [f"w{i}" for i in range(38)]
+    rng = np.random.default_rng(30)
+    corpus = [" ".join(rng.choice(words[2:], size=rng.integers(1, 15))) for _ in range(60)]
+    model, tok = Tagger().cuda().eval(), txray.VocabTokenizer(words, pad_id=0)
+    layers = ["embed", "mlp"]
+    # "first" pooling: index_select, deterministic on the GPU, so both runs see the same rows
+    run = dict(mode=mode, max_tokens=64, progress=False, pooling="first", contexts=0)
+    on_device = txray.record_model(model, tok, corpus, layers, **run)
+    on_cpu = txray.record_model(model, tok, corpus, layers, record_on="cpu", **run)
+    for layer in layers:
+        _assert_same_profile(on_cpu[layer], on_device[layer])

@@ -2,9 +2,13 @@
 // statistics as txray::Recorder, kept in device memory and updated by
 // kernels that run on the caller's stream.
 //
-// This header is plain C++ (no CUDA types), so that bindings.cpp compiles
-// with the host compiler; the implementation is device_recorder.cu. It is
-// only compiled when CMake finds nvcc (TXRAY_HAS_CUDA).
+// This header is plain C++ (no CUDA types), so that the bindings compile
+// with the host compiler. The implementation mirrors cpp/: memory.cuh
+// (memory, events, streams), select.cuh (selection), cells.cuh (dense cells,
+// the hash table and growth), errors.cuh (input errors found on the device),
+// accumulate.cuh, and device_recorder.cu (the recorder); cpp/shape.hpp holds
+// what both engines must agree on. It is only compiled when CMake finds nvcc
+// (TXRAY_HAS_CUDA).
 //
 // Semantics and differences from the CPU engine:
 // - Selection (argmax / top-k, ties to the lowest neuron index), masks,
@@ -20,7 +24,16 @@
 //   sums agree to rounding (counts, frequencies and tokens exactly).
 // - The host synchronises only: when a scratch buffer or a sparse table
 //   must grow (allocation), when host (NumPy) ids or masks are staged and
-//   all pinned staging slots are still in flight, and at the sync points.
+//   all pinned staging slots are still in flight, when kMaxInFlight updates
+//   are still running (the oldest is waited for: the caller's inputs are
+//   kept alive until then, so memory stays bounded), and at the sync points.
+// - Every update waits (on the device, cudaStreamWaitEvent) for the one
+//   before it, whatever stream either ran on; the recorder's own work
+//   (resetting an error, merging) runs on a stream it owns.
+// - Calls may come from several threads (the bindings release the GIL):
+//   each public call holds the recorder's mutex for its whole length.
+// - An update enqueued while its stream is being captured into a CUDA graph
+//   is refused (InputError): it allocates and synchronises.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +42,8 @@
 #include <string>
 #include <vector>
 
-#include "../activations.hpp"
 #include "../cells.hpp"
-#include "../recorder.hpp"
+#include "../shape.hpp"
 
 namespace txray {
 namespace cuda {
@@ -49,6 +61,21 @@ int device_count();
 std::string status();
 // Device ordinal that owns a device (or managed) pointer; -1 for host memory.
 int pointer_device(uintptr_t ptr);
+// Orders all work enqueued on stream `consumer` from now on after all work
+// enqueued so far on stream `producer` (an event between them; no host wait).
+void order_after(uintptr_t consumer, uintptr_t producer);
+
+// The first input error found on the device: the failing update (0: none),
+// the token (its position in that update's flattened batch) and the message
+// with kTokenPlaceholder where the token goes.
+struct PendingError {
+  int64_t update = 0;
+  int64_t token = -1;
+  std::string templ;
+};
+
+// Updates that may run at once; one more waits for the oldest.
+constexpr int kMaxInFlight = 64;
 
 // One batch. Activations are a device pointer with element strides; the mask
 // and the ids of every kind are either device pointers (uint8 per token;
@@ -85,12 +112,14 @@ class DeviceRecorder {
 
   // Whether all enqueued work has finished (never blocks).
   bool idle();
+  // The highest update number n such that updates 1..n have finished on the
+  // device (their inputs may be released); never blocks.
+  int64_t completed();
   // Waits for all enqueued work.
   void synchronize();
-  // Waits, then returns and clears the first recorded input error as
-  // (update number, message); (0, "") when there is none. Messages name the
-  // token as "token T" (position in that update's flattened batch).
-  std::pair<int64_t, std::string> take_error();
+  // Waits, then returns and clears the first recorded input error. The reset
+  // is ordered (on the recorder's stream) before every later update.
+  PendingError take_error();
 
   // Exports (each waits for the device first). Same layout as Recorder.
   Cells cells(size_t kind);

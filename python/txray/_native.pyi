@@ -1,7 +1,7 @@
 """txray native core: fused recording of neuron feature preferences (cpp/bindings.cpp).
 
-``DeviceRecorder``, ``DeviceError`` and ``cuda_pointer_device`` exist only in a
-build with CUDA kernels (``has_cuda``); the rest is in every build.
+``DeviceRecorder``, ``DeviceError``, ``cuda_pointer_device`` and
+``cuda_order_after`` exist only in a build with CUDA kernels (``has_cuda``); the rest is in every build.
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,12 @@ import numpy as np
 import numpy.typing as npt
 
 class InputError(ValueError):
-    """Input the native core cannot take (a ValueError)."""
+    """Input the native core cannot take (a ValueError). ``token``: the failing
+    token's position in the flattened batch (-1: none); ``template``: the
+    message with ``{token}`` where the token goes."""
+
+    token: int
+    template: str
 
 class DeviceError(RuntimeError):
     """A CUDA failure (CUDA builds only)."""
@@ -95,8 +100,13 @@ class DeviceRecorder:
     ) -> int: ...
     def merge(self, arg0: DeviceRecorder, /) -> None: ...
     def idle(self) -> bool: ...
+    def completed(self) -> int:
+        """the highest n such that updates 1..n have finished on the device (never blocks)"""
+
     def synchronize(self) -> None: ...
-    def take_error(self) -> tuple[int, str]: ...
+    def take_error(self) -> tuple[int, int, str]:
+        """(update, token, message with '{token}') of the first input error found on the device; update 0: none"""
+
     def cells(
         self, arg0: int, /
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
@@ -130,3 +140,5 @@ def cuda_status() -> str:
     """'' when a CUDA device is usable, otherwise the reason"""
 
 def cuda_pointer_device(arg0: int, /) -> int: ...
+def cuda_order_after(consumer: int, producer: int) -> None:
+    """order work enqueued on stream `consumer` from now on after the work enqueued so far on `producer`"""

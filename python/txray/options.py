@@ -85,9 +85,18 @@ class RecordOptions:
         around it, in each profile's ``contexts`` table. A context's ``unit`` is
         its word's position among the corpus's words (counted from 0, as
         ``limit_tokens`` counts them), the same for every model and every
-        shard; special tokens are never contexts.
+        shard; special tokens are never contexts. Contexts are kept by the CPU
+        engine only: a CUDA model records on its GPU with ``contexts=0``.
     context_window:
         Words of a context's text on either side of its word (default 8).
+    record_on:
+        Where the statistics are kept. ``None`` (default): where the captured
+        activations are when the device can keep them all, so a model on a
+        CUDA device records there with ``contexts=0``, inside the layer hooks,
+        and only the statistics ever leave the device (see the GPU page of the
+        docs); otherwise (a CPU model, or contexts asked for) on the CPU.
+        ``"cpu"``: every batch's pooled rows are copied to the host and
+        recorded there (to check the device path against the CPU engine).
     """
 
     features: tuple[str | Feature, ...] = ("token",)
@@ -108,12 +117,15 @@ class RecordOptions:
     profile_name: str | None = None
     contexts: int = DEFAULT_CONTEXTS
     context_window: int = DEFAULT_CONTEXT_WINDOW
+    record_on: str | None = None
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (
             (self.features,) if isinstance(self.features, (str, Feature)) else self.features
         )
         object.__setattr__(self, "features", tuple(features))
+        if self.record_on not in (None, "cpu"):
+            raise ValueError(f"record_on must be None (where the activations are) or 'cpu', not {self.record_on!r}")
 
     def replace(self, **changes: Any) -> RecordOptions:
         """A copy with some fields changed; an unknown name is a :class:`TypeError` that names it."""

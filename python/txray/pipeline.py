@@ -166,9 +166,13 @@ class _Run:
             features, opts.mode, opts.k, opts.dense_limit_bytes, opts.contexts
         )
         self.texts = ContextTexts(opts.context_window) if opts.contexts else None
+        # A CUDA model's layers are recorded on its device unless told otherwise, or unless
+        # contexts are kept (the CPU engine keeps them, a device recorder does not).
+        self.on_device = opts.record_on is None and not opts.contexts
         self.words = 0
         self._batch: Batch | None = None  # the batch being recorded, for the hooks
         self._ids: dict[str, np.ndarray] = {}
+        self._device_ids: dict[torch.device, dict[str, torch.Tensor]] = {}  # self._ids on each device, per batch
         self._units: np.ndarray | None = None
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
@@ -177,8 +181,11 @@ class _Run:
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
+        self._device_ids = {}
         self._units = unit_numbers(batch) if self.texts is not None else None
         output = self.forward(self.model, batch)
+        if any(isinstance(f, Prediction) for f in self.features):
+            self._device_ids = {}  # the predictions join the ids
         for feature in self.features:
             if isinstance(feature, Prediction):
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
@@ -197,7 +204,20 @@ class _Run:
         rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             rows = rows.float()
-        self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+        device = _cuda_device(rows) if self.on_device else None
+        if device is not None:
+            # Recorded where the model runs, on torch's current stream: the ids go to the device
+            # once per batch, the activations never leave it, and nothing waits for the device.
+            self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
+        else:
+            self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+
+    def _ids_on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        ids = self._device_ids.get(device)
+        if ids is None:
+            ids = {kind: torch.from_numpy(np.asarray(v, dtype=np.int64)).to(device) for kind, v in self._ids.items()}
+            self._device_ids[device] = ids
+        return ids
 
     def _predictions(self, feature: Prediction, output: Any, batch: Batch) -> np.ndarray:
         logits = feature.pick(output)
@@ -270,6 +290,12 @@ def _special_feature_ids(
         for f in features
         if not isinstance(f, Prediction)
     }
+
+
+def _cuda_device(rows: torch.Tensor) -> str | None:
+    """``"cuda:N"`` when a layer's rows are on a CUDA device (recorded there), else None
+    (tests stand in for it without a GPU)."""
+    return f"cuda:{rows.device.index or 0}" if rows.is_cuda else None
 
 
 def _device(model: nn.Module) -> torch.device:

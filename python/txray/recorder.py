@@ -2,64 +2,23 @@
 
 from __future__ import annotations
 
-import re
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from . import _inputs, _native
+from . import _inputs
+from ._device import DeviceBackend, cuda_available, parse_device
+from ._host import HostBackend
 from .profile import KindCells, Profile, top_contexts
+
+__all__ = ["MODES", "DEFAULT_DENSE_LIMIT", "Recorder", "cuda_available"]
 
 MODES = ("max1", "topk", "all")
 DEFAULT_DENSE_LIMIT = 256 << 20
 DEFAULT_CONTEXTS = 20
 """Top activating contexts kept per neuron by a CPU recorder unless told otherwise."""
-
-
-def cuda_available() -> bool:
-    """Whether ``Recorder(device="cuda")`` can run here: the CUDA kernels
-    were compiled (``txray._native.has_cuda``) and a CUDA device is usable
-    at runtime (a driver and at least one GPU)."""
-    return bool(_native.has_cuda) and _native.cuda_device_count() > 0
-
-
-def _parse_device(device: Any) -> int | None:
-    """None for the CPU, else the CUDA device ordinal."""
-    if device is None:
-        return None
-    index: int | None
-    if isinstance(device, int) and not isinstance(device, bool):
-        index, text = device, f"cuda:{device}"
-    else:
-        text = str(device)
-        match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
-        if not match:
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-        if match[1] == "cpu":
-            return None
-        index = int(match[2]) if match[2] is not None else None
-    if not _native.has_cuda:
-        raise RuntimeError(
-            f"Recorder(device={text!r}): this txray was built without CUDA kernels ({_native.cuda_status()}); "
-            "rebuild with nvcc on PATH (TXRAY_CUDA=ON makes a missing nvcc an error), or record on the CPU"
-        )
-    count = _native.cuda_device_count()
-    if count == 0:
-        raise RuntimeError(
-            f"Recorder(device={text!r}): no usable CUDA device ({_native.cuda_status()}); "
-            "record on the CPU with device='cpu'"
-        )
-    if index is None:
-        index = 0
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            index = torch.cuda.current_device()
-    if not 0 <= index < count:
-        raise ValueError(f"Recorder(device={text!r}): CUDA device {index} does not exist ({count} visible)")
-    return index
 
 
 class Recorder:
@@ -158,24 +117,23 @@ class Recorder:
                 f"Recorder(device={str(device)!r}, contexts={self.contexts}): a CUDA recorder does not keep "
                 "top activating contexts yet; pass contexts=0, or record on the CPU"
             )
-        self._device = _parse_device(device)
-        args = (
-            self.n_neurons,
-            list(self.features),
-            list(self.features.values()),
-            mode,
-            self.k if self.k is not None else 1,
-            _inputs.integer(dense_limit_bytes, "dense_limit_bytes", minimum=0),
-        )
-        self._native: Any  # _native.Recorder, or the DeviceRecorder (the same calls, and more)
+        self._device = parse_device(device)
+        dense_limit_bytes = _inputs.integer(dense_limit_bytes, "dense_limit_bytes", minimum=0)
+        k_native = self.k if self.k is not None else 1
+        # Where the statistics live decides everything device-specific, in one place: the
+        # backend owns its input checks, streams, errors and the native recorder.
+        self._backend: HostBackend | DeviceBackend
         if self._device is None:
-            self._native = _native.Recorder(*args, contexts=self.contexts)
+            self._backend = HostBackend(
+                self.n_neurons, self.features, mode, k_native, dense_limit_bytes, contexts=self.contexts
+            )
         else:
-            self._native = _native.DeviceRecorder(self._device, *args)
-            self._leads: dict[int, tuple[int, ...]] = {}  # leading shape of each update since the last check
-            self._inflight: list[Any] = []  # inputs the device may still be reading
-        # A CPU recorder locks itself in the native core; a device one
-        # serialises its calls with this lock (its Python state changes with them).
+            self._backend = DeviceBackend(
+                self._device, self.n_neurons, self.features, mode, k_native, dense_limit_bytes
+            )
+        self._native: Any = self._backend.native  # the engine's recorder (for tests and benchmarks)
+        # Serialises the calls (a device backend's Python state changes with them; the CPU
+        # engine also locks itself, releasing the GIL).
         self._lock = threading.RLock()
 
     @property
@@ -187,11 +145,8 @@ class Recorder:
     def tokens(self) -> int:
         """Number of (unmasked) tokens recorded so far (on a device: waits
         for the device and raises a pending input error)."""
-        if self._device is None:
-            return self._native.tokens
         with self._lock:
-            self.synchronize()
-            return self._native.tokens
+            return self._backend.tokens
 
     def synchronize(self) -> None:
         """Wait for recorded work and raise any input error found since the
@@ -206,32 +161,14 @@ class Recorder:
         one until the error is raised are not recorded, so the statistics
         hold exactly the updates before it.
         """
-        if self._device is None:
-            return
         with self._lock:
-            self._synchronize_device()
-
-    def _synchronize_device(self) -> None:
-        update, message = self._native.take_error()
-        self._inflight.clear()
-        leads, self._leads = self._leads, {}
-        if update:
-            lead = leads.get(update, ())
-            message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), message)
-            later = max(leads) - update if leads else 0
-            raise ValueError(
-                f"update {update}: {message}. Nothing of that update"
-                + (f" or of the {later} after it" if later else "")
-                + " was recorded."
-            )
+            self._backend.synchronize()
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulators."""
-        if self._device is None:
-            return self._native.nbytes
         with self._lock:
-            return self._native.nbytes
+            return self._backend.nbytes
 
     def update(
         self, acts: Any, features: Mapping[str, Any], mask: Any = None, *, units: Any = None, stream: Any = None
@@ -260,64 +197,12 @@ class Recorder:
         ``stream`` (a handle or a stream object), by default torch's current
         stream for torch tensors, the producer's stream for
         ``__cuda_array_interface__``, and the legacy default stream for
-        DLPack. Input errors found on the device are raised later, see
+        DLPack; they wait (on the device) for the streams the inputs were
+        made on. Input errors found on the device are raised later, see
         :meth:`synchronize`.
         """
-        if self._device is not None:
-            if units is not None:
-                raise ValueError("units number the tokens for contexts, which a CUDA recorder does not keep")
-            stream = _inputs.stream_handle(stream)
-            with self._lock:
-                self._update_device(acts, features, mask, stream)
-            return
-        if stream is not None:
-            raise ValueError("stream is only used by CUDA recorders (Recorder(..., device='cuda'))")
-        flat, dtype, lead = _inputs.activations(acts, self.n_neurons)
-        ids = _inputs.feature_ids(features, self.features, lead)
-        valid = _inputs.token_mask(mask, lead)
-        numbers = _inputs.units(units, lead)
-        try:
-            self._native.update(flat, dtype, valid, ids, numbers)
-        except _native.InputError as err:
-            message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), str(err))
-            raise ValueError(message) from None
-
-    def _update_device(self, acts: Any, features: Mapping[str, Any], mask: Any, stream: int | None) -> None:
-        arr, row_stride, lead = _inputs.device_activations(acts, self.n_neurons, stream)
-        if arr.device is not None and arr.device != self._device:
-            raise ValueError(f"activations are on cuda:{arr.device}, the recorder on cuda:{self._device}")
-        if stream is None:
-            stream = arr.stream if arr.stream is not None else 0
-        if not isinstance(features, Mapping):
-            raise TypeError("features must be a mapping {kind: ids}, e.g. {'token': ids}")
-        missing = [k for k in self.features if k not in features]
-        extra = [k for k in features if k not in self.features]
-        if missing or extra:
-            raise ValueError(
-                f"features must have exactly the kinds {list(self.features)}; missing {missing}, unexpected {extra}"
-            )
-        ids, keep = [], [arr.keep]
-        for kind in self.features:
-            value, held = _inputs.device_ids(features[kind], kind, lead, stream)
-            ids.append(value)
-            keep.append(held if held is not None else value)
-        valid, held = _inputs.device_mask(mask, lead, stream)
-        keep.append(held)
-        rows = 1
-        for n in lead:
-            rows *= n
-        if self._inflight and self._native.idle():
-            self._inflight.clear()
-        try:
-            update = self._native.update(
-                arr.ptr, rows, self.n_neurons, row_stride, arr.strides[-1], arr.dtype, valid, ids, stream
-            )
-        except _native.InputError as err:
-            message = re.sub(r"token (\d+)", lambda m: _inputs.describe_position(int(m[1]), lead), str(err))
-            raise ValueError(message) from None
-        if update:
-            self._leads[update] = lead
-            self._inflight.append(keep)
+        with self._lock:
+            self._backend.update(acts, features, mask, stream, units)
 
     def merge(self, other: Recorder) -> Recorder:
         """Add another recorder's statistics to this one (same shape); returns self.
@@ -342,14 +227,9 @@ class Recorder:
             raise ValueError(f"cannot merge recorders of different shapes: {self._shape()} vs {other._shape()}")
         if other is self:
             raise ValueError("cannot merge a recorder into itself")
-        if self._device is None:
-            self._native.merge(other._native)  # locks both recorders
-            return self
         first, second = sorted((self, other), key=id)  # one order: crossed merges cannot deadlock
         with first._lock, second._lock:
-            self.synchronize()
-            other.synchronize()
-            self._native.merge(other._native)
+            self._backend.merge(other._backend)  # type: ignore[arg-type]  # same device, so same backend
         return self
 
     def profile(
@@ -420,12 +300,8 @@ class Recorder:
     def _snapshot(self) -> tuple[int, Any, list[Any], Any]:
         """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind],
         (neuron, rank, activation, unit) or None) of one moment."""
-        if self._device is None:
-            return self._native.snapshot()
         with self._lock:
-            self.synchronize()
-            state = [(self._native.cells(i), self._native.frequencies(i)) for i in range(len(self.features))]
-            return self._native.tokens, self._native.mass(), state, None
+            return self._backend.snapshot()
 
     def _shape(self) -> str:
         return (

@@ -43,6 +43,8 @@ class LayerRecorders(Generic[LayerKey]):
     Layers are keyed by whatever names them (a module name, a NeuroX layer
     index). A feature's vocabulary is read when a layer's recorder is made
     (a :class:`~txray.Prediction` learns its classes from the first batch).
+    A layer first updated with ``device="cuda:N"`` gets a recorder on that
+    device, any other a CPU recorder.
     """
 
     def __init__(
@@ -57,9 +59,13 @@ class LayerRecorders(Generic[LayerKey]):
         self.mode, self.k, self.dense_limit_bytes, self.contexts = mode, k, dense_limit_bytes, contexts
         self._recorders: dict[LayerKey, Recorder] = {}
 
-    def update(self, layer: LayerKey, rows: Any, features: Mapping[str, Any], units: Any = None) -> None:
+    def update(
+        self, layer: LayerKey, rows: Any, features: Mapping[str, Any], units: Any = None, device: str | None = None
+    ) -> None:
         """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and
-        kind, and their unit numbers for the contexts (default: counted on, see :meth:`Recorder.update`)."""
+        kind, and their unit numbers for the contexts (default: counted on, see :meth:`Recorder.update`).
+        ``device`` (``"cuda:N"``) makes a new layer's recorder keep its statistics on that device
+        (the rows and ids are then device arrays; it keeps no contexts); None: on the CPU."""
         recorder = self._recorders.get(layer)
         if recorder is None:
             sizes = {f.kind: len(f._vocab()) for f in self.features}
@@ -69,7 +75,8 @@ class LayerRecorders(Generic[LayerKey]):
                 mode=self.mode,
                 k=self.k,
                 dense_limit_bytes=self.dense_limit_bytes,
-                contexts=self.contexts,
+                device=device,
+                contexts=self.contexts if device is None else 0,
             )
             self._recorders[layer] = recorder
         try:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import txray
+from txray._device import DeviceBackend
 
 N_NEURONS = 48
 VOCAB = {"token": 300, "pos": 7}
@@ -254,7 +255,11 @@ class _OneAtATimeNative:
 
     def take_error(self):
         self._enter()
-        return 0, ""
+        return 0, -1, ""
+
+    def completed(self):
+        self._enter()
+        return self.updates
 
     def cells(self, kind):
         self._enter()
@@ -272,7 +277,9 @@ class _OneAtATimeNative:
 
 def test_device_recorder_calls_are_serialised_in_python():
     rec = txray.Recorder(N_NEURONS, VOCAB)
-    rec._device, rec._native, rec._leads, rec._inflight = 0, _OneAtATimeNative(), {}, []
+    native = _OneAtATimeNative()
+    backend = DeviceBackend(0, N_NEURONS, VOCAB, "max1", 1, 0, native=native)
+    rec._device, rec._backend, rec._native = 0, backend, native
     acts = _CAI(data=(1 << 20, False), shape=(10, N_NEURONS), typestr="<f4", version=3)
     ids = {kind: np.zeros(10, np.int64) for kind in VOCAB}
 
