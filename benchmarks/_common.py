@@ -88,14 +88,19 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def measure_bandwidth(gib: float = 1.0, repeats: int = 5, threads: int = 2) -> list[Bandwidth]:
+def measure_bandwidth(
+    gib: float = 1.0, repeats: int = 5, threads: int = 2, row_len: int = 1500, stream_read=None
+) -> list[Bandwidth]:
     """Measure this machine's memory bandwidth several ways (best of `repeats`).
 
     A `gib` GiB float32 buffer (far larger than any cache) is
       - copied with np.copyto into a second buffer (bytes read + written / s),
       - summed by NumPy on one thread, and on `threads` threads over halves,
       - reduced with np.max on `threads` threads over halves,
-      - summed by torch.sum with torch's `threads` intra-op threads.
+      - summed by torch.sum with torch's `threads` intra-op threads, whole and
+        per row (`sum(1)` over rows of `row_len` values, as activations come),
+      - read by `stream_read(rows)` when given (a benchmark passes the code's own
+        streaming read, e.g. txray's `_native.stream_read`, on all its threads).
     The pure reads are what a recording pass does with its activations, so the
     largest read number is the one to build the floor from.
     """
@@ -133,8 +138,25 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 5, threads: int = 2) -> l
     ts = torch.from_numpy(src)
     t = _best_time(lambda: ts.sum(), repeats)
     results.append(Bandwidth(f"torch.sum, {threads} threads, {gib:g} GiB float32", nbytes / t / GB, "read"))
+    rows = ts[: n // row_len * row_len].view(-1, row_len)
+    t = _best_time(lambda: rows.sum(1), repeats)
+    results.append(
+        Bandwidth(
+            f"torch .sum(1) over rows of {row_len}, {threads} threads, {gib:g} GiB float32", rows_gb(rows) / t, "read"
+        )
+    )
     torch.set_num_threads(old)
+    if stream_read is not None:
+        rows_np = rows.numpy()
+        t = _best_time(lambda: stream_read(rows_np), repeats)
+        label = getattr(stream_read, "label", "stream_read")
+        results.append(Bandwidth(f"{label}, rows of {row_len}, {gib:g} GiB float32", rows_gb(rows_np) / t, "read"))
     return results
+
+
+def rows_gb(rows) -> float:
+    """GB (1e9 bytes) of a float32 2-D array."""
+    return rows.shape[0] * rows.shape[1] * 4 / GB
 
 
 def merge_bandwidth(old: list[Bandwidth], new: list[Bandwidth]) -> list[Bandwidth]:

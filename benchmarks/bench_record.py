@@ -61,8 +61,11 @@ Recorder.update seconds.
 
 Floor: the machine's read bandwidth is measured in the same run, at the start
 and again before every mode (_common.measure_bandwidth: np.copyto, NumPy sum
-and max, torch.sum over a 1 GiB buffer; best of 10 each); the floor is
-T * N * 4 bytes / the best pure-read bandwidth seen so far.
+and max, torch.sum and torch .sum(1) over rows of N, and txray's own streaming
+read (_native.stream_read: the argmax's loop, prefetching included, with only
+a sum), all over a 1 GiB buffer on THREADS threads; best of 10 each); the
+floor is T * N * 4 bytes / the best pure-read bandwidth seen so far, and its
+GB/s are printed with it.
 
 Quiet: after each table the script prints the CPU seconds other processes used
 meanwhile (_common.OtherLoad); on this 2-core machine anything far from 0 means
@@ -654,6 +657,26 @@ def import_txray():
         return None, f"{type(e).__name__}: {e}"
 
 
+def native_stream_read(txray):
+    """txray's own streaming read of a 2-D float32 array on THREADS threads (the
+    argmax's loop with only a sum: the fastest this code can read activations),
+    or None when this txray has none."""
+    native = getattr(txray, "_native", None) if txray is not None else None
+    if native is None or not hasattr(native, "stream_read"):
+        return None
+
+    def read(rows):
+        before = native.get_num_threads()
+        native.set_num_threads(THREADS)
+        try:
+            return native.stream_read(rows)
+        finally:
+            native.set_num_threads(before)
+
+    read.label = f"txray _native.stream_read ({native.simd()}), {THREADS} threads"
+    return read
+
+
 def methods_for(mode: str, txray, args):
     """(streamed methods, subsampled methods) for a mode; txray first when it imports."""
     head = [Txray(txray, mode, args.txray_dense_limit)] if txray is not None else []
@@ -947,7 +970,8 @@ def main(argv=None):
         print(f"txray: not importable ({why})")
 
     print("measuring memory bandwidth (again before every mode; the best of each probe is used) ...", flush=True)
-    bandwidth = measure_bandwidth(gib=1.0, repeats=10, threads=THREADS)
+    stream_read = native_stream_read(txray)
+    bandwidth = measure_bandwidth(gib=1.0, repeats=10, threads=THREADS, row_len=N_NEURONS, stream_read=stream_read)
     print_bandwidth(bandwidth)
 
     T = SIZES[args.size]
@@ -965,7 +989,8 @@ def main(argv=None):
 
     tables = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        bandwidth = merge_bandwidth(bandwidth, measure_bandwidth(gib=1.0, repeats=10, threads=THREADS))
+        again = measure_bandwidth(gib=1.0, repeats=10, threads=THREADS, row_len=N_NEURONS, stream_read=stream_read)
+        bandwidth = merge_bandwidth(bandwidth, again)
         tables.append(run_mode(mode, corpus, args, txray, bandwidth))
         gc.collect()
     print("\nmemory bandwidth, best of each probe over the run:")

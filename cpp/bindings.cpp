@@ -238,6 +238,27 @@ py::dict dlpack_info(const py::capsule& capsule) {
   return out;
 }
 
+// The benchmark's floor (bench_record.py): the sum of a 2-D activation array
+// whose rows are contiguous, read on all threads with the argmax's loop
+// (select.hpp's sum_row) and nothing else.
+double stream_read(const py::array& acts, const std::string& dtype) {
+  const ActivationView view = view_of(acts, dtype);
+  if (view.col_stride != 1) throw txray::InputError("stream_read needs rows whose values are contiguous");
+  const txray::kernels::Kernels& kern = txray::kernels::active();
+  py::gil_scoped_release release;
+  double total = 0.0;
+#ifdef _OPENMP
+#pragma omp parallel reduction(+ : total)
+  {
+    const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
+    total += kern.sum_rows(view, view.rows * me / n_threads, view.rows * (me + 1) / n_threads);
+  }
+#else
+  total = kern.sum_rows(view, 0, view.rows);
+#endif
+  return total;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -308,6 +329,8 @@ PYBIND11_MODULE(_native, m) {
   m.def("simd_variants", &txray::kernels::available, "instruction sets this build has and this CPU runs, best first");
   m.def("set_simd", &txray::kernels::use, py::arg("name"),
         "use the kernels of this instruction set from now on (one of simd_variants(); for tests)");
+  m.def("stream_read", &stream_read, py::arg("acts"), py::arg("dtype") = "float32",
+        "sum of a 2-D activation array read on all threads as the argmax reads it (the benchmark's floor)");
   m.def("dlpack_info", &dlpack_info, py::arg("capsule"),
         "pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)");
 

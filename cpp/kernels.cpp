@@ -107,6 +107,13 @@ TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, in
   }
 }
 
+template <class E>
+TXRAY_INLINE double sum_rows_of(const ActivationView& a, int64_t begin, int64_t end) {
+  double total = 0.0;
+  for (int64_t i = begin; i < end; ++i) total += sum_row<E>(row_ptr<E>(a, i), a.cols);
+  return total;
+}
+
 // One set of kernels: NAME_select, NAME_first_nonfinite_row, NAME_add_all,
 // each compiled with ATTR, and the table NAME_kernels. The element type is
 // switched on inside, so that the templates inline into ATTR's functions.
@@ -144,7 +151,17 @@ TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, in
         return add_all_rows<F32>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x, contexts, units);              \
     }                                                                                                                 \
   }                                                                                                                   \
-  const Kernels NAME##_kernels = {#NAME, NAME##_select, NAME##_first_nonfinite_row, NAME##_add_all};
+  ATTR double NAME##_sum_rows(const ActivationView& a, int64_t begin, int64_t end) {                                  \
+    switch (a.dtype) {                                                                                                \
+      case DType::Float16:                                                                                            \
+        return sum_rows_of<F16>(a, begin, end);                                                                       \
+      case DType::BFloat16:                                                                                           \
+        return sum_rows_of<BF16>(a, begin, end);                                                                      \
+      default:                                                                                                        \
+        return sum_rows_of<F32>(a, begin, end);                                                                       \
+    }                                                                                                                 \
+  }                                                                                                                   \
+  const Kernels NAME##_kernels = {#NAME, NAME##_select, NAME##_first_nonfinite_row, NAME##_add_all, NAME##_sum_rows};
 
 #if !defined(TXRAY_NATIVE_ARCH) && (defined(__GNUC__) || defined(__clang__)) && \
     (defined(__x86_64__) || defined(__i386__))
@@ -160,7 +177,7 @@ TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, in
 // vector `m ? a : b` in a target("avx512...") function as AVX2 blends
 // (vblendvps: 2 micro-ops each on Skylake-SP), where -march=native gets a
 // compare into a mask register and masked moves; this loop writes those
-// directly. Same lanes, same order, same tail: the same winners and sums.
+// directly. Same accumulators, same order, same tail: the same winners.
 // Not inlined (the default-target select_rows cannot inline an AVX-512
 // function); one call per row of 1,000s of values costs nothing measurable.
 template <class E>
@@ -168,27 +185,47 @@ __attribute__((target(TXRAY_AVX512_TARGET), noinline)) bool argmax_row_avx512(co
                                                                               Winner* out) {
   using namespace simd;
   constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as argmax_row
-  __m256 max0 = _mm256_set1_ps(-INFINITY), max1 = max0, sum0 = _mm256_setzero_ps(), sum1 = sum0;
-  __m256i idx0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), idx1 = _mm256_add_epi32(idx0, _mm256_set1_epi32(8));
-  __m256i at0 = idx0, at1 = idx1;
-  const __m256i step = _mm256_set1_epi32(16);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __builtin_prefetch(row + i + kAhead, 0, 2);
-    const __m256 x0 = (__m256)load8(E{}, row + i), x1 = (__m256)load8(E{}, row + i + 8);
-    const __mmask8 g0 = _mm256_cmp_ps_mask(x0, max0, _CMP_GT_OQ), g1 = _mm256_cmp_ps_mask(x1, max1, _CMP_GT_OQ);
-    max0 = _mm256_mask_mov_ps(max0, g0, x0);
-    max1 = _mm256_mask_mov_ps(max1, g1, x1);
-    at0 = _mm256_mask_mov_epi32(at0, g0, idx0);
-    at1 = _mm256_mask_mov_epi32(at1, g1, idx1);
-    sum0 = _mm256_add_ps(sum0, x0);
-    sum1 = _mm256_add_ps(sum1, x1);
-    idx0 = _mm256_add_epi32(idx0, step);
-    idx1 = _mm256_add_epi32(idx1, step);
+  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  __m256 max[4], sum0 = _mm256_setzero_ps(), sum1 = sum0;
+  __m256i at[4], block = _mm256_setzero_si256();
+  for (int j = 0; j < 4; ++j) {
+    max[j] = _mm256_set1_ps(-INFINITY);
+    at[j] = block;
   }
-  return argmax_finish<E>(row, n, i, (f32x8)max0, (f32x8)max1, (i32x8)at0, (i32x8)at1, (f32x8)_mm256_add_ps(sum0, sum1),
-                          out);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __builtin_prefetch(row + i + kAhead, 0, 2);
+    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    const __m256 x0 = (__m256)load8(E{}, row + i), x1 = (__m256)load8(E{}, row + i + 8);
+    const __m256 x2 = (__m256)load8(E{}, row + i + 16), x3 = (__m256)load8(E{}, row + i + 24);
+    const __mmask8 g0 = _mm256_cmp_ps_mask(x0, max[0], _CMP_GT_OQ), g1 = _mm256_cmp_ps_mask(x1, max[1], _CMP_GT_OQ);
+    const __mmask8 g2 = _mm256_cmp_ps_mask(x2, max[2], _CMP_GT_OQ), g3 = _mm256_cmp_ps_mask(x3, max[3], _CMP_GT_OQ);
+    max[0] = _mm256_mask_mov_ps(max[0], g0, x0);
+    max[1] = _mm256_mask_mov_ps(max[1], g1, x1);
+    max[2] = _mm256_mask_mov_ps(max[2], g2, x2);
+    max[3] = _mm256_mask_mov_ps(max[3], g3, x3);
+    at[0] = _mm256_mask_mov_epi32(at[0], g0, block);
+    at[1] = _mm256_mask_mov_epi32(at[1], g1, block);
+    at[2] = _mm256_mask_mov_epi32(at[2], g2, block);
+    at[3] = _mm256_mask_mov_epi32(at[3], g3, block);
+    sum0 = _mm256_add_ps(sum0, _mm256_add_ps(x0, x1));
+    sum1 = _mm256_add_ps(sum1, _mm256_add_ps(x2, x3));
+    block = _mm256_add_epi32(block, _mm256_set1_epi32(32));
+  }
+  for (; i + 8 <= n; i += 8) {  // as argmax_row
+    const __m256 x = (__m256)load8(E{}, row + i);
+    const __mmask8 g = _mm256_cmp_ps_mask(x, max[0], _CMP_GT_OQ);
+    max[0] = _mm256_mask_mov_ps(max[0], g, x);
+    at[0] = _mm256_mask_mov_epi32(at[0], g, block);
+    sum0 = _mm256_add_ps(sum0, x);
+    block = _mm256_add_epi32(block, _mm256_set1_epi32(8));
+  }
+  const f32x8 maxes[4] = {(f32x8)max[0], (f32x8)max[1], (f32x8)max[2], (f32x8)max[3]};
+  const i32x8 ats[4] = {(i32x8)at[0], (i32x8)at[1], (i32x8)at[2], (i32x8)at[3]};
+  return argmax_finish<E>(row, n, i, maxes, ats, (f32x8)_mm256_add_ps(sum0, sum1), out);
 }
+
+// How the AVX-512 set's select_rows finds a row's argmax.
 struct ArgmaxAvx512 {
   template <class E>
   static TXRAY_INLINE bool row(const typename E::storage* row, int64_t n, Winner* out) {

@@ -34,6 +34,9 @@ struct Kernels {
   void (*add_all)(const ActivationView& acts, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
                   FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x, Contexts* contexts,
                   const int64_t* units);
+  // Sum of rows [begin, end), each read as select reads it for k == 1 (the
+  // benchmark's floor: a read with the argmax's prefetching and nothing else).
+  double (*sum_rows)(const ActivationView& acts, int64_t begin, int64_t end);
 };
 
 // The kernels in use: the best the CPU runs, or TXRAY_SIMD's choice.

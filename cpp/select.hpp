@@ -6,6 +6,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "activations.hpp"
@@ -107,44 +108,52 @@ TXRAY_INLINE f32x8 load8(F16, const uint16_t* p) {  // half_to_float, 8 lanes at
 }  // namespace simd
 
 // argmax_row's end, shared with the AVX-512 loop of kernels.cpp: given the
-// lanes' running maxima (max0, max1), where they occurred (at0, at1) and
-// the lanes' sum after elements [0, i), reduces across lanes and scans the
-// tail [i, n).
+// four accumulators' running maxima, the starts of the blocks where they
+// occurred (accumulator j's lane l is at block start + 8 j + l) and the lanes'
+// sum after elements [0, i), reduces across lanes and scans the tail [i, n).
 template <class E>
-TXRAY_INLINE bool argmax_finish(const typename E::storage* row, int64_t n, int64_t i, const simd::f32x8& max0,
-                                const simd::f32x8& max1, const simd::i32x8& at0, const simd::i32x8& at1,
-                                const simd::f32x8& sum, Winner* out) {
+TXRAY_INLINE bool argmax_finish(const typename E::storage* row, int64_t n, int64_t i, const simd::f32x8 (&max)[4],
+                                const simd::i32x8 (&at)[4], const simd::f32x8& sum, Winner* out) {
   using namespace simd;
   // Across lanes without branches (their outcome is data, so they would be
   // mispredicted): the maximum, then the lowest index holding it.
-  const f32x8 top = max0 > max1 ? max0 : max1;
-  float best = top[0];
+  const f32x8 m01 = max[0] > max[1] ? max[0] : max[1], m23 = max[2] > max[3] ? max[2] : max[3];
+  const f32x8 top = m01 > m23 ? m01 : m23;
+  float best = top[0], total = 0.0f;
   for (int j = 1; j < 8; ++j) best = top[j] > best ? top[j] : best;
-  const i32x8 none = at0 * 0 + INT32_MAX;
-  const i32x8 c0 = max0 == best ? at0 : none, c1 = max1 == best ? at1 : none;
-  const i32x8 first = c0 < c1 ? c0 : c1;
+  for (int j = 0; j < 8; ++j) total += sum[j];
+  i32x8 lane;
+  for (int j = 0; j < 8; ++j) lane[j] = j;
+  const i32x8 none = lane * 0 + INT32_MAX;
+  i32x8 first = none;
+  for (int j = 0; j < 4; ++j) {
+    const i32x8 c = max[j] == best ? at[j] + lane + 8 * j : none;
+    first = c < first ? c : first;
+  }
   int32_t lowest = first[0];
   for (int j = 1; j < 8; ++j) lowest = first[j] < lowest ? first[j] : lowest;
-  int64_t at = lowest;
-  float total = 0.0f;
-  for (int j = 0; j < 8; ++j) total += sum[j];
+  int64_t at_best = lowest;
   for (; i < n; ++i) {  // the tail has higher indices than every lane
     const float x = E::load(row[i]);
     if (x > best) {
       best = x;
-      at = i;
+      at_best = i;
     }
     total += x;
   }
   if (!is_finite(total) && first_nonfinite<E>(row, n, 1) >= 0) return false;
-  out->neuron = static_cast<int32_t>(at);
+  out->neuron = static_cast<int32_t>(at_best);
   out->value = best;
   return true;
 }
 
-// Argmax of a contiguous row. Two 8-lane accumulators keep each lane's
-// running maximum and where it first occurred (strict > keeps the earliest
-// index); across lanes the lowest index holding the maximum wins.
+// Argmax of a contiguous row. Four independent 8-lane accumulators keep each
+// lane's running maximum and the start of the block of 32 values where it
+// first occurred (strict > keeps the earliest): four dependency chains, so
+// that the compare-and-select latency does not hold back the stream (two
+// did: the loop ran at ~2/3 of a sum's speed from L2), and one shared block
+// counter instead of an index vector per accumulator. Across accumulators
+// and lanes the lowest index holding the maximum wins.
 // Non-finite values are caught by a running sum, which turns NaN or +-inf
 // (and, rarely, an overflow) into a non-finite total: one add per vector
 // instead of a test per value; the exact scan then confirms.
@@ -156,28 +165,64 @@ TXRAY_INLINE bool argmax_row(const typename E::storage* row, int64_t n, Winner* 
   // plain sum; the hardware prefetcher alone leaves ~15% of the bandwidth
   // unused, and 1 KiB ahead ~10% (measured on the 2-core Xeon of the README).
   constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);
-  f32x8 max0, max1, sum0 = {}, sum1 = {};
-  i32x8 at0, at1, idx0, idx1;
-  for (int j = 0; j < 8; ++j) {
-    max0[j] = max1[j] = -INFINITY;
-    idx0[j] = at0[j] = j;
-    idx1[j] = at1[j] = j + 8;
-  }
+  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  f32x8 max[4], sum0 = {}, sum1 = {};
+  i32x8 at[4] = {}, block = {};
+  for (int j = 0; j < 8; ++j) max[0][j] = -INFINITY;
+  max[1] = max[2] = max[3] = max[0];
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (; i + 32 <= n; i += 32) {
     __builtin_prefetch(row + i + kAhead, 0, 2);
+    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
     const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
-    const i32x8 g0 = x0 > max0, g1 = x1 > max1;
-    max0 = g0 ? x0 : max0;
-    max1 = g1 ? x1 : max1;
-    at0 = g0 ? idx0 : at0;
-    at1 = g1 ? idx1 : at1;
-    sum0 += x0;
-    sum1 += x1;
-    idx0 += 16;
-    idx1 += 16;
+    const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+    const i32x8 g0 = x0 > max[0], g1 = x1 > max[1], g2 = x2 > max[2], g3 = x3 > max[3];
+    max[0] = g0 ? x0 : max[0];
+    max[1] = g1 ? x1 : max[1];
+    max[2] = g2 ? x2 : max[2];
+    max[3] = g3 ? x3 : max[3];
+    at[0] = g0 ? block : at[0];
+    at[1] = g1 ? block : at[1];
+    at[2] = g2 ? block : at[2];
+    at[3] = g3 ? block : at[3];
+    sum0 += x0 + x1;
+    sum1 += x2 + x3;
+    block += 32;
   }
-  return argmax_finish<E>(row, n, i, max0, max1, at0, at1, sum0 + sum1, out);
+  for (; i + 8 <= n; i += 8) {  // into accumulator 0, whose lanes are at offset 0 of their block
+    const f32x8 x = load8(E{}, row + i);
+    const i32x8 g = x > max[0];
+    max[0] = g ? x : max[0];
+    at[0] = g ? block : at[0];
+    sum0 += x;
+    block += 8;
+  }
+  return argmax_finish<E>(row, n, i, max, at, sum0 + sum1, out);
+}
+
+// Sum of a contiguous row, read as argmax_row reads it (the same vectors,
+// prefetching and independent accumulators): the benchmark's floor, the
+// fastest this code can stream activations (bench_record.py).
+template <class E>
+TXRAY_INLINE float sum_row(const typename E::storage* row, int64_t n) {
+  using namespace simd;
+  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as argmax_row
+  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  f32x8 sum0 = {}, sum1 = {}, sum2 = {}, sum3 = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __builtin_prefetch(row + i + kAhead, 0, 2);
+    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    sum0 += load8(E{}, row + i);
+    sum1 += load8(E{}, row + i + 8);
+    sum2 += load8(E{}, row + i + 16);
+    sum3 += load8(E{}, row + i + 24);
+  }
+  const f32x8 sum = (sum0 + sum1) + (sum2 + sum3);
+  float total = 0.0f;
+  for (int j = 0; j < 8; ++j) total += sum[j];
+  for (; i < n; ++i) total += E::load(row[i]);
+  return total;
 }
 
 // The k largest entries of a finite float row, largest first, equal values

@@ -171,3 +171,83 @@ def test_the_environment_chooses_the_set():
     bad = run_python(code, TXRAY_SIMD="avx1024")
     assert bad.returncode != 0
     assert "instruction set 'avx1024' is not available" in bad.stderr
+
+
+# The argmax loop (cpp/select.hpp, and its AVX-512 form in cpp/kernels.cpp)
+# keeps four 8-lane accumulators over blocks of 32 values, then 8 values at a
+# time into the first, then a scalar tail. Widths around those boundaries:
+# shorter than one vector, one vector, one block, blocks plus vectors plus a tail.
+WIDTHS = [1, 3, 7, 8, 9, 16, 31, 32, 33, 40, 63, 64, 65, 100, 129, 1500]
+
+
+def winners_of(variant, acts):
+    """Each token's max1 winner as txray records it (feature 'token' = the row's index)."""
+    tokens, neurons = acts.shape
+    with using(variant):
+        rec = txray.Recorder(neurons, {"token": tokens}, mode="max1")
+        rec.update(acts, {"token": np.arange(tokens)})
+        count, total = reference.dense_from_table(rec.profile().table("token"), neurons, tokens)
+    assert (count.sum(0) == 1).all()  # one winner per token
+    return count.argmax(0), total.sum(0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", WIDTHS)
+def test_argmax_ties_across_accumulators_and_blocks_go_to_the_lowest_index(variant, neurons):
+    rng = np.random.default_rng(neurons)
+    tokens = 400
+    acts = rng.standard_normal((tokens, neurons)).astype(np.float32) - 4.0
+    for t in range(tokens):  # the maximum 2 to 5 times, anywhere: other lanes, accumulators, blocks, the tail
+        acts[t, rng.choice(neurons, size=min(neurons, rng.integers(2, 6)), replace=False)] = 1.5
+    acts[0] = 1.5  # a row of one value
+    if neurons > 40:  # the same lane of two accumulators of one block, and of two blocks
+        acts[1] = -2.0
+        acts[1, [8 + 3, 24 + 3]] = 0.5
+        acts[2] = -2.0
+        acts[2, [32 + 5, 5]] = 0.5
+    expected = acts.argmax(1)  # NumPy: the first maximum
+    got, values = winners_of(variant, acts)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(values, acts[np.arange(tokens), expected])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", WIDTHS)
+def test_argmax_of_rows_with_gaps_between_them(variant, neurons):
+    # Rows of a wider matrix (row stride > neurons, values contiguous): the
+    # argmax path, reading each row from its own start.
+    rng = np.random.default_rng(100 + neurons)
+    wide = rng.integers(-3, 3, size=(300, neurons + 5)).astype(np.float32)
+    acts = wide[:, :neurons]
+    assert not acts.flags.c_contiguous and acts.strides[1] == 4
+    got, values = winners_of(variant, acts)
+    np.testing.assert_array_equal(got, acts.argmax(1))
+    np.testing.assert_array_equal(values, acts.max(1))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", WIDTHS)
+@pytest.mark.parametrize("bad,word", [(np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")])
+def test_argmax_finds_a_non_finite_value_at_the_end_of_a_row(variant, neurons, bad, word):
+    acts = np.full((20, neurons), -1.0, np.float32)
+    acts[13, neurons - 1] = bad  # the row's last element: the tail, a vector or a block
+    with using(variant):
+        rec = txray.Recorder(neurons, SIZES, mode="max1")
+        with pytest.raises(ValueError, match=f"token 13 at neuron {neurons - 1} is {word}"):
+            rec.update(acts, {kind: np.zeros(20, int) for kind in SIZES})
+        assert rec.tokens == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_stream_read_sums_every_row(variant, dtype):
+    # The benchmark's floor (bench_record.py) reads with this; it must read everything.
+    rng = np.random.default_rng(7)
+    values = rng.integers(-4, 5, size=(333, 1500)).astype(np.float32)  # exact in every dtype and sum order
+    tensor = torch.from_numpy(values).to(getattr(torch, dtype))
+    buffer = tensor.view(torch.uint16).numpy() if dtype == "bfloat16" else tensor.numpy()
+    with using(variant, threads=2):
+        assert _native.stream_read(buffer, dtype) == float(values.sum())
+        assert _native.stream_read(buffer[:, :37], dtype) == float(values[:, :37].sum())
+    with pytest.raises(ValueError, match="contiguous"):
+        _native.stream_read(buffer[:, ::2], dtype)

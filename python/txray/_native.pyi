@@ -132,6 +132,9 @@ def simd_variants() -> list[str]:
 def set_simd(name: str) -> None:
     """use the kernels of this instruction set from now on (one of simd_variants(); for tests)"""
 
+def stream_read(acts: npt.NDArray[np.generic], dtype: str = "float32") -> float:
+    """sum of a 2-D activation array read on all threads as the argmax reads it (the benchmark's floor)"""
+
 def dlpack_info(capsule: object) -> dict[str, Any]:
     """pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)"""
 
