@@ -34,6 +34,7 @@ from .features import (
     reuse_vocabularies,
 )
 from .options import RecordOptions
+from .prefetch import Prefetch
 from .profile import Profile
 from .progress import Progress
 from .recording import LayerRecorders, profile_name
@@ -51,6 +52,7 @@ from .words import (
 )
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
+PREFETCH_BATCHES = 4  # batches built ahead of the model
 Forward = Callable[[nn.Module, Batch], Any]
 
 
@@ -120,9 +122,11 @@ def record_model(
     was_training = model.training
     model.eval()
     try:
-        with capture, torch.inference_mode():
-            for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
-                batch = make_batch(group, word_tokenizer, include_special)
+        windows_ = _windows(examples, resolved, word_tokenizer, special_names)
+        made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
+        # The next batches are built on a thread while the model runs this one.
+        with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
+            for batch in ready:
                 run.step(batch)
                 bar.done(batch.words)
         progress.finish()

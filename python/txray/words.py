@@ -149,9 +149,9 @@ class VocabTokenizer:
 
     def piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`): one lookup per word."""
-        words = itertools.chain.from_iterable(sentences)
+        words: Iterable[str] = itertools.chain.from_iterable(sentences)
         if self.lower:
-            words = (w.lower() for w in words)
+            words = map(str.lower, words)
         n = sum(map(len, sentences))
         ids = np.fromiter(map(self._index.get, words, itertools.repeat(self._unk)), dtype=np.int64, count=n)
         return ids, np.ones(n, dtype=np.int64)
