@@ -148,3 +148,12 @@ def test_chunk_feature_ids_equal_per_example_ids():
     chunk = chunk_feature_ids([token], examples)
     for example, ids in zip(examples, chunk):
         np.testing.assert_array_equal(ids["token"], word_feature_ids([token], example)["token"])
+
+
+def test_piece_arrays_that_do_not_match_the_words_are_an_error():
+    class Broken(RandomPieces):
+        def piece_arrays(self, sentences):
+            return np.array([5, 6]), np.array([1])
+
+    with pytest.raises(ValueError, match="'random'.*1 piece counts.*for 2 words"):
+        piece_arrays(Broken(None), [["w1", "w2"]])

@@ -183,7 +183,13 @@ def piece_arrays(tokenizer: WordTokenizer, sentences: Sequence[Sequence[str]]) -
     them without a Python list per word; for others :meth:`WordTokenizer.pieces` is flattened."""
     own = getattr(tokenizer, "piece_arrays", None)
     if own is not None:
-        ids, counts = own(sentences)
+        ids, counts = (np.asarray(a, dtype=np.int64) for a in own(sentences))
+        words = sum(map(len, sentences))
+        if len(counts) != words or int(counts.sum()) != len(ids):
+            raise ValueError(
+                f"tokenizer {tokenizer.name!r}: piece_arrays gave {len(counts)} piece counts (summing to "
+                f"{int(counts.sum())}) and {len(ids)} piece ids for {words} words"
+            )
         return ids, counts
     words = list(itertools.chain.from_iterable(tokenizer.pieces(sentences)))
     counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
