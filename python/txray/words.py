@@ -184,11 +184,11 @@ def piece_arrays(tokenizer: WordTokenizer, sentences: Sequence[Sequence[str]]) -
     own = getattr(tokenizer, "piece_arrays", None)
     if own is not None:
         ids, counts = (np.asarray(a, dtype=np.int64) for a in own(sentences))
-        words = sum(map(len, sentences))
-        if len(counts) != words or int(counts.sum()) != len(ids):
+        n_words = sum(map(len, sentences))
+        if len(counts) != n_words or int(counts.sum()) != len(ids):
             raise ValueError(
                 f"tokenizer {tokenizer.name!r}: piece_arrays gave {len(counts)} piece counts (summing to "
-                f"{int(counts.sum())}) and {len(ids)} piece ids for {words} words"
+                f"{int(counts.sum())}) and {len(ids)} piece ids for {n_words} words"
             )
         return ids, counts
     words = list(itertools.chain.from_iterable(tokenizer.pieces(sentences)))
