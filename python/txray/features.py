@@ -12,6 +12,7 @@ rarer strings become ``<unk>``).
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,8 +87,7 @@ class Vocabulary:
         return self._index.get(name, self.unk_id)
 
     def ids(self, names: Iterable[str]) -> np.ndarray:
-        index, unk = self._index, self.unk_id
-        return np.fromiter((index.get(n, unk) for n in names), dtype=np.int64)
+        return np.fromiter(map(self._index.get, names, itertools.repeat(self.unk_id)), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -384,3 +384,23 @@ def annotate(
 def word_feature_ids(features: Sequence[Feature], example: Example) -> dict[str, np.ndarray]:
     """Ids of every corpus-derived feature for every word of the example."""
     return {f.kind: f.ids(example) for f in features if not isinstance(f, Prediction)}
+
+
+def chunk_feature_ids(features: Sequence[Feature], examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
+    """:func:`word_feature_ids` of several examples, with one vocabulary lookup per
+    feature for all of them."""
+    sizes = np.fromiter((len(e.words) for e in examples), dtype=np.int64, count=len(examples))
+    cuts = np.cumsum(sizes)[:-1]
+    out: list[dict[str, np.ndarray]] = [{} for _ in examples]
+    for f in features:
+        if isinstance(f, Prediction):
+            continue
+        strings = [f.strings(e) for e in examples]
+        for e, s in zip(examples, strings):
+            if len(s) != len(e.words):
+                raise ValueError(
+                    f"feature {f.kind!r} gives {len(s)} strings for the {len(e.words)} words of sequence {e.index}"
+                )
+        for ids, example_ids in zip(np.split(f._vocab().ids(itertools.chain.from_iterable(strings)), cuts), out):
+            example_ids[f.kind] = ids
+    return out

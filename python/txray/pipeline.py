@@ -28,19 +28,31 @@ from .features import (
     Prediction,
     annotate,
     build_vocabularies,
+    chunk_feature_ids,
     needs_vocabulary_pass,
     resolve_features,
     reuse_vocabularies,
-    word_feature_ids,
 )
 from .options import RecordOptions
+from .prefetch import Prefetch
 from .profile import Profile
 from .progress import Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
-from .words import Batch, Window, WordTokenizer, as_word_tokenizer, batches, make_batch, pool, windows
+from .words import (
+    Batch,
+    Window,
+    WordTokenizer,
+    as_word_tokenizer,
+    batches,
+    make_batch,
+    piece_arrays,
+    pool,
+    windows_of_arrays,
+)
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
+PREFETCH_BATCHES = 4  # batches built ahead of the model
 Forward = Callable[[nn.Module, Batch], Any]
 
 
@@ -110,9 +122,11 @@ def record_model(
     was_training = model.training
     model.eval()
     try:
-        with capture, torch.inference_mode():
-            for group in batches(_windows(examples, resolved, word_tokenizer, special_names), opts.max_tokens):
-                batch = make_batch(group, word_tokenizer, include_special)
+        windows_ = _windows(examples, resolved, word_tokenizer, special_names)
+        made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
+        # The next batches are built on a thread while the model runs this one.
+        with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
+            for batch in ready:
                 run.step(batch)
                 bar.done(batch.words)
         progress.finish()
@@ -275,11 +289,14 @@ def _windows(
     special_names: Mapping[int, str] | None,
 ) -> Iterator[Window]:
     for group in take(examples, TOKENIZE_CHUNK):
-        pieces = tokenizer.pieces([e.words for e in group])
-        for example, example_pieces in zip(group, pieces):
-            ids = word_feature_ids(features, example)
+        ids, counts = piece_arrays(tokenizer, [e.words for e in group])
+        # Each example's words and pieces are a slice of the chunk's arrays.
+        word_at = np.cumsum([0] + [len(e.words) for e in group])
+        piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
+        for i, (example, feature_ids) in enumerate(zip(group, chunk_feature_ids(features, group))):
+            words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
             specials = _special_feature_ids(features, example, special_names) if special_names else None
-            yield from windows(example, example_pieces, tokenizer, ids, specials)
+            yield from windows_of_arrays(example, ids[pieces], counts[words], tokenizer, feature_ids, specials)
 
 
 def _special_feature_ids(

@@ -17,6 +17,7 @@ paper's case).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,16 +73,7 @@ class HFWordTokenizer:
         self.prefix, self.suffix = list(wrapped[:at]), list(wrapped[at + 1 :])
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-        try:
-            encoded = self._tok(
-                [list(s) for s in sentences],
-                is_split_into_words=True,
-                add_special_tokens=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-        except ValueError as err:  # e.g. GPT-2 needs add_prefix_space=True for pre-split words
-            raise ValueError(f"tokenizer {self.name!r} cannot take pre-split words: {err}") from None
+        encoded = self._encode(sentences)
         out = []
         for row, words in enumerate(sentences):
             per_word: list[list[int]] = [[] for _ in words]
@@ -90,6 +82,35 @@ class HFWordTokenizer:
                     per_word[word].append(piece)
             out.append(per_word)
         return out
+
+    def piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`)."""
+        encoded = self._encode(sentences)
+        ids, owners, first_word = [], [], 0
+        for row, words in enumerate(sentences):
+            # word_ids has None for special tokens: as float, NaN
+            word = np.array(encoded.word_ids(row), dtype=np.float64)
+            kept = ~np.isnan(word)
+            ids.append(np.asarray(encoded["input_ids"][row], dtype=np.int64)[kept])
+            owners.append(word[kept].astype(np.int64) + first_word)
+            first_word += len(words)
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")  # a word's pieces together, in their order
+        return np.concatenate(ids)[order], np.bincount(owner, minlength=first_word).astype(np.int64)
+
+    def _encode(self, sentences: Sequence[Sequence[str]]) -> Any:
+        try:
+            return self._tok(
+                [list(s) for s in sentences],
+                is_split_into_words=True,
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+        except ValueError as err:  # e.g. GPT-2 needs add_prefix_space=True for pre-split words
+            raise ValueError(f"tokenizer {self.name!r} cannot take pre-split words: {err}") from None
 
     def token_names(self, ids: Sequence[int]) -> list[str]:
         return list(self._tok.convert_ids_to_tokens(list(ids)))
@@ -126,6 +147,15 @@ class VocabTokenizer:
         index, unk = self._index, self._unk
         return [[[index.get(w.lower() if self.lower else w, unk)] for w in s] for s in sentences]
 
+    def piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`): one lookup per word."""
+        words: Iterable[str] = itertools.chain.from_iterable(sentences)
+        if self.lower:
+            words = map(str.lower, words)
+        n = sum(map(len, sentences))
+        ids = np.fromiter(map(self._index.get, words, itertools.repeat(self._unk)), dtype=np.int64, count=n)
+        return ids, np.ones(n, dtype=np.int64)
+
     def token_names(self, ids: Sequence[int]) -> list[str]:
         return [self._names.get(i, str(i)) for i in ids]
 
@@ -145,6 +175,28 @@ def as_word_tokenizer(tokenizer: Any, max_length: int | None = None) -> WordToke
     )
 
 
+def piece_arrays(tokenizer: WordTokenizer, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """The piece ids of every word of the sentences as two flat int64 arrays: all
+    the pieces in order, and the number of pieces of each word.
+
+    Tokenizers with a ``piece_arrays`` method of their own (both of txray's) give
+    them without a Python list per word; for others :meth:`WordTokenizer.pieces` is flattened."""
+    own = getattr(tokenizer, "piece_arrays", None)
+    if own is not None:
+        ids, counts = (np.asarray(a, dtype=np.int64) for a in own(sentences))
+        n_words = sum(map(len, sentences))
+        if len(counts) != n_words or int(counts.sum()) != len(ids):
+            raise ValueError(
+                f"tokenizer {tokenizer.name!r}: piece_arrays gave {len(counts)} piece counts (summing to "
+                f"{int(counts.sum())}) and {len(ids)} piece ids for {n_words} words"
+            )
+        return ids, counts
+    words = list(itertools.chain.from_iterable(tokenizer.pieces(sentences)))
+    counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    ids = np.fromiter(itertools.chain.from_iterable(words), dtype=np.int64, count=int(counts.sum()))
+    return ids, counts
+
+
 @dataclasses.dataclass
 class Window:
     """A run of whole words of one example, ready to feed the model."""
@@ -152,8 +204,8 @@ class Window:
     example: Example
     start: int  # first word (index into example.words)
     stop: int  # one past the last word
-    input_ids: list[int]  # with the special tokens
-    word_of_piece: list[int]  # per input position: word index, or -1 for a special token
+    input_ids: np.ndarray  # int64, with the special tokens
+    word_of_piece: np.ndarray  # int64, per input position: word index, or -1 for a special token
     features: dict[str, np.ndarray]  # per kind: one id per word of the example
     special_features: dict[str, dict[int, int]] | None = None  # per kind: {special token id: feature id}
 
@@ -175,42 +227,50 @@ def windows(
     (its context starts afresh at a window boundary). A word with more pieces
     than a window holds keeps only its first pieces; a word with no pieces
     (the tokenizer dropped it) is skipped."""
-    specials = len(tokenizer.prefix) + len(tokenizer.suffix)
+    counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(counts.sum()))
+    return windows_of_arrays(example, ids, counts, tokenizer, features, special_features)
+
+
+def windows_of_arrays(
+    example: Example,
+    ids: np.ndarray,
+    counts: np.ndarray,
+    tokenizer: WordTokenizer,
+    features: dict[str, np.ndarray],
+    special_features: dict[str, dict[int, int]] | None = None,
+) -> Iterator[Window]:
+    """:func:`windows` from the example's pieces as flat arrays (:func:`piece_arrays`)."""
+    prefix, suffix = tokenizer.prefix, tokenizer.suffix
+    specials = len(prefix) + len(suffix)
     budget = None if tokenizer.max_length is None else tokenizer.max_length - specials
     if budget is not None and budget < 1:
         raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
-    start, ids, owner = 0, list[int](), list[int]()
-    for word, word_pieces in enumerate(pieces):
-        word_pieces = word_pieces if budget is None else word_pieces[:budget]
-        if budget is not None and ids and len(ids) + len(word_pieces) > budget:
-            yield _window(example, start, word, ids, owner, tokenizer, features, special_features)
-            start, ids, owner = word, [], []
-        ids.extend(word_pieces)
-        owner.extend([word] * len(word_pieces))
-    if ids:
-        yield _window(example, start, len(pieces), ids, owner, tokenizer, features, special_features)
-
-
-def _window(
-    example: Example,
-    start: int,
-    stop: int,
-    ids: list[int],
-    owner: list[int],
-    tokenizer: WordTokenizer,
-    features: dict[str, np.ndarray],
-    special_features: dict[str, dict[int, int]] | None,
-) -> Window:
-    prefix, suffix = tokenizer.prefix, tokenizer.suffix
-    return Window(
-        example,
-        start,
-        stop,
-        input_ids=[*prefix, *ids, *suffix],
-        word_of_piece=[-1] * len(prefix) + owner + [-1] * len(suffix),
-        features=features,
-        special_features=special_features,
-    )
+    n = len(counts)
+    if budget is not None and n and counts.max() > budget:  # keep an over-long word's first pieces
+        position_in_word = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
+        ids, counts = ids[position_in_word < budget], np.minimum(counts, budget)
+    ends = np.cumsum(counts)  # pieces up to and including each word
+    before = np.concatenate([[0], ends])  # pieces before each word
+    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+    head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
+    no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
+    start = 0
+    while before[start] < before[n]:  # pieces left
+        # Greedy: the window ends before the first word that would overflow the budget.
+        stop = n if budget is None else int(np.searchsorted(ends, before[start] + budget, side="right"))
+        stop = min(stop, n)
+        lo, hi = before[start], before[stop]
+        yield Window(
+            example,
+            start,
+            stop,
+            input_ids=np.concatenate([head, ids[lo:hi], tail]),
+            word_of_piece=np.concatenate([no_head, owner[lo:hi], no_tail]),
+            features=features,
+            special_features=special_features,
+        )
+        start = stop
 
 
 @dataclasses.dataclass
@@ -238,55 +298,72 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
     """Pad windows into a batch and number its units in position order.
 
     With ``include_special`` the special tokens are units too; their feature
-    ids come from each window's ``special_features``."""
-    width = max(w.length for w in group)
-    input_ids = np.full((len(group), width), tokenizer.pad_id, dtype=np.int64)
-    mask = np.zeros((len(group), width), dtype=np.int64)
-    unit = np.full((len(group), width), -1, dtype=np.int64)
-    kinds = list(group[0].features)
-    parts: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
-    per_window = np.zeros(len(group), dtype=np.int64)
-    unit_word: list[np.ndarray] = []
-    n_units = 0
-    for row, window in enumerate(group):
-        input_ids[row, : window.length] = window.input_ids
-        mask[row, : window.length] = 1
-        owner = np.asarray(window.word_of_piece, dtype=np.int64)
-        recorded = owner >= 0 if not include_special else np.ones(len(owner), dtype=bool)
-        # A new unit starts at every recorded position whose word differs from the previous one
-        # (a special token is always a unit of its own).
-        starts = recorded & np.concatenate([[True], (owner[1:] != owner[:-1]) | (owner[1:] < 0)])
-        ids_of_positions = np.cumsum(starts) - 1 + n_units
-        unit[row, : window.length] = np.where(recorded, ids_of_positions, -1)
-        count = int(starts.sum())
-        per_window[row] = count
-        n_units += count
-        first_of_unit = np.flatnonzero(starts)
-        unit_word.append(owner[first_of_unit])
-        for kind in kinds:
-            parts[kind].append(_unit_features(window, owner[first_of_unit], kind))
-    features = {kind: np.concatenate(parts[kind]) for kind in kinds}
+    ids come from each window's ``special_features``. The whole batch is done
+    at once in NumPy, not window by window."""
+    n = len(group)
+    lengths = np.fromiter((w.length for w in group), dtype=np.int64, count=n)
+    width = int(lengths.max())
+    ids = np.concatenate([w.input_ids for w in group])
+    owner = np.concatenate([w.word_of_piece for w in group])
+    row_of = np.repeat(np.arange(n), lengths)
+    row_start = np.cumsum(lengths) - lengths
+    column = np.arange(len(ids)) - row_start[row_of]
+    input_ids = np.full((n, width), tokenizer.pad_id, dtype=np.int64)
+    input_ids[row_of, column] = ids
+    mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
+    recorded = owner >= 0 if not include_special else np.ones(len(owner), dtype=bool)
+    # A new unit starts at every recorded position whose word differs from the previous one,
+    # and at the start of every window (a special token is always a unit of its own).
+    boundary = np.empty(len(owner), dtype=bool)
+    boundary[0] = True
+    np.not_equal(owner[1:], owner[:-1], out=boundary[1:])
+    boundary |= owner < 0
+    boundary[row_start] = True
+    starts = recorded & boundary
+    unit = np.full((n, width), -1, dtype=np.int64)
+    unit[row_of, column] = np.where(recorded, np.cumsum(starts) - 1, -1)
+    first = np.flatnonzero(starts)
+    unit_word, window_of_unit = owner[first], row_of[first]
+    features = {kind: _unit_features(group, kind, unit_word, window_of_unit, ids[first]) for kind in group[0].features}
     return Batch(
         input_ids=torch.from_numpy(input_ids),
         attention_mask=torch.from_numpy(mask),
-        lengths=torch.from_numpy(mask.sum(axis=1)),
+        lengths=torch.from_numpy(lengths.copy()),
         windows=list(group),
         unit=unit.reshape(-1),
-        n_units=n_units,
+        n_units=len(first),
         features=features,
-        units_per_window=per_window,
-        unit_word=np.concatenate(unit_word),
+        units_per_window=np.bincount(window_of_unit, minlength=n).astype(np.int64),
+        unit_word=unit_word,
     )
 
 
-def _unit_features(window: Window, owners: np.ndarray, kind: str) -> np.ndarray:
-    ids = window.features[kind][np.maximum(owners, 0)]
-    special = owners < 0
-    if special.any():  # special tokens are units only with include_special; in position order
-        assert window.special_features is not None
-        positions = np.flatnonzero(np.asarray(window.word_of_piece) < 0)
-        ids[special] = [window.special_features[kind][window.input_ids[p]] for p in positions]
-    return ids
+def _unit_features(
+    group: Sequence[Window], kind: str, unit_word: np.ndarray, window_of_unit: np.ndarray, unit_token: np.ndarray
+) -> np.ndarray:
+    """Each unit's feature id: its word's, looked up in its example's array (windows of one
+    example share that array: it is joined once), or its special token's."""
+    arrays: dict[int, int] = {}  # id(array) -> its place in `parts`
+    parts: list[np.ndarray] = []
+    place = np.empty(len(group), dtype=np.int64)
+    for row, window in enumerate(group):
+        array = window.features[kind]
+        place[row] = arrays.setdefault(id(array), len(parts))
+        if place[row] == len(parts):
+            parts.append(array)
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    offset = (np.cumsum(sizes) - sizes)[place]
+    joined = np.concatenate(parts)
+    special = unit_word < 0
+    out = (
+        joined[offset[window_of_unit] + np.maximum(unit_word, 0)] if len(joined) else np.zeros(len(unit_word), np.int64)
+    )
+    # special tokens are units only with include_special
+    for i in np.flatnonzero(special):
+        features = group[window_of_unit[i]].special_features
+        assert features is not None
+        out[i] = features[kind][int(unit_token[i])]
+    return out
 
 
 def batches(windows_: Iterable[Window], max_tokens: int, pool: int = 16) -> Iterator[list[Window]]:
