@@ -82,19 +82,7 @@ def with_contexts(profile: Profile, acts: np.ndarray, ids: np.ndarray, k: int, d
         "text": texts,
         "word_offset": offsets,
     }
-    kinds = {kind: profile.cells(kind) for kind in profile.kinds}
-    return Profile(
-        profile.n_neurons,
-        profile.mode,
-        profile.k,
-        kinds,
-        profile.mass(),
-        profile.tokens,
-        profile.name,
-        profile.metadata,
-        contexts=txray.top_contexts(candidates, k),
-        contexts_k=k,
-    )
+    return profile.with_contexts(txray.top_contexts(candidates, k), k)
 
 
 def synthetic_profile(
@@ -153,16 +141,4 @@ def with_random_contexts(
         },
         k,
     )
-    kinds = {kind: profile.cells(kind) for kind in profile.kinds}
-    return Profile(
-        profile.n_neurons,
-        profile.mode,
-        profile.k,
-        kinds,
-        profile.mass(),
-        profile.tokens,
-        name=profile.name,
-        metadata=profile.metadata,
-        contexts=table,
-        contexts_k=k,
-    )
+    return profile.with_contexts(table, k)

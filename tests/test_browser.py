@@ -18,27 +18,13 @@ pytest.importorskip("plotly")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
 
 import stages as st  # noqa: E402
+from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
 
 import txray  # noqa: E402
 from txray import browser as txb  # noqa: E402
 from txray import report  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-)
-# Offline and quiet; SwiftShader draws WebGL (Scattergl) on the CPU.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-unsafe-swiftshader",
-    "--use-angle=swiftshader",
-]
+pytestmark = needs_chromium
 ROOT = Path(__file__).resolve().parent.parent
 
 

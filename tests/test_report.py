@@ -12,29 +12,12 @@ import pytest
 pytest.importorskip("plotly")
 
 import stages as st  # noqa: E402
+from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
 
 import txray  # noqa: E402
 from txray import browser, report  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-)
-# Headless, offline, and quiet: without these, Chromium waits on network services the machine lacks.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-unsafe-swiftshader",  # WebGL (Scattergl) on the CPU
-    "--use-angle=swiftshader",
-    "--hide-scrollbars",
-    "--enable-logging=stderr",
-]
+CHROMIUM_FLAGS = ["--headless", *FLAGS, "--hide-scrollbars", "--enable-logging=stderr"]
 
 
 @pytest.fixture(scope="module")

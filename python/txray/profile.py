@@ -159,6 +159,21 @@ class Profile:
         were not recorded."""
         return self._contexts
 
+    def with_contexts(self, contexts: pa.Table | None, contexts_k: int | None) -> Profile:
+        """The same profile (statistics, name, metadata) with other top contexts (None: none)."""
+        return Profile(
+            self.n_neurons,
+            self.mode,
+            self.k,
+            self._kinds,
+            self._mass,
+            self.tokens,
+            self.name,
+            self.metadata,
+            contexts=contexts,
+            contexts_k=contexts_k,
+        )
+
     def neuron_contexts(self, neuron: int) -> pa.Table | None:
         """The rows of :attr:`contexts` of one neuron (best first), or None when not recorded."""
         if not 0 <= neuron < self.n_neurons:
