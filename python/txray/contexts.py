@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .profile import top_contexts
+from .profile import CONTEXTS_SCHEMA
 
 if TYPE_CHECKING:  # words.py needs torch; this module must not (the Recorder uses it)
     from .words import Batch
@@ -88,13 +88,16 @@ class ContextTexts:
             self._prune_above = 2 * len(texts) + len(units)
 
     def fill(self, contexts: pa.Table, k: int) -> pa.Table:
-        """``contexts`` (at most ``k`` per neuron) with ``document``, ``word``, ``text``
-        and ``word_offset`` filled from the held texts (null for a unit whose text is not held)."""
+        """``contexts`` (a :data:`txray.CONTEXTS_SCHEMA` table, at most ``k`` per neuron) with
+        ``document``, ``word``, ``text`` and ``word_offset`` filled from the held texts (null for
+        a unit whose text is not held). The rows keep their order and ranks: the text does not
+        change them, so ranking again (a sort per layer) would only cost time."""
         found = [self._texts.get(unit) for unit in contexts.column("unit").to_pylist()]
-        columns: dict[str, Any] = {name: contexts.column(name) for name in ("neuron", "activation", "unit")}
         for j, name in enumerate(("document", "word", "text", "word_offset")):
-            columns[name] = [None if f is None else f[j] for f in found]
-        return top_contexts(columns, k)
+            field = CONTEXTS_SCHEMA.field(name)
+            values = pa.array([None if f is None else f[j] for f in found], field.type)
+            contexts = contexts.set_column(contexts.schema.get_field_index(name), field, values)
+        return contexts
 
 
 def unit_numbers(batch: Batch) -> np.ndarray:
