@@ -193,3 +193,17 @@ def test_align_keeps_contexts():
     b = txray.Profile(4, "max1", None, {"token": cells}, np.ones(4), 1, "b")
     aligned, _ = txray.align([a, b])
     assert aligned is not a and aligned.contexts.equals(table) and aligned.contexts_k == 1
+
+
+def test_corrupt_contexts_k_is_named(tmp_path):
+    import json
+
+    table = txray.top_contexts({"neuron": [0], "activation": [1.0], "unit": [0]}, 1)
+    path = tmp_path / "p.parquet"
+    _profile(table, k=1).save(path)
+    manifest = json.loads((path / parquet.MANIFEST).read_text())
+    manifest["contexts_k"] = "x"
+    manifest["checksum"] = parquet._checksum(manifest)
+    (path / parquet.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(txray.ProfileError, match="'contexts_k' is 'x', expected int"):
+        txray.Profile.load(path)

@@ -806,9 +806,9 @@ def _read_tables(
     contexts = table(("contexts", None), CONTEXTS_SCHEMA.names) if ("contexts", None) in tables else None
     if contexts is not None:
         contexts = _conform(contexts, CONTEXTS_SCHEMA, path)
+    if contexts is not None:
+        _expect(manifest, manifest_path, {"contexts_k": int})
     contexts_k = manifest.get("contexts_k")
-    if contexts is not None and (not isinstance(contexts_k, int) or isinstance(contexts_k, bool)):
-        raise ProfileError(f"{manifest_path} is corrupt: 'contexts_k' is {contexts_k!r}, expected int")
     # The derived columns are not used, but read (above) so that their checksums are verified.
     return ProfileData(
         n_neurons=n_neurons,
