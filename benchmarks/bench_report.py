@@ -41,9 +41,8 @@ from unittest import mock
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # stages.py: the random profiles of the tests
-from _common import OtherLoad, add_results_arguments, render_table, write_results  # noqa: E402
-
 import stages as st  # noqa: E402
+from _common import OtherLoad, add_results_arguments, render_table, write_results  # noqa: E402
 
 import txray  # noqa: E402
 from txray import report  # noqa: E402
@@ -145,8 +144,10 @@ def main() -> None:
         writes[bundle] = (time.perf_counter() - t0, time.process_time() - c0)
         pages[bundle] = path
         sizes[bundle] = (path.stat().st_size, result.plotly_js.name, result.plotly_js.stat().st_size)
-    print(f"profiles built in {build[0]:.1f} s ({build[1]:.1f} CPU-s); report written in "
-          + ", ".join(f"{b}: {w[0]:.1f} s ({w[1]:.1f} CPU-s)" for b, w in writes.items()))
+    print(
+        f"profiles built in {build[0]:.1f} s ({build[1]:.1f} CPU-s); report written in "
+        + ", ".join(f"{b}: {w[0]:.1f} s ({w[1]:.1f} CPU-s)" for b, w in writes.items())
+    )
     for bundle, (html_size, js_name, js_size) in sizes.items():
         print(f"{bundle}: report.html {html_size / 1e6:.2f} MB, {js_name} {js_size / 1e6:.2f} MB")
 

@@ -99,6 +99,14 @@ def test_table_sorts_filters_and_opens_a_neuron_by_click(chromium, small_report,
     assert page.count() == f"{len(live)} of {len(last)} neurons"
     assert page.rows() == live.sort_values(["mass", "neuron"], ascending=[False, True]).neuron.tolist()
     page.page.screenshot(path=artefacts / "table.png")
+    for width in (1400, 1024):  # the table fits the window: no scrolling sideways (it overflowed once)
+        page.page.set_viewport_size({"width": width, "height": 1800})
+        page.page.wait_for_timeout(100)
+        sizes = page.page.evaluate(
+            "() => { const l = document.querySelector('.txb-list');"
+            " return [document.documentElement.scrollWidth, innerWidth, l.scrollWidth, l.clientWidth]; }"
+        )
+        assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], (width, sizes)
 
     page.page.click(".txb-head [data-key=hellinger]")
     h = live.sort_values(["hellinger", "neuron"], ascending=[False, True], na_position="last")

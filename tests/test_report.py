@@ -54,7 +54,9 @@ def test_reports_of_a_folder_share_one_plotly_js(tmp_path, small):
     stamp = first.plotly_js.stat().st_mtime_ns
     second = txray.write_report(small[1:], tmp_path / "b.html")
     assert second.plotly_js == first.plotly_js and first.plotly_js.stat().st_mtime_ns == stamp  # not written again
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.html", "b.html", report.plotly_js_name("cartesian")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.html", "b.html", report.plotly_js_name("cartesian")]
+    )
     inline = txray.write_report(small[:2], tmp_path / "inline" / "c.html", plotly_js="inline")
     page = inline.html.read_text(encoding="utf-8")
     assert inline.plotly_js is None and "data-plotly-src=" not in page and "plotly.js (cartesian" in page

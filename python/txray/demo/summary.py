@@ -388,7 +388,7 @@ def index_html(result: StudyResult, links: Mapping[str, str]) -> str:
     lms = "".join(f"<li>{html.escape(line)}</li>" for line in lm_lines(summary))
     f1 = summary["f1_summary"]
     found = "".join(
-        f"<li data-question=\"{q}\"><b>{q}</b> {html.escape(text)}"
+        f'<li data-question="{q}"><b>{q}</b> {html.escape(text)}'
         + (f" ({link(f'report:{q}', 'report')})" if f"report:{q}" in links else "")
         + "</li>"
         for q, text in findings(summary)
