@@ -40,7 +40,8 @@ def test_report_holds_every_figure_and_loads_plotly_from_its_folder(small_report
     # No script is loaded from elsewhere: the page loads the shared plotly.js beside it when a figure shows.
     assert not re.search(r"<script[^>]+src=", page)
     # Every figure is cartesian: the page loads plotly.js's cartesian bundle (a third of the full one).
-    assert report.plotly_bundle(report.report_figures(small, token_pos=st.token_pos(20), k=3)) == "cartesian"
+    bundle = report.plotly_bundle(report.report_figures(small, token_pos=st.token_pos(20), k=3))
+    assert bundle == "cartesian", "plotly was upgraded? put its plotly.js-cartesian-dist-min in templates/vendor/"
     name = report.plotly_js_name("cartesian")
     assert name.startswith("plotly-cartesian-") and f'"{name}"' in page and f'data-plotly-src="{name}"' in page
     assert result.plotly_js == result.html.parent / name and 1e6 < result.plotly_js.stat().st_size < 2e6

@@ -4,7 +4,9 @@
 
 The HTML file works offline, also from ``file://``: the figures and the
 neuron browser's data are embedded, and plotly.js is one shared file beside
-the reports of a folder (``plotly-VERSION.min.js``), or inlined on request.
+the reports of a folder (``plotly-cartesian-VERSION.min.js``, the cartesian
+bundle txray ships, when every figure is cartesian, else the full
+``plotly-VERSION.min.js``), or inlined on request.
 The page is rendered from the package's Jinja2 templates. PNG export needs
 kaleido and a Chrome or Chromium (``BROWSER_PATH``, or ``chromium`` on the
 PATH); txray never downloads a browser.
@@ -416,7 +418,7 @@ def write_report(
     ``k``: neurons per most/least changed figure; ``top``: features shown per
     neuron; ``contexts``: top activating contexts per neuron and stage, when
     the profiles hold them. ``plotly_js="folder"`` writes plotly.js once
-    beside the report (``plotly-VERSION.min.js``, shared by every report in
+    beside the report (:func:`plotly_js_name` of :func:`plotly_bundle`, shared by every report in
     the folder), ``"inline"`` puts it in the page. With ``png_dir``, each
     figure is also written there as PNG when kaleido and a Chromium are
     available (otherwise a warning says why and ``Report.png_skipped`` holds
