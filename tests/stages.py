@@ -32,11 +32,13 @@ def recorded_stages(
     seed: int = 0,
     shift: float = 0.5,
     contexts: int = 0,
+    silent: dict[int, list[int]] | None = None,
 ) -> list[Profile]:
     """Profiles of the same layer on the same corpus, the model drifting between stages.
 
     Stage s sees activations base + s * shift * noise, so consecutive
-    stages share most preferences and change some. ``contexts`` > 0 also gives
+    stages share most preferences and change some. ``silent`` {stage: neurons}:
+    neurons that never fire in that stage (so that stages avoid and gain some). ``contexts`` > 0 also gives
     each stage its top contexts (the tokens each neuron won, as max1 records
     them; documents of 20 tokens, a window of 3 words either side).
     """
@@ -47,6 +49,7 @@ def recorded_stages(
     profiles = []
     for s in range(n_stages):
         acts = base + s * shift * rng.normal(size=base.shape).astype(np.float32)
+        acts[:, (silent or {}).get(s, [])] = -100.0
         # contexts=0: the stages have contexts only when asked for, and then those of with_contexts.
         rec = txray.Recorder(n_neurons=n_neurons, features={"token": vocab, "pos": len(TAGS)}, contexts=0)
         rec.update(acts, {"token": ids, "pos": tags})

@@ -99,6 +99,14 @@ def test_table_sorts_filters_and_opens_a_neuron_by_click(chromium, small_report,
     assert page.count() == f"{len(live)} of {len(last)} neurons"
     assert page.rows() == live.sort_values(["mass", "neuron"], ascending=[False, True]).neuron.tolist()
     page.page.screenshot(path=artefacts / "table.png")
+    for width in (1400, 1024):  # the table fits the window: no scrolling sideways (it overflowed once)
+        page.page.set_viewport_size({"width": width, "height": 1800})
+        page.page.wait_for_timeout(100)
+        sizes = page.page.evaluate(
+            "() => { const l = document.querySelector('.txb-list');"
+            " return [document.documentElement.scrollWidth, innerWidth, l.scrollWidth, l.clientWidth]; }"
+        )
+        assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], (width, sizes)
 
     page.page.click(".txb-head [data-key=hellinger]")
     h = live.sort_values(["hellinger", "neuron"], ascending=[False, True], na_position="last")
@@ -262,7 +270,14 @@ def test_10000_neurons_stay_usable(chromium, tmp_path, artefacts, request):
     page.page.fill("input[data-control=search]", "w1")
     note_time(request, "10,000-neuron report, sort and filter", time.perf_counter() - start)
     assert page.rows() and all("w1" in t for t in page.column(8))  # the top feature column
+    lengths = [int(t.replace(",", "")) for t in page.column(3)]  # the length column: longest first
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[-1]
     page.page.screenshot(path=artefacts / "table_10000.png")
+    clicked = page.rows()[1]
+    page.page.click(f".txb-row[data-neuron='{clicked}']")
+    page.page.wait_for_selector(".txb-neuron:not([hidden]) h2")
+    assert page.page.text_content(".txb-neuron h2") == f"Neuron {clicked}"
+    assert page.page.evaluate("location.hash") == f"#neuron={clicked}"
     page.page.goto(path.as_uri() + "#neuron=9999")
     page.page.wait_for_selector(".txb-neuron:not([hidden]) h2")
     assert page.page.text_content(".txb-neuron h2") == "Neuron 9999"
@@ -317,3 +332,101 @@ def test_paper_sized_report_load_times(chromium, tmp_path, artefacts, request):
     page.page.goto(path.as_uri() + "#neuron=700")
     page.page.wait_for_selector(".txb-neuron:not([hidden]) .txb-ctx mark")
     page.close()
+
+
+def demo_like_output(folder: Path) -> dict:
+    """The demo's output folder (profiles, comparisons, tables, three reports, summary, index page) written by
+    the demo's own writer from small recorded stages instead of trained models; returns summary.json."""
+    import json
+
+    import pyarrow as pa
+
+    pytest.importorskip("torch")  # txray.demo.study imports the demo's models
+    from txray.demo import study
+    from txray.demo.claims import claims_table
+    from txray.demo.config import DemoConfig
+    from txray.demo.result import COMPARISONS, Replicate, StudyResult
+
+    names = ["wiki epoch 1", "wiki epoch 2", "wiki epoch 3", "tweets zero-shot", "tweets supervised"]
+    silent = {0: [0, 1, 2, 3], 1: [0, 1], 2: [0], 3: [0, 5, 6], 4: [1, 7, 8, 9, 10]}  # avoided and gained ones
+    profiles = st.recorded_stages(n_stages=5, n_neurons=24, vocab=30, tokens=600, contexts=4, silent=silent)
+    stages = {}
+    for name, profile in zip(names, profiles):
+        profile.name = name
+        stages[name] = profile
+    comparisons = study._comparisons(list(stages.values()))
+    config = DemoConfig(out=folder, hidden=24, seeds=1, lm_seeds=1, prune_k=3)
+
+    def pruning(i: int) -> dict:
+        row = {"neurons": 3, "mass_removed": 0.1 * i, "test_low": -0.05, "test_high": 0.01}
+        for split in ("train", "val", "test"):
+            row |= {f"change_{split}": -0.01 * i, f"control_{split}": [0.0], f"control_mean_{split}": 0.0}
+            row[f"excess_{split}"] = -0.01 * i
+        return row
+
+    sets = ["avoided", "3 least massive", "3 most massive", "gained"]
+    replicate = Replicate(
+        seed=0,
+        lm_seed=0,
+        neurons=24,
+        lm_epochs=3,
+        counts={key: c.counts for key, c in zip(COMPARISONS, comparisons)},
+        f1={"train": 0.7, "val": 0.65, "test": 0.6},
+        supervision={},
+        pruning=[{"set": s, **pruning(i)} for i, s in enumerate(sets)],
+        seconds=1.0,
+    )
+    run = dict(seconds=1.0, cpu_seconds=1.0, device="cpu", torch_threads=1, cpu_count=2, date_utc="2026-01-01 00:00")
+    lm = [dict(seed=0, train_perplexity=[90.0, 80.0, 75.0], val_perplexity=[95.0, 85.0, 84.0], stopped="epochs")]
+    lm[0]["seconds"] = [1.0, 1.0, 1.0]
+    result = StudyResult(
+        config=config,
+        lm=lm,
+        stages=stages,
+        comparisons=comparisons,
+        f1=replicate.f1,
+        pruning=pa.table({"set": sets}),
+        gained=study.gained_neurons(comparisons[-1].table, stages["tweets supervised"]),
+        replicates=[replicate],
+        claims=claims_table([replicate], 3),
+        files={},
+        seconds=1.0,
+        summary="",
+        run=run,
+    )
+    result.files = study._write(result)
+    result.summary = study.summary_text(result)
+    study.write_text(result.summary, result.files["summary_txt"])  # as the demo does once the files are written
+    return json.loads((folder / "summary.json").read_text())
+
+
+def test_browser_on_the_demos_output(chromium, tmp_path, artefacts):
+    """The index page and the three reports of a demo-like folder open without a script error, and the
+    index states each research question's finding with the run's numbers."""
+    summary = demo_like_output(tmp_path)
+    assert len(list(tmp_path.glob("plotly-*.min.js"))) == 1  # one plotly.js for the three reports
+    page = Page(chromium)
+    page.page.goto((tmp_path / "index.html").as_uri())
+    items = {q: page.page.text_content(f"li[data-question={q}]") for q in ("RQ1", "RQ2", "RQ3")}
+    counts = summary["counts"]
+    for q, key in (("RQ1", "rq1_early"), ("RQ1", "rq1_late"), ("RQ2", "rq2"), ("RQ3", "rq3")):
+        shared = counts[key]["shared"]["mean"]
+        assert f"{shared:,.1f} of 24 neurons ({100 * shared / 24:.0f} %)" in items[q]
+        assert f"{counts[key]['mean_hellinger']['mean']:.3f}" in items[q]
+    ratio = counts["rq3"]["shared"]["mean"] / counts["rq2"]["shared"]["mean"]
+    assert f"{ratio:.2f} times as many as zero-shot" in items["RQ3"]
+    assert f"gains {counts['rq3']['gained']['mean']:.1f}" in items["RQ3"]
+    page.page.screenshot(path=artefacts / "demo_index.png", full_page=True)
+    links = page.page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    missing = [link for link in links if not (tmp_path / link.split("#")[0]).exists()]
+    assert links and missing == []  # every artefact linked is there
+    page.close()
+    for question in ("rq1", "rq2", "rq3"):
+        report_page = Page(chromium)
+        report_page.open((tmp_path / f"report_{question}.html").as_uri())
+        report_page.page.wait_for_selector("body[data-figures-drawn=true]", state="attached", timeout=60_000)
+        report_page.page.click("a[data-view=neurons]")
+        report_page.page.click(".txb-row >> nth=0")
+        report_page.page.wait_for_selector(".txb-neuron:not([hidden]) .txb-ctx mark")
+        report_page.page.screenshot(path=artefacts / f"demo_{question}_neuron.png", full_page=True)
+        report_page.close()

@@ -90,7 +90,7 @@ def test_nearest(capsys, files, tmp_path):
 def report_plotly_js() -> str:
     from txray.report import plotly_js_name
 
-    return plotly_js_name()
+    return plotly_js_name("cartesian")  # small reports: every figure is cartesian
 
 
 def test_report(capsys, files, tmp_path, monkeypatch):

@@ -65,8 +65,10 @@ def test_small_figures(small, name):
 def test_figures_with_10000_neurons(large, name):
     fig = FIGURES[name](large)
     assert_labelled(fig)
-    if name in SCATTERS:
+    if name in SCATTERS - {"length_shift_token", "length_shift_pos"}:
         assert trace_types(fig) == {"Scattergl"}
+    if name.startswith("length_shift"):  # lines alone, one SVG path each: no WebGL, no marker per neuron
+        assert trace_types(fig) == {"Scatter"} and {t.mode for t in fig.data} == {"lines"}
     if name == "nearest":
         assert "Scattergl" in trace_types(fig) and "Histogram" in trace_types(fig)
 

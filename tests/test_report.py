@@ -39,8 +39,12 @@ def test_report_holds_every_figure_and_loads_plotly_from_its_folder(small_report
         assert f'id="fig-{name}"' in page
     # No script is loaded from elsewhere: the page loads the shared plotly.js beside it when a figure shows.
     assert not re.search(r"<script[^>]+src=", page)
-    assert f'data-plotly-src="{report.plotly_js_name()}"' in page
-    assert result.plotly_js == result.html.parent / report.plotly_js_name() and result.plotly_js.stat().st_size > 1e6
+    # Every figure is cartesian: the page loads plotly.js's cartesian bundle (a third of the full one).
+    bundle = report.plotly_bundle(report.report_figures(small, token_pos=st.token_pos(20), k=3))
+    assert bundle == "cartesian", "plotly was upgraded? put its plotly.js-cartesian-dist-min in templates/vendor/"
+    name = report.plotly_js_name("cartesian")
+    assert name.startswith("plotly-cartesian-") and f'"{name}"' in page and f'data-plotly-src="{name}"' in page
+    assert result.plotly_js == result.html.parent / name and 1e6 < result.plotly_js.stat().st_size < 2e6
     assert len(page.encode()) < 1_000_000
     summary = txray.summary(txray.compare(small[0], small[1]))
     assert f"<td>{summary['shared']}</td>" in page and "mean Hellinger" in page
@@ -51,12 +55,25 @@ def test_reports_of_a_folder_share_one_plotly_js(tmp_path, small):
     stamp = first.plotly_js.stat().st_mtime_ns
     second = txray.write_report(small[1:], tmp_path / "b.html")
     assert second.plotly_js == first.plotly_js and first.plotly_js.stat().st_mtime_ns == stamp  # not written again
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.html", "b.html", report.plotly_js_name()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.html", "b.html", report.plotly_js_name("cartesian")]
+    )
     inline = txray.write_report(small[:2], tmp_path / "inline" / "c.html", plotly_js="inline")
     page = inline.html.read_text(encoding="utf-8")
-    assert inline.plotly_js is None and "data-plotly-src=" not in page and len(page) > 3_000_000
+    assert inline.plotly_js is None and "data-plotly-src=" not in page and "plotly.js (cartesian" in page
+    assert len(page) > 1_400_000
     with pytest.raises(ValueError, match="plotly_js"):
         txray.write_report(small[:2], tmp_path / "d.html", plotly_js="cdn")
+
+
+def test_webgl_figures_get_the_full_plotly_js(tmp_path):
+    """A figure outside the cartesian bundle (WebGL scatter of 10,000 neurons) needs the full plotly.js."""
+    large = [st.synthetic_profile(seed=i) for i in range(2)]
+    figures = report.report_figures(large)
+    assert "scattergl" in {t.type for f in figures.values() for t in f.data}
+    assert report.plotly_bundle(figures) == "full"
+    result = txray.write_report(large, tmp_path / "big.html")
+    assert result.plotly_js.name == report.plotly_js_name("full") and result.plotly_js.stat().st_size > 3e6
 
 
 def test_paper_sized_report_is_small(tmp_path):

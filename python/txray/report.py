@@ -4,7 +4,9 @@
 
 The HTML file works offline, also from ``file://``: the figures and the
 neuron browser's data are embedded, and plotly.js is one shared file beside
-the reports of a folder (``plotly-VERSION.min.js``), or inlined on request.
+the reports of a folder (``plotly-cartesian-VERSION.min.js``, the cartesian
+bundle txray ships, when every figure is cartesian, else the full
+``plotly-VERSION.min.js``), or inlined on request.
 The page is rendered from the package's Jinja2 templates. PNG export needs
 kaleido and a Chrome or Chromium (``BROWSER_PATH``, or ``chromium`` on the
 PATH); txray never downloads a browser.
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import analysis, browser
-from ._templates import packed_json
+from ._templates import asset, packed_json
 from ._version import __version__
 from .compare import compare, match, nearest
 from .profile import Profile, check_compatible
@@ -266,19 +268,59 @@ def _table_html(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table class='summary'><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def plotly_js_name() -> str:
-    """The shared plotly.js file's name, with the version plotly for Python ships: ``plotly-3.0.1.min.js``."""
+CARTESIAN_TRACES = frozenset(
+    ["bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour", "image", "pie"]
+    + ["scatter", "scatterternary", "violin"]
+)
+"""Trace types of plotly.js's cartesian bundle (a third of the full bundle, and a third of its start-up time)."""
+
+_VENDOR = "vendor"  # txray/templates/vendor/: plotly.js-cartesian-dist-min from npm, MIT (plotly-LICENSE.txt)
+
+
+def _cartesian_version() -> str | None:
+    """The plotly.js version of the cartesian bundle txray ships, or None when it is not there."""
+    from importlib import resources
+
+    folder = resources.files("txray").joinpath("templates").joinpath(_VENDOR)
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        name = entry.name
+        if name.startswith("plotly-cartesian-") and name.endswith(".min.js"):
+            return name[len("plotly-cartesian-") : -len(".min.js")]
+    return None
+
+
+def plotly_bundle(figures: Mapping[str, go.Figure]) -> str:
+    """Which plotly.js the page needs: ``"cartesian"`` when every trace is in :data:`CARTESIAN_TRACES`
+    and txray's copy of that bundle is the version plotly for Python writes figures for, else ``"full"``."""
     from plotly.offline import get_plotlyjs_version
 
-    return f"plotly-{get_plotlyjs_version()}.min.js"
+    types = {trace.type for fig in figures.values() for trace in fig.data}
+    if types <= CARTESIAN_TRACES and _cartesian_version() == get_plotlyjs_version():
+        return "cartesian"
+    return "full"
 
 
-def write_plotly_js(directory: str | os.PathLike) -> Path:
-    """Write plotly.js into ``directory`` once, for every report there (kept when already there and the same)."""
+def plotly_js_name(bundle: str = "full") -> str:
+    """The shared plotly.js file's name, with the version plotly for Python ships:
+    ``plotly-4.1.1.min.js``, or ``plotly-cartesian-4.1.1.min.js`` for the cartesian bundle."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"plotly-{'cartesian-' if bundle == 'cartesian' else ''}{get_plotlyjs_version()}.min.js"
+
+
+def plotly_js_text(bundle: str = "full") -> str:
+    """The text of plotly.js: the full bundle of plotly for Python, or txray's cartesian bundle."""
     from plotly.offline import get_plotlyjs
 
-    target = Path(directory) / plotly_js_name()
-    text = get_plotlyjs()
+    if bundle == "cartesian":
+        return asset(f"{_VENDOR}/{plotly_js_name('cartesian')}")
+    return get_plotlyjs()
+
+
+def write_plotly_js(directory: str | os.PathLike, bundle: str = "full") -> Path:
+    """Write plotly.js into ``directory`` once, for every report there (kept when already there and the same)."""
+    target = Path(directory) / plotly_js_name(bundle)
+    text = plotly_js_text(bundle)
     if target.is_file() and target.stat().st_size == len(text.encode("utf-8")):
         return target
     _write_atomic(target, text)
@@ -324,11 +366,10 @@ def render_html(
 ) -> str:
     """The report page as one HTML string (see :func:`write_report`).
 
-    ``plotly_src``: the relative URL of a shared plotly.js; None inlines it.
+    ``plotly_src``: the relative URL of a shared plotly.js; None inlines the
+    bundle that :func:`plotly_bundle` chooses.
     """
-    from plotly.offline import get_plotlyjs
-
-    from ._templates import asset, environment
+    from ._templates import environment
 
     profiles = list(profiles)
     title = title or "txray report: " + ", ".join(analysis.stage_names(profiles))
@@ -342,7 +383,7 @@ def render_html(
             version=__version__,
             kind=kind,
             plotly_src=plotly_src,
-            plotly_inline=None if plotly_src else get_plotlyjs(),
+            plotly_inline=None if plotly_src else plotly_js_text(plotly_bundle(figures)),
             report_css=asset("report.css"),
             report_js=asset("report.js"),
             browser_css=asset("browser.css"),
@@ -377,7 +418,7 @@ def write_report(
     ``k``: neurons per most/least changed figure; ``top``: features shown per
     neuron; ``contexts``: top activating contexts per neuron and stage, when
     the profiles hold them. ``plotly_js="folder"`` writes plotly.js once
-    beside the report (``plotly-VERSION.min.js``, shared by every report in
+    beside the report (:func:`plotly_js_name` of :func:`plotly_bundle`, shared by every report in
     the folder), ``"inline"`` puts it in the page. With ``png_dir``, each
     figure is also written there as PNG when kaleido and a Chromium are
     available (otherwise a warning says why and ``Report.png_skipped`` holds
@@ -388,10 +429,11 @@ def write_report(
     profiles = list(profiles)
     figures = report_figures(profiles, kind, pos_kind, k, top, token_pos)
     target = Path(path)
+    bundle = plotly_bundle(figures)
     page = render_html(
-        profiles, figures, kind, top, title, plotly_js_name() if plotly_js == "folder" else None, contexts
+        profiles, figures, kind, top, title, plotly_js_name(bundle) if plotly_js == "folder" else None, contexts
     )
-    shared = write_plotly_js(target.parent) if plotly_js == "folder" else None
+    shared = write_plotly_js(target.parent, bundle) if plotly_js == "folder" else None
     _write_atomic(target, page)
     result = Report(html=target, figures=list(figures), png=[], plotly_js=shared)
     if png_dir is not None:

@@ -101,6 +101,48 @@ def ratio_line(summary: Mapping[str, Any]) -> str:
     )
 
 
+def findings(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each research question's finding in one sentence, from the run's means (question, sentence)."""
+    c, n = summary["counts"], summary["config"]["hidden"]
+
+    def mean(key: str, name: str) -> float | None:
+        return c[key][name]["mean"]
+
+    def shared(key: str) -> str:
+        value = mean(key, "shared")
+        return "-" if value is None else f"{value:,.1f} of {n:,} neurons ({100 * value / n:.0f} %)"
+
+    def hellinger(key: str) -> str:
+        return _num(mean(key, "mean_hellinger"))
+
+    early, late = mean("rq1_early", "mean_hellinger"), mean("rq1_late", "mean_hellinger")
+    trend = "-" if early is None or late is None else ("less" if late < early else "no less")
+    rq2 = _safe_ratio(mean("rq2", "shared"), mean("rq1_late", "shared"))
+    rq3 = _safe_ratio(mean("rq3", "shared"), mean("rq2", "shared"))
+    gained, avoided = mean("rq3", "gained"), mean("rq3", "avoided")
+    return [
+        (
+            "RQ1",
+            f"Pretraining: {shared('rq1_early')} keep their preferences from epoch 1 to the late epochs and "
+            f"{shared('rq1_late')} between the last two epochs, with mean Hellinger distances "
+            f"{hellinger('rq1_early')} and {hellinger('rq1_late')}: the late epochs change the neurons {trend} "
+            f"(the paper: {PAPER_SHARED[0]:,} and {PAPER_SHARED[1]:,} of {PAPER_NEURONS:,} shared).",
+        ),
+        (
+            "RQ2",
+            f"Zero-shot transfer: on tweets {shared('rq2')} stay shared with Wikipedia, {_num(rq2, 2)} times as "
+            f"many as between the last two epochs (the paper: {PAPER_SHARED[2] / PAPER_SHARED[1]:.2f}); mean "
+            f"Hellinger {hellinger('rq2')}.",
+        ),
+        (
+            "RQ3",
+            f"Supervision: fine-tuning keeps {shared('rq3')} shared, {_num(rq3, 2)} times as many as zero-shot "
+            f"(the paper: {PAPER_SHARED[3] / PAPER_SHARED[2]:.2f}), gains {_num(gained, 1)} and leaves "
+            f"{_num(avoided, 1)} avoided; mean Hellinger {hellinger('rq3')}.",
+        ),
+    ]
+
+
 def _safe_ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
@@ -345,12 +387,19 @@ def index_html(result: StudyResult, links: Mapping[str, str]) -> str:
     data = "".join(f"<li>{link(k, links[k])}</li>" for k in links if not k.startswith("report:"))
     lms = "".join(f"<li>{html.escape(line)}</li>" for line in lm_lines(summary))
     f1 = summary["f1_summary"]
+    found = "".join(
+        f'<li data-question="{q}"><b>{q}</b> {html.escape(text)}'
+        + (f" ({link(f'report:{q}', 'report')})" if f"report:{q}" in links else "")
+        + "</li>"
+        for q, text in findings(summary)
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>txray demo</title>
 <style>body{{font-family:sans-serif;max-width:80em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}pre{{background:#f6f6f6;padding:1em}}</style></head>
 <body><h1>txray demo: the TX-Ray study on real offline text</h1>
 <p>{html.escape(settings_line(summary))}</p><ul>{lms}</ul>
+<h2>Findings</h2><p>Means over {len(result.replicates)} replicates, token features.</p><ul>{found}</ul>
 <h2>The paper's claims</h2>
 <p>Mean, sd and 95 % t-interval over {len(result.replicates)} replicates. {html.escape(verdict_counts(result.claims))}</p>
 {_html_table(CLAIM_HEADER, claim_rows(result.claims))}

@@ -6,27 +6,24 @@
   var links = document.querySelectorAll(".txr-bar nav a");
   var figuresDrawn = false;
 
-  // plotly.js (the shared file beside the report) loads when a figure is first shown: a link to a
-  // neuron opens without it.
-  var plotlyLoading = null;
+  // plotly.js loads in the page's head (window.txrayLoadPlotly) unless inlined or the link opens a neuron.
   function loadPlotly() {
-    var src = document.body.getAttribute("data-plotly-src");
-    if (typeof Plotly !== "undefined" || !src) return Promise.resolve();
-    if (plotlyLoading) return plotlyLoading;
-    return plotlyLoading = new Promise(function (resolve, reject) {
-      var script = document.createElement("script");
-      script.src = src;
-      script.onload = resolve;
-      script.onerror = function () { reject(new Error("cannot load " + src + ": it belongs beside this report")); };
-      document.head.appendChild(script);
-    });
+    if (typeof Plotly !== "undefined" || !window.txrayLoadPlotly) return Promise.resolve();
+    return window.txrayLoadPlotly();
+  }
+
+  // The page's own clock (since navigation started): Performance API marks, and body attributes for tests.
+  function mark(name, attribute) {
+    if (document.body.hasAttribute(attribute)) return;  // the first time only
+    performance.mark("txray:" + name);
+    document.body.setAttribute(attribute, String(Math.round(performance.now())));
   }
 
   function drawFigures() {
     if (figuresDrawn) return;
     figuresDrawn = true;
     loadPlotly().then(function () {
-      document.body.setAttribute("data-plotly-ms", String(Math.round(performance.now())));
+      mark("plotly", "data-plotly-ms");
       drawEach();
     }, function (err) {
       document.querySelectorAll(".figure .plotly-graph-div").forEach(function (div) {
@@ -36,13 +33,19 @@
     });
   }
 
+  function inView(spec) {
+    var box = document.getElementById("fig-" + spec.getAttribute("data-name")).getBoundingClientRect();
+    return box.bottom > 0 && box.top < window.innerHeight;
+  }
+
   function drawEach() {
-    // One figure per task, so that the page answers while they draw.
+    // One figure per task, so that the page answers while they draw; those in view first.
     var specs = Array.prototype.slice.call(document.querySelectorAll("script.txray-figure"));
+    specs = specs.filter(inView).concat(specs.filter(function (s) { return !inView(s); }));
     (function next() {
       var spec = specs.shift();
       if (!spec) {
-        document.body.setAttribute("data-figures-ms", String(Math.round(performance.now())));
+        mark("figures", "data-figures-ms");
         document.body.setAttribute("data-figures-drawn", "true");
         return;
       }
@@ -50,7 +53,7 @@
       TxrayBrowser.decode(spec.textContent).then(function (fig) {
         return Plotly.newPlot(div, fig.data, fig.layout, { responsive: true, displaylogo: false });
       }).then(function () {
-        if (!document.body.hasAttribute("data-first-figure-ms")) document.body.setAttribute("data-first-figure-ms", String(Math.round(performance.now())));
+        mark("first-figure", "data-first-figure-ms");
         // A click on a point that names a neuron opens it in the browser.
         div.on("plotly_click", function (event) {
           var point = event.points && event.points[0];
@@ -78,7 +81,6 @@
   function route() {
     if (browser && browser.route(location.hash)) return;
     if (!browser && /^#neuron/.test(location.hash)) return;  // the browser routes it once its data is read
-    if (!browser) loadPlotly().catch(function () {});  // while the browser's data is read; errors show later
     setView("overview");
     var target = location.hash.length > 1 && document.getElementById(location.hash.slice(1));
     if (target) target.scrollIntoView();
@@ -90,7 +92,7 @@
       onView: function (view) { setView(view === "list" ? "neurons" : "neuron"); },
     });
     route();
-    document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));  // since navigation started
+    mark("ready", "data-ready-ms");
     document.body.setAttribute("data-ready", "true");
   });
 })();
