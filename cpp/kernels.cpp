@@ -89,15 +89,19 @@ TXRAY_INLINE int64_t first_bad_row(const ActivationView& a, const int64_t* kept,
   return -1;
 }
 
-// Offers a row's values of neurons [lo, hi) to the contexts, 16 neurons at
-// a time: a vector compare against their thresholds finds whether any value
-// is a candidate (past a neuron's first k rows almost none is), and only such
-// a group is offered value by value. An offer moves its own neuron's
-// threshold only, so the group's compare stays valid while it is offered;
-// the offers that reach the contexts are those of offering every value.
+// Offers a row's values of neurons [lo, hi) to the contexts: a vector
+// compare against their thresholds finds whether any value is a candidate
+// (past a neuron's first k rows almost none is); if one is, the same again
+// 16 neurons at a time, and only a group holding one is offered value by
+// value. An offer moves its own neuron's threshold only, so a group's
+// compare stays valid while it is offered: the offers that reach the
+// contexts are those of offering every value.
 TXRAY_INLINE void offer_row(const float* x, int64_t lo, int64_t hi, int64_t unit, Contexts& contexts) {
   constexpr int64_t kGroup = 16;
   const float* threshold = contexts.threshold();
+  int candidate = 0;  // first over the whole slice: one long loop vectorises best, and most rows stop here
+  for (int64_t n = lo; n < hi; ++n) candidate |= x[n - lo] >= threshold[n];
+  if (!candidate) return;
   for (int64_t n0 = lo; n0 < hi; n0 += kGroup) {
     int any = 0;
     if (n0 + kGroup <= hi) {
