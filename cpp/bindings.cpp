@@ -259,6 +259,41 @@ double stream_read(const py::array& acts, const std::string& dtype) {
   return total;
 }
 
+// The selection of modes max1 and topk alone (bench_floor.py): every row's k
+// winners, read on all threads as Recorder.update reads them, with nothing
+// recorded. (neuron int32, value float32), each of rows * k, row by row.
+py::tuple select_winners(const py::array& acts, const std::string& dtype, int k) {
+  const ActivationView view = view_of(acts, dtype);
+  if (k < 1 || k > view.cols) throw txray::InputError("k must be between 1 and the number of neurons");
+  const txray::kernels::Kernels& kern = txray::kernels::active();
+  std::vector<txray::Winner> winners(size_t(view.rows * k));
+  int64_t first_bad = view.rows;
+  {
+    py::gil_scoped_release release;
+#pragma omp parallel reduction(min : first_bad)
+    {
+#ifdef _OPENMP
+      const int64_t n_threads = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+      const int64_t n_threads = 1, me = 0;
+#endif
+      const int64_t lo = view.rows * me / n_threads, hi = view.rows * (me + 1) / n_threads;
+      std::vector<float> buffer(size_t(view.cols));
+      std::vector<int32_t> scratch;
+      const int64_t bad = kern.select(view, nullptr, lo, hi, k, winners.data() + lo * k, buffer.data(), scratch);
+      if (bad >= 0) first_bad = bad;
+    }
+  }
+  if (first_bad < view.rows) throw txray::InputError("row " + std::to_string(first_bad) + " holds a non-finite value");
+  std::vector<int32_t> neuron(winners.size());
+  std::vector<float> value(winners.size());
+  for (size_t i = 0; i < winners.size(); ++i) {
+    neuron[i] = winners[i].neuron;
+    value[i] = winners[i].value;
+  }
+  return py::make_tuple(to_numpy(std::move(neuron)), to_numpy(std::move(value)));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -331,6 +366,9 @@ PYBIND11_MODULE(_native, m) {
         "use the kernels of this instruction set from now on (one of simd_variants(); for tests)");
   m.def("stream_read", &stream_read, py::arg("acts"), py::arg("dtype") = "float32",
         "sum of a 2-D activation array read on all threads as the argmax reads it (the benchmark's floor)");
+  m.def("select_winners", &select_winners, py::arg("acts"), py::arg("dtype") = "float32", py::arg("k") = 1,
+        "(neuron int32, value float32) of every row's k winners, selected on all threads as Recorder.update "
+        "selects them, nothing recorded (bench_floor.py)");
   m.def("dlpack_info", &dlpack_info, py::arg("capsule"),
         "pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)");
 

@@ -173,14 +173,14 @@ int32_t FeatureRows::row_for(int64_t feature) {
   if (r < 0) {
     r = int32_t(feature_of_.size());
     feature_of_.push_back(feature);
-    sums_.resize(sums_.size() + size_t(stride_), 0.0);
+    if (size_t(r) % kBlockRows == 0) blocks_.emplace_back(kBlockRows * size_t(stride_), 0.0);
   }
   return r;
 }
 
 void FeatureRows::merge(const FeatureRows& other) {
   for (size_t r = 0; r < other.feature_of_.size(); ++r) {
-    const double* src = other.sums_.data() + r * other.stride_;
+    const double* src = other.row(int32_t(r));
     double* dst = row(row_for(other.feature_of_[r]));
     for (int64_t n = 0; n < n_neurons_; ++n) dst[n] += src[n];
   }
@@ -188,7 +188,7 @@ void FeatureRows::merge(const FeatureRows& other) {
 
 void FeatureRows::add_rows_to(double* out) const {
   for (size_t r = 0; r < feature_of_.size(); ++r) {
-    const double* src = sums_.data() + r * stride_;
+    const double* src = row(int32_t(r));
     for (int64_t n = 0; n < n_neurons_; ++n) out[n] += src[n];
   }
 }
@@ -210,7 +210,7 @@ Cells FeatureRows::sorted(const std::vector<int64_t>& freq) const {
   for (int64_t n0 = 0; n0 < n_neurons_; n0 += kTile) {
     const int64_t n1 = std::min(n_neurons_, n0 + kTile);
     for (size_t j = 0; j < nf; ++j) {
-      const double* src = sums_.data() + size_t(row_of_[features[j]]) * stride_;
+      const double* src = row(row_of_[features[j]]);
       for (int64_t n = n0; n < n1; ++n) {
         const size_t at = size_t(n) * nf + j;
         out.neuron[at] = int32_t(n);

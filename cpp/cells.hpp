@@ -218,20 +218,29 @@ class FeatureRows {
   // Row index of a feature, allocating a zero row on first sight. Not
   // thread-safe: rows are assigned before the parallel accumulation.
   int32_t row_for(int64_t feature);
-  double* row(int32_t r) { return sums_.data() + int64_t(r) * stride_; }
+  double* row(int32_t r) { return blocks_[size_t(r) / kBlockRows].data() + int64_t(size_t(r) % kBlockRows) * stride_; }
+  const double* row(int32_t r) const {
+    return blocks_[size_t(r) / kBlockRows].data() + int64_t(size_t(r) % kBlockRows) * stride_;
+  }
   void merge(const FeatureRows& other);
   // out[n] += sum of all rows at n.
   void add_rows_to(double* out) const;
   // Cells of every seen feature; `freq` gives their counts.
   Cells sorted(const std::vector<int64_t>& freq) const;
-  std::size_t bytes() const { return sums_.capacity() * sizeof(double) + row_of_.size() * sizeof(int32_t); }
+  std::size_t bytes() const {
+    return blocks_.size() * kBlockRows * size_t(stride_) * sizeof(double) + row_of_.size() * sizeof(int32_t);
+  }
 
  private:
   int64_t n_neurons_;
   int64_t stride_;               // n_neurons rounded up to a cache line of doubles
   std::vector<int32_t> row_of_;  // feature -> row, -1 if unseen
   std::vector<int64_t> feature_of_;
-  std::vector<double, CacheAligned<double>> sums_;  // [row * stride + neuron]
+  // Rows are allocated kBlockRows at a time: a new feature never moves the
+  // rows seen before (one growing array copied up to its whole size on each
+  // doubling, and held up to twice the memory its rows need).
+  static constexpr size_t kBlockRows = 32;
+  std::vector<std::vector<double, CacheAligned<double>>> blocks_;  // row r: blocks_[r / kBlockRows], then neuron
 };
 
 }  // namespace txray

@@ -21,6 +21,7 @@ struct Kernels {
   const char* name;
   // Winners of rows [begin, end) (row i is kept[i], or i when kept is null)
   // into out[(i - begin) * k ...]: argmax for k == 1 and contiguous rows,
+  // the top k straight from the row for k <= 16 and contiguous rows,
   // otherwise the top k via `buffer` (n_neurons floats) and `scratch`.
   // Returns the first row holding a non-finite value, or -1.
   int64_t (*select)(const ActivationView& acts, const int64_t* kept, int64_t begin, int64_t end, int k, Winner* out,

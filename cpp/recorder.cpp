@@ -318,6 +318,27 @@ void Recorder::offer_winners(const Rows& rows, int64_t begin, int64_t end, const
   }
 }
 
+// The indices [0, n) of rows grouped by their feature (ids[rows[i]]), in
+// increasing feature order and, within a feature, in increasing index: a
+// counting sort when the vocabulary is not much larger than the batch (the
+// counts then cost less than a comparison sort of the batch), else a sort.
+std::vector<int64_t> Recorder::group_by_feature(const Rows& rows, const int64_t* ids, int64_t vocab) {
+  const int64_t n = rows.size;
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  if (vocab <= 4 * n + 4096) {
+    std::vector<int64_t> at(size_t(vocab) + 1, 0);
+    for (int64_t i = 0; i < n; ++i) ++at[size_t(ids[rows[i]]) + 1];
+    for (int64_t f = 0; f < vocab; ++f) at[size_t(f) + 1] += at[size_t(f)];
+    for (int64_t i = 0; i < n; ++i) out[size_t(at[size_t(ids[rows[i]])]++)] = i;
+    return out;
+  }
+  std::vector<uint64_t> keyed(static_cast<size_t>(n));  // feature, then index: both below 2^32
+  for (int64_t i = 0; i < n; ++i) keyed[size_t(i)] = (uint64_t(ids[rows[i]]) << 32) | uint64_t(i);
+  std::sort(keyed.begin(), keyed.end());
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = int64_t(keyed[size_t(i)] & 0xffffffffu);
+  return out;
+}
+
 // Mode all: every neuron records every token. Threads split the neuron axis,
 // so each owns a disjoint slice of every sum row. (The mass is not kept: it
 // is the sum of any one kind's rows, see mass().) Tokens are
@@ -331,17 +352,14 @@ void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const 
                           const int64_t* units) {
   const size_t n_kinds = rows_.size();
   const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
-  std::vector<uint64_t> keyed(size_t(tokens.size));
-  for (int64_t i = 0; i < tokens.size; ++i)
-    keyed[size_t(i)] = (uint64_t(features[widest][tokens[i]]) << 32) | uint64_t(i);
-  std::sort(keyed.begin(), keyed.end());
-
   const int64_t n_tokens = tokens.size;
+  const std::vector<int64_t> grouped = group_by_feature(tokens, features[widest], vocab_sizes_[widest]);
+
   std::vector<int64_t> order(static_cast<size_t>(n_tokens));
   std::vector<std::vector<int32_t>> row_of(n_kinds, std::vector<int32_t>(static_cast<size_t>(n_tokens)));
   std::vector<int64_t> unit_of_order(contexts_ ? size_t(n_tokens) : 0);
   for (int64_t i = 0; i < n_tokens; ++i) {
-    const int64_t kept = int64_t(keyed[i] & 0xffffffffu);
+    const int64_t kept = grouped[size_t(i)];
     order[i] = tokens[kept];
     for (size_t kind = 0; kind < n_kinds; ++kind) row_of[kind][i] = rows_[kind].row_for(features[kind][order[i]]);
     if (contexts_) unit_of_order[i] = unit_of(tokens, kept, units);

@@ -63,6 +63,7 @@ class Recorder {
   void add_winners(const Rows& rows, int64_t begin, int64_t end, const std::vector<const int64_t*>& features,
                    const int64_t* units);
   void offer_winners(const Rows& rows, int64_t begin, int64_t end, const int64_t* units);
+  static std::vector<int64_t> group_by_feature(const Rows& rows, const int64_t* ids, int64_t vocab);
   void record_all(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
                   const int64_t* units);
   // The unit of recorded row i (an index into rows) of this update.

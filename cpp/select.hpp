@@ -90,6 +90,9 @@ TXRAY_INLINE u32x8 widen(const uint16_t* p) {
   std::memcpy(&h, p, sizeof h);
   return __builtin_convertvector(h, u32x8);
 }
+TXRAY_INLINE f32x8 splat(float x) {
+  return f32x8{x, x, x, x, x, x, x, x};
+}
 TXRAY_INLINE f32x8 load8(F32, const float* p) {
   f32x8 v;
   std::memcpy(&v, p, sizeof v);
@@ -225,6 +228,115 @@ TXRAY_INLINE float sum_row(const typename E::storage* row, int64_t n) {
   return total;
 }
 
+// Inserts value x of neuron i into the k best so far (out[0, filled), largest
+// first): entries equal to x stay ahead of it, as they have lower indices.
+TXRAY_INLINE void insert_winner(Winner* out, int k, int& filled, int32_t i, float x) {
+  int pos = filled < k ? filled : k - 1;
+  while (pos > 0 && out[pos - 1].value < x) {
+    out[pos] = out[pos - 1];
+    --pos;
+  }
+  out[pos] = Winner{i, x};
+  if (filled < k) ++filled;
+}
+
+// Whether any lane of a compare's mask is set.
+TXRAY_INLINE bool any_lane(const simd::i32x8& m) {
+  typedef uint64_t u64x4 __attribute__((vector_size(32)));
+  const u64x4 q = (u64x4)m;
+  return ((q[0] | q[1]) | (q[2] | q[3])) != 0;
+}
+
+// The k largest entries of a contiguous row (any dtype), as topk_row orders
+// them, read straight from the row (no float copy), in two passes:
+// 1. the stream: four 8-lane accumulators keep each lane's running maximum
+//    (as argmax_row, without the index) and a running sum catches
+//    non-finite values (NaN never compares greater; the exact scan confirms);
+// 2. over the row again, now in L1: 16 lane maxima are 16 values of the
+//    row, so their k-th largest, `bound`, is at most the row's k-th largest:
+//    only values >= bound can be winners, and a block of 32 costs its vector
+//    maximum and one compare with bound. The few values that pass go through
+//    topk_row's insertion in index order, so ties go as there.
+// A one-pass threshold (the running k-th best) was slower: its value enters
+// ~k ln(n / k) times per row, each a mispredicted branch, in the stream.
+// Rows shorter than one block of 32 take one scalar pass. Needs k <= 16 and
+// k <= n. Returns false if the row holds a non-finite value.
+template <class E>
+TXRAY_INLINE bool topk_row_direct(const typename E::storage* row, int64_t n, int k, Winner* out) {
+  using namespace simd;
+  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as argmax_row
+  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  int filled = 0;
+  float total = 0.0f;
+  if (n < 32) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = E::load(row[i]);
+      total += x;
+      if (filled == k && !(x > out[k - 1].value)) continue;
+      insert_winner(out, k, filled, int32_t(i), x);
+    }
+    return is_finite(total) || first_nonfinite<E>(row, n, 1) < 0;
+  }
+  f32x8 max[4], sum0 = {}, sum1 = {};
+  for (int j = 0; j < 8; ++j) max[0][j] = -INFINITY;
+  max[1] = max[2] = max[3] = max[0];
+  const int64_t blocks_end = n / 32 * 32;
+  for (int64_t i = 0; i < blocks_end; i += 32) {
+    __builtin_prefetch(row + i + kAhead, 0, 2);
+    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
+    const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+    max[0] = x0 > max[0] ? x0 : max[0];
+    max[1] = x1 > max[1] ? x1 : max[1];
+    max[2] = x2 > max[2] ? x2 : max[2];
+    max[3] = x3 > max[3] ? x3 : max[3];
+    sum0 += x0 + x1;
+    sum1 += x2 + x3;
+  }
+  const f32x8 sum = sum0 + sum1;
+  for (int j = 0; j < 8; ++j) total += sum[j];
+  for (int64_t i = blocks_end; i < n; ++i) total += E::load(row[i]);
+  if (!is_finite(total) && first_nonfinite<E>(row, n, 1) >= 0) return false;
+  // The bound, without branches (their outcome is data): the maxima of 16
+  // lanes (positions 16 apart) are 16 values of the row; one of them is >=
+  // their k-th largest iff at most k - 1 of them exceed it, and the bound is
+  // the least such one.
+  const f32x8 lo = max[0] > max[2] ? max[0] : max[2], hi = max[1] > max[3] ? max[1] : max[3];
+  i32x8 above_lo = {}, above_hi = {};  // minus how many of the 16 exceed each lane's maximum
+  for (int j = 0; j < 8; ++j) {
+    const f32x8 a = splat(lo[j]), b = splat(hi[j]);
+    above_lo += (lo < a) + (lo < b);
+    above_hi += (hi < a) + (hi < b);
+  }
+  const f32x8 none = splat(INFINITY);
+  const f32x8 in_lo = above_lo > -k ? lo : none, in_hi = above_hi > -k ? hi : none;
+  const f32x8 least = in_lo < in_hi ? in_lo : in_hi;
+  float bound = least[0];
+  for (int j = 1; j < 8; ++j) bound = least[j] < bound ? least[j] : bound;
+  const f32x8 bounds = splat(bound);
+  auto offer = [&](int64_t i, float x) {
+    if (filled == k && !(x > out[k - 1].value)) return;
+    insert_winner(out, k, filled, int32_t(i), x);
+  };
+  for (int64_t i = 0; i < blocks_end; i += 32) {
+    const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
+    const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+    const f32x8 m01 = x0 > x1 ? x0 : x1, m23 = x2 > x3 ? x2 : x3;
+    if (!any_lane((m01 > m23 ? m01 : m23) >= bounds)) continue;
+    const f32x8 xs[4] = {x0, x1, x2, x3};
+    for (int a = 0; a < 4; ++a) {
+      if (!any_lane(xs[a] >= bounds)) continue;
+      for (int j = 0; j < 8; ++j)
+        if (xs[a][j] >= bound) offer(i + 8 * a + j, xs[a][j]);
+    }
+  }
+  for (int64_t i = blocks_end; i < n; ++i) {
+    const float x = E::load(row[i]);
+    if (x >= bound) offer(i, x);
+  }
+  return true;
+}
+
 // The k largest entries of a finite float row, largest first, equal values
 // in increasing neuron order. Small k keeps a sorted insertion list (one
 // pass, no allocation); large k uses nth_element on an index buffer.
@@ -234,14 +346,7 @@ TXRAY_INLINE void topk_row(const float* row, int64_t n, int k, Winner* out, std:
     for (int64_t i = 0; i < n; ++i) {
       const float x = row[i];
       if (filled == k && !(x > out[k - 1].value)) continue;
-      // Entries equal to x stay ahead of it: they have lower indices.
-      int pos = filled < k ? filled : k - 1;
-      while (pos > 0 && out[pos - 1].value < x) {
-        out[pos] = out[pos - 1];
-        --pos;
-      }
-      out[pos] = Winner{static_cast<int32_t>(i), x};
-      if (filled < k) ++filled;
+      insert_winner(out, k, filled, static_cast<int32_t>(i), x);
     }
     return;
   }

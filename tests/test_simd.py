@@ -251,3 +251,96 @@ def test_stream_read_sums_every_row(variant, dtype):
         assert _native.stream_read(buffer[:, :37], dtype) == float(values[:, :37].sum())
     with pytest.raises(ValueError, match="contiguous"):
         _native.stream_read(buffer[:, ::2], dtype)
+
+
+# The top-k loop for small k (cpp/select.hpp's topk_row_direct) reads
+# contiguous rows in blocks of 32 against a running k-th best; strided rows
+# and k > 16 take the float copy and topk_row. _native.select_winners runs
+# the selection alone, as Recorder.update does.
+def expected_topk(acts, k):
+    """Each row's k largest, largest first, equal values in increasing index order."""
+    order = np.argsort(-acts, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(acts, order, 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", WIDTHS)
+@pytest.mark.parametrize("k", [2, 5, 16, 17])
+@pytest.mark.parametrize("layout", ["contiguous", "gaps", "strided"])
+def test_topk_ties_in_any_block_go_to_the_lowest_index(variant, neurons, k, layout):
+    if k > neurons:
+        pytest.skip("k is above the row's width")
+    rng = np.random.default_rng(1000 * k + neurons)
+    wide = rng.integers(-3, 3, size=(200, 2 * neurons + 5)).astype(np.float32)  # ties everywhere
+    wide[0] = 1.0  # a row of one value
+    if neurons > 64:  # the same value entering late, in another block and lane
+        wide[1, : 2 * neurons] = -2.0
+        wide[1, [3, 40, 2 * (neurons // 2) + 1]] = 0.5
+    acts = {"contiguous": np.ascontiguousarray(wide[:, :neurons]), "gaps": wide[:, :neurons]}.get(
+        layout, wide[:, : 2 * neurons : 2]
+    )
+    with using(variant, threads=2):
+        neuron, value = _native.select_winners(acts, "float32", k)
+    order, top = expected_topk(acts, k)
+    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
+    np.testing.assert_array_equal(value.reshape(-1, k), top)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_topk_of_half_rows_matches_their_float_values(variant, dtype):
+    rng = np.random.default_rng(11)
+    tensor = torch.from_numpy(rng.standard_normal((300, 1500)).astype(np.float32)).to(getattr(torch, dtype))
+    buffer = tensor.view(torch.uint16).numpy() if dtype == "bfloat16" else tensor.numpy()
+    with using(variant, threads=2):
+        neuron, value = _native.select_winners(buffer, dtype, 5)
+    order, top = expected_topk(tensor.float().numpy(), 5)
+    np.testing.assert_array_equal(neuron.reshape(-1, 5), order)
+    np.testing.assert_array_equal(value.reshape(-1, 5), top)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", [n for n in WIDTHS if n >= 5])
+@pytest.mark.parametrize("bad,word", [(np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")])
+def test_topk_finds_a_non_finite_value_at_the_end_of_a_row(variant, neurons, bad, word):
+    acts = np.full((20, neurons), -1.0, np.float32)
+    acts[13, neurons - 1] = bad  # the row's last element: the tail, a vector or a block
+    with using(variant):
+        rec = txray.Recorder(neurons, SIZES, mode="topk", k=5)
+        with pytest.raises(ValueError, match=f"token 13 at neuron {neurons - 1} is {word}"):
+            rec.update(acts, {kind: np.zeros(20, int) for kind in SIZES})
+        assert rec.tokens == 0
+
+
+def test_select_winners_checks_its_arguments():
+    acts = np.zeros((4, 6), np.float32)
+    with pytest.raises(ValueError, match="k must be between 1 and the number of neurons"):
+        _native.select_winners(acts, "float32", 7)
+    acts[2, 1] = np.nan
+    with pytest.raises(ValueError, match="row 2 holds a non-finite value"):
+        _native.select_winners(acts, "float32", 2)
+
+
+# Mode all groups a batch's tokens by the feature of its largest vocabulary:
+# a counting sort when the vocabulary is not much larger than the batch, a
+# comparison sort otherwise; feature rows are allocated in blocks of 32.
+@pytest.mark.parametrize("vocab", [90, 300_000], ids=["counting sort", "comparison sort"])
+def test_all_groups_tokens_by_feature_in_either_way(vocab):
+    rng = np.random.default_rng(vocab)
+    sizes = {"word": vocab, "pos": 5}
+    neurons, tokens = 3, 400  # 3 neurons: a tail only, no vector
+    acts = rng.standard_normal((tokens, neurons)).astype(np.float32)
+    feats = {"word": rng.integers(0, 90, tokens) * (vocab // 90), "pos": rng.integers(0, 5, tokens)}
+    halves = [txray.Recorder(neurons, sizes, mode="all") for _ in range(2)]
+    halves[0].update(acts[:250], {k: v[:250] for k, v in feats.items()})
+    halves[1].update(acts[250:], {k: v[250:] for k, v in feats.items()})
+    halves[0].merge(halves[1])  # rows of the second land in blocks of the first in another order
+    count, total, freq, mass, _ = reference.record(acts, feats, sizes, "all")
+    prof = halves[0].profile()
+    assert prof.tokens == tokens
+    np.testing.assert_allclose(prof.mass(), mass, rtol=1e-12, atol=1e-12)
+    for kind, size in sizes.items():
+        got_count, got_sum = reference.dense_from_table(prof.table(kind), neurons, size)
+        np.testing.assert_array_equal(got_count, count[kind])
+        np.testing.assert_allclose(got_sum, total[kind], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(prof.frequencies(kind), freq[kind])

@@ -135,6 +135,12 @@ def set_simd(name: str) -> None:
 def stream_read(acts: npt.NDArray[np.generic], dtype: str = "float32") -> float:
     """sum of a 2-D activation array read on all threads as the argmax reads it (the benchmark's floor)"""
 
+def select_winners(
+    acts: npt.NDArray[np.generic], dtype: str = "float32", k: int = 1
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """(neuron int32, value float32) of every row's k winners, selected on all threads as Recorder.update selects
+    them, nothing recorded (bench_floor.py)"""
+
 def dlpack_info(capsule: object) -> dict[str, Any]:
     """pointer, shape, element strides, dtype and device of an unconsumed DLPack capsule (not consumed)"""
 
