@@ -17,7 +17,7 @@ from txray import _native
 STUB = Path(_native.__file__).with_name("_native.pyi")
 if not STUB.exists():  # an editable install keeps the built extension apart from the sources
     STUB = Path(__file__).resolve().parents[1] / "python" / "txray" / "_native.pyi"
-CUDA_ONLY = {"DeviceRecorder", "DeviceError", "cuda_pointer_device"}
+CUDA_ONLY = {"DeviceRecorder", "DeviceError", "cuda_pointer_device", "cuda_order_after"}
 
 
 def stub_tree() -> ast.Module:
