@@ -256,19 +256,31 @@ def windows_of_arrays(
     if budget is not None and budget < 1:
         raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
     n = len(counts)
-    if budget is not None and n and counts.max() > budget:  # keep an over-long word's first pieces
+    head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
+    no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
+    if budget is None or len(ids) <= budget:  # the usual case: the whole example is one window
+        if len(ids):
+            owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+            yield Window(
+                example,
+                0,
+                n,
+                input_ids=np.concatenate([head, ids, tail]),
+                word_of_piece=np.concatenate([no_head, owner, no_tail]),
+                features=features,
+                special_features=special_features,
+            )
+        return
+    if counts.max() > budget:  # keep an over-long word's first pieces
         position_in_word = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
         ids, counts = ids[position_in_word < budget], np.minimum(counts, budget)
     ends = np.cumsum(counts)  # pieces up to and including each word
     before = np.concatenate([[0], ends])  # pieces before each word
     owner = np.repeat(np.arange(n, dtype=np.int64), counts)
-    head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
-    no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
     start = 0
     while before[start] < before[n]:  # pieces left
         # Greedy: the window ends before the first word that would overflow the budget.
-        stop = n if budget is None else int(np.searchsorted(ends, before[start] + budget, side="right"))
-        stop = min(stop, n)
+        stop = min(int(np.searchsorted(ends, before[start] + budget, side="right")), n)
         lo, hi = before[start], before[stop]
         yield Window(
             example,
