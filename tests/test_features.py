@@ -9,7 +9,16 @@ import pytest
 
 import txray
 from txray.corpus import Example
-from txray.features import Column, Label, Ngram, Token, Vocabulary, build_vocabularies, resolve_features
+from txray.features import (
+    VOCABULARY_CHUNK,
+    Column,
+    Label,
+    Ngram,
+    Token,
+    Vocabulary,
+    build_vocabularies,
+    resolve_features,
+)
 from txray.taggers import SpacyTagger, tag_examples
 
 
@@ -37,6 +46,18 @@ def test_token_vocabulary_built_in_a_streaming_pass():
     assert token.names() == ["<unk>", "cat"]
     assert lowered.names() == ["<unk>", "cat", "the", "sat"]
     np.testing.assert_array_equal(token.ids(examples[1]), [0, 1, 0])
+
+
+def test_vocabulary_counted_in_chunks_equals_counting_each_example():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(50)]
+    examples = [example(list(rng.choice(words, size=rng.integers(0, 20)))) for _ in range(3 * VOCABULARY_CHUNK + 7)]
+    token, bigram = Token(), Ngram(2)
+    build_vocabularies([token, bigram], iter(examples))
+    for feature in (token, bigram):
+        counts = collections.Counter(s for e in examples for s in feature.strings(e))
+        expected = sorted(counts, key=lambda s: (-counts[s], s))
+        assert feature.names() == ["<unk>", *expected]
 
 
 def test_ngrams_are_previous_words():

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .corpus import ColumnError, Example
+from .corpus import ColumnError, Example, take
 from .taggers import Tagger, make_tagger, tag_examples
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 UNK = "<unk>"
 SEQUENCE_START = "<s>"
+VOCABULARY_CHUNK = 256  # examples counted per call in build_vocabularies
 
 
 class Vocabulary:
@@ -50,10 +52,12 @@ class Vocabulary:
         most frequent first (ties alphabetically), at most ``max_size`` in all."""
         if min_count < 1:
             raise ValueError(f"min_count must be at least 1, not {min_count}")
-        kept = sorted((s for s, c in counts.items() if c >= min_count and s != UNK), key=lambda s: (-counts[s], s))
+        # Alphabetically, then (a stable sort) by count: most frequent first, ties alphabetically.
+        kept = sorted((s, c) for s, c in counts.items() if c >= min_count and s != UNK)
+        kept.sort(key=operator.itemgetter(1), reverse=True)
         if max_size is not None:
             kept = kept[: max(max_size - 1, 0)]
-        return cls([UNK, *kept])
+        return cls([UNK, *map(operator.itemgetter(0), kept)])
 
     @classmethod
     def from_profile(cls, profile: Profile | str | os.PathLike[str], kind: str = "token") -> Vocabulary:
@@ -337,10 +341,11 @@ def build_vocabularies(features: Sequence[Feature], examples: Iterable[Example])
         raise ValueError("a tagged feature needs its tagset as vocabulary")
     counts: dict[str, collections.Counter[str]] = {f.kind: collections.Counter() for f in todo}
     seen = 0
-    for example in examples:
-        seen += 1
+    # Counted a chunk at a time: one C-level count over the chunk's strings, not a call per example.
+    for chunk in take(examples, VOCABULARY_CHUNK):
+        seen += len(chunk)
         for feature in todo:
-            counts[feature.kind].update(feature.strings(example))
+            counts[feature.kind].update(itertools.chain.from_iterable(map(feature.strings, chunk)))
     if not seen:
         raise ValueError("the corpus has no words: nothing to build vocabularies from")
     for feature in todo:

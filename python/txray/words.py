@@ -84,21 +84,30 @@ class HFWordTokenizer:
         return out
 
     def piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`)."""
+        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`), from one batch call:
+        the ids and word ids of every sentence are chained into two arrays, with no work per
+        sentence beyond reading the tokenizer's own lists."""
         encoded = self._encode(sentences)
-        ids, owners, first_word = [], [], 0
-        for row, words in enumerate(sentences):
-            # word_ids has None for special tokens: as float, NaN
-            word = np.array(encoded.word_ids(row), dtype=np.float64)
-            kept = ~np.isnan(word)
-            ids.append(np.asarray(encoded["input_ids"][row], dtype=np.int64)[kept])
-            owners.append(word[kept].astype(np.int64) + first_word)
-            first_word += len(words)
-        if not ids:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        owner = np.concatenate(owners)
-        order = np.argsort(owner, kind="stable")  # a word's pieces together, in their order
-        return np.concatenate(ids)[order], np.bincount(owner, minlength=first_word).astype(np.int64)
+        rows = encoded["input_ids"]
+        n_pieces = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        total = int(n_pieces.sum())
+        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+        word_ids = itertools.chain.from_iterable(e.word_ids for e in encoded.encodings)
+        try:
+            word = np.fromiter(word_ids, dtype=np.int64, count=total)
+        except TypeError:  # pieces of no word (None, e.g. an added special token): dropped
+            as_float = np.array(list(itertools.chain.from_iterable(e.word_ids for e in encoded.encodings)), np.float64)
+            kept = ~np.isnan(as_float)
+            row_of = np.repeat(np.arange(len(rows)), n_pieces)
+            ids, word = ids[kept], as_float[kept].astype(np.int64)
+            n_pieces = np.bincount(row_of[kept], minlength=len(rows)).astype(np.int64)
+        n_words = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        # word ids count from 0 in every sentence: shifted by the words of the sentences before
+        owner = word + np.repeat(np.cumsum(n_words) - n_words, n_pieces)
+        if len(owner) > 1 and np.any(owner[1:] < owner[:-1]):
+            order = np.argsort(owner, kind="stable")  # a word's pieces together, in their order
+            ids, owner = ids[order], owner[order]
+        return ids, np.bincount(owner, minlength=int(n_words.sum())).astype(np.int64)
 
     def _encode(self, sentences: Sequence[Sequence[str]]) -> Any:
         try:
@@ -247,19 +256,31 @@ def windows_of_arrays(
     if budget is not None and budget < 1:
         raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
     n = len(counts)
-    if budget is not None and n and counts.max() > budget:  # keep an over-long word's first pieces
+    head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
+    no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
+    if budget is None or len(ids) <= budget:  # the usual case: the whole example is one window
+        if len(ids):
+            owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+            yield Window(
+                example,
+                0,
+                n,
+                input_ids=np.concatenate([head, ids, tail]),
+                word_of_piece=np.concatenate([no_head, owner, no_tail]),
+                features=features,
+                special_features=special_features,
+            )
+        return
+    if counts.max() > budget:  # keep an over-long word's first pieces
         position_in_word = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
         ids, counts = ids[position_in_word < budget], np.minimum(counts, budget)
     ends = np.cumsum(counts)  # pieces up to and including each word
     before = np.concatenate([[0], ends])  # pieces before each word
     owner = np.repeat(np.arange(n, dtype=np.int64), counts)
-    head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
-    no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
     start = 0
     while before[start] < before[n]:  # pieces left
         # Greedy: the window ends before the first word that would overflow the budget.
-        stop = n if budget is None else int(np.searchsorted(ends, before[start] + budget, side="right"))
-        stop = min(stop, n)
+        stop = min(int(np.searchsorted(ends, before[start] + budget, side="right")), n)
         lo, hi = before[start], before[stop]
         yield Window(
             example,
