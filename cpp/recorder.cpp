@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels.hpp"
 #include "select.hpp"
@@ -389,6 +390,11 @@ void Recorder::merge(const Recorder& other) {
     throw InputError("cannot merge recorders with different neurons, feature kinds, vocabularies or modes");
   if ((contexts_ ? contexts_->k() : 0) != (other.contexts_ ? other.contexts_->k() : 0))
     throw InputError("cannot merge recorders that keep different numbers of contexts");
+  // Every count is at most the token count, so this one check keeps them all from wrapping
+  // (merging two recorders into each other in turn doubles it each time).
+  if (other.tokens_ > std::numeric_limits<int64_t>::max() - tokens_)
+    throw InputError("cannot merge: the token count would overflow int64 (" + std::to_string(tokens_) + " + " +
+                     std::to_string(other.tokens_) + ")");
   for (size_t i = 0; i < cells_.size(); ++i) cells_[i].merge(other.cells_[i]);
   for (size_t i = 0; i < rows_.size(); ++i) rows_[i].merge(other.rows_[i]);
   for (size_t i = 0; i < freq_.size(); ++i)

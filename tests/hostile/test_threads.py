@@ -199,18 +199,34 @@ def test_crossed_merges_do_not_deadlock():
     for rec, seed in ((a, 1), (b, 2)):
         rec.update(*_batches(seed, 1, rows=200)[0])
 
+    # 25 rounds each: every crossed merge can double the token count, and 2^50 x 200 still fits int64.
     @_catching
     def ab():
-        for _ in range(300):
+        for _ in range(25):
             a.merge(b)
 
     @_catching
     def ba():
-        for _ in range(300):
+        for _ in range(25):
             b.merge(a)
 
     _run([threading.Thread(target=ab), threading.Thread(target=ba)])
     assert a.tokens > 0 and b.tokens > 0
+
+
+def test_a_merge_that_would_overflow_the_token_count_is_refused_and_changes_nothing():
+    a, b = _recorder("max1", True), _recorder("max1", True)
+    for rec, seed in ((a, 1), (b, 2)):
+        rec.update(*_batches(seed, 1, rows=200)[0])
+    failed = None
+    with pytest.raises(ValueError, match="overflow"):
+        for _ in range(100):  # merged into each other in turn, the token counts double: int64 ends in ~60 rounds
+            for into, other in ((a, b), (b, a)):
+                failed = (into, into.profile())
+                into.merge(other)
+    into, before = failed
+    _assert_same(into.profile(), before)
+    assert into.tokens == before.tokens > 0
 
 
 def test_merging_a_recorder_into_itself_is_refused():
