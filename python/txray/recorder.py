@@ -297,6 +297,17 @@ class Recorder:
         these units only."""
         return self._native.context_units(latest) if self.contexts else None
 
+    def mark_context_units(self, lo: int, mark: Any) -> int:
+        """Set ``mark[u - lo]`` (a writable contiguous uint8 array) for each unit ``u``
+        that entered some neuron's contexts with the latest :meth:`update`: the same
+        units as ``context_units(latest=True)``, by a scan with no sort, so that
+        :func:`txray.record_model` can gather a batch's new contexts over several
+        recorders in one array. Returns how many such candidates (one per neuron
+        that holds one) fell outside the mark, unmarked. Needs a recorder that keeps contexts."""
+        if not self.contexts:
+            raise ValueError("mark_context_units: this recorder keeps no contexts (contexts=0)")
+        return self._native.mark_context_units(int(lo), mark)
+
     def _snapshot(self) -> tuple[int, Any, list[Any], Any]:
         """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind],
         (neuron, rank, activation, unit) or None) of one moment."""
