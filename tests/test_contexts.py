@@ -486,3 +486,15 @@ def test_mark_context_units_checks_its_arguments():
             rec.mark_context_units(0, bad)
     with pytest.raises(ValueError, match="keeps no contexts"):
         txray.Recorder(2, SIZES, contexts=0).mark_context_units(0, mark)
+
+
+@pytest.mark.parametrize("mode,k", MODES)
+def test_the_engine_table_is_already_ranked_as_top_contexts_ranks(mode, k):
+    """Recorder.profile() takes the engine's table as it is, without ranking it again."""
+    rng = np.random.default_rng(11)
+    rec = txray.Recorder(7, SIZES, mode=mode, k=k, contexts=4)
+    for _ in range(5):
+        rec.update(*batch(rng, 40, 7, ties=True))
+    table = rec.profile().contexts
+    assert table.schema == txray.CONTEXTS_SCHEMA
+    assert table.equals(txray.top_contexts(table, 4))

@@ -59,6 +59,7 @@ class ContextTexts:
         self._chunks: list[_Texts] = []  # the held texts, a chunk per batch (or one, once joined)
         self._held = 0
         self._prune_above = 0  # held texts that make keep() drop the dead ones
+        self._lookup: tuple[np.ndarray, np.ndarray, list[pa.Array]] | None = None  # fill()'s, until keep()
 
     def __len__(self) -> int:
         """How many units' texts are held."""
@@ -72,6 +73,7 @@ class ContextTexts:
         the sorted units that entered with the batch (:func:`entered_units`), and
         ``live()`` gives every unit the recorders keep.
         """
+        self._lookup = None
         if len(entered):
             at = np.minimum(np.searchsorted(entered, units), len(entered) - 1)
             hits = np.flatnonzero((entered[at] == units) & (units >= 0))
@@ -93,34 +95,37 @@ class ContextTexts:
         ``document``, ``word``, ``text`` and ``word_offset`` filled from the held texts (null for
         a unit whose text is not held). The rows keep their order and ranks: the text does not
         change them, so ranking again (a sort per layer) would only cost time."""
-        held = self._joined()
-        order = np.argsort(held.units, kind="stable")
+        held_units, order, columns = self._lookup or self._make_lookup()
         units = contexts.column("unit").to_numpy()
-        at = np.searchsorted(held.units, units, sorter=order)
+        at = np.searchsorted(held_units, units, sorter=order)
         found = at < len(order)
-        found[found] = held.units[order[at[found]]] == units[found]
-        rows = order[at[found]]
+        found[found] = held_units[order[at[found]]] == units[found]
         # A take with a null index gives a null: the rows of units whose text is not held.
         index = np.zeros(len(units), dtype=np.int64)
-        index[found] = rows
+        index[found] = order[at[found]]
         take = pa.array(index, mask=~found)
-        columns = {
-            "document": held.documents,
-            "word": held.words,
-            "text": held.texts,
-            "word_offset": held.offsets,
-        }
-        for name, values in columns.items():
+        for name, column in zip(_TEXT_COLUMNS, columns):
             field = CONTEXTS_SCHEMA.field(name)
-            column = pa.array(values, field.type).take(take)
-            contexts = contexts.set_column(contexts.schema.get_field_index(name), field, column)
+            contexts = contexts.set_column(contexts.schema.get_field_index(name), field, column.take(take))
         return contexts
+
+    def _make_lookup(self) -> tuple[np.ndarray, np.ndarray, list[pa.Array]]:
+        """The held units, their ascending order, and the text columns as Arrow arrays:
+        made once for the fills of every layer at the end of a run."""
+        held = self._joined()
+        values = (held.documents, held.words, held.texts, held.offsets)
+        columns = [pa.array(v, CONTEXTS_SCHEMA.field(name).type) for name, v in zip(_TEXT_COLUMNS, values)]
+        self._lookup = (held.units, np.argsort(held.units, kind="stable"), columns)
+        return self._lookup
 
     def _joined(self) -> _Texts:
         """The held texts as one chunk."""
         if len(self._chunks) != 1:
             self._chunks = [_Texts.concat(self._chunks)]
         return self._chunks[0]
+
+
+_TEXT_COLUMNS = ("document", "word", "text", "word_offset")
 
 
 @dataclasses.dataclass

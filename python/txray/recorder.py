@@ -11,7 +11,7 @@ import pyarrow as pa
 from . import _inputs
 from ._device import DeviceBackend, cuda_available, parse_device
 from ._host import HostBackend
-from .profile import KindCells, Profile, top_contexts
+from .profile import CONTEXTS_SCHEMA, KindCells, Profile
 
 __all__ = ["MODES", "DEFAULT_DENSE_LIMIT", "Recorder", "cuda_available"]
 
@@ -285,8 +285,14 @@ class Recorder:
     ) -> pa.Table | None:
         if columns is None:
             return None
-        neuron, _rank, activation, unit = columns  # the engine's ranks are the ones top_contexts gives
-        table = top_contexts({"neuron": neuron, "activation": activation, "unit": unit}, self.contexts)
+        # The engine's table is already what top_contexts gives (neuron-major, ranked by activation
+        # then unit; a test checks): built as it is, not sorted again (a lexsort per layer).
+        given = dict(zip(("neuron", "rank", "activation", "unit"), columns))
+        n = len(given["unit"])
+        table = pa.Table.from_arrays(
+            [pa.array(given[f.name], f.type) if f.name in given else pa.nulls(n, f.type) for f in CONTEXTS_SCHEMA],
+            schema=CONTEXTS_SCHEMA,
+        )
         return table if fill is None else fill(table, self.contexts)
 
     def context_units(self, latest: bool = False) -> Any:
