@@ -330,6 +330,22 @@ PYBIND11_MODULE(_native, m) {
           py::arg("latest") = false,
           "the distinct units some neuron keeps as a context, ascending (with latest: only those that entered "
           "with the latest update); None when the recorder keeps none")
+      .def(
+          "mark_context_units",
+          [](const txray::Recorder& r, int64_t lo, py::array mark) -> int64_t {
+            const txray::Contexts* c = r.contexts();
+            if (!c) throw txray::InputError("this recorder keeps no contexts");
+            // Written in place: a converted copy would lose the marks.
+            if (!py::isinstance<py::array_t<uint8_t>>(mark) || mark.ndim() != 1 ||
+                !(mark.flags() & py::array::c_style) || !mark.writeable())
+              throw txray::InputError("mark must be a writable contiguous 1-D uint8 array");
+            uint8_t* out = static_cast<uint8_t*>(mark.mutable_data());
+            const int64_t n = int64_t(mark.shape(0));
+            return locked(r, [&] { return c->mark_latest(lo, n, out); });
+          },
+          py::arg("lo"), py::arg("mark"),
+          "sets mark[u - lo] (uint8) for each unit u that entered some neuron's contexts with the latest update; "
+          "returns how many such candidates (one per neuron holding one) fell outside the mark")
       .def("frequencies", [](const txray::Recorder& r,
                              size_t kind) { return to_numpy(locked(r, [&] { return r.frequencies(kind); })); })
       .def("mass", [](const txray::Recorder& r) { return to_numpy(locked(r, [&] { return r.mass(); })); })

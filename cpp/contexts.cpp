@@ -79,6 +79,22 @@ std::vector<int64_t> Contexts::units(bool latest_batch) const {
   return out;
 }
 
+int64_t Contexts::mark_latest(int64_t lo, int64_t n, uint8_t* mark) const {
+  int64_t outside = 0;
+  for (int64_t nn = 0; nn < n_neurons_; ++nn) {
+    const Candidate* heap = heap_.data() + size_t(nn) * size_t(k_);
+    for (int32_t i = 0; i < size_[size_t(nn)]; ++i) {
+      if (heap[i].batch != batch_) continue;
+      const int64_t at = heap[i].unit - lo;
+      if (at >= 0 && at < n)
+        mark[at] = 1;
+      else
+        ++outside;
+    }
+  }
+  return outside;
+}
+
 size_t Contexts::bytes() const {
   return heap_.size() * sizeof(Candidate) + size_.size() * sizeof(int32_t) + threshold_.size() * sizeof(float);
 }

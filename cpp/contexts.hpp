@@ -48,6 +48,12 @@ class Contexts {
   // The distinct units held by any neuron, ascending; with latest_batch, only
   // those that entered in the latest batch (a scan, no sort of every unit).
   std::vector<int64_t> units(bool latest_batch = false) const;
+  // Sets mark[u - lo] for each unit u of [lo, lo + n) that some neuron holds
+  // since the latest batch: a scan with no sort and no list, so that a caller
+  // can OR the marks of several streams over a batch's span of units. Returns
+  // how many such candidates (one per neuron holding it) fell outside [lo, lo + n),
+  // unmarked.
+  int64_t mark_latest(int64_t lo, int64_t n, uint8_t* mark) const;
   size_t bytes() const;
 
  private:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import reference
 import torch
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import txray
-from txray.contexts import ContextTexts, word_window
+from txray.contexts import ContextTexts, entered_units, live_units, unit_numbers, word_window
 
 SIZES = {"token": 5}
 MODES = [("max1", None), ("topk", 1), ("topk", 3), ("all", None)]
@@ -380,3 +381,120 @@ def test_a_hugging_face_dataset_gives_the_same_contexts_as_its_texts():
     dataset = datasets.Dataset.from_dict({"text": corpus})
     from_dataset = txray.record_model(model, tok, dataset, ["embed"], contexts=3, progress=False)["embed"]
     assert table_rows(from_dataset.contexts) == table_rows(from_list.contexts)
+
+
+# -- the texts of a batch's units, and the units that entered with it ---------
+
+
+def model_batches(corpus: list[str], tok, max_tokens: int):
+    """record_model's batches of ``corpus`` (tokens only), and its examples."""
+    from txray.features import Token, build_vocabularies
+    from txray.pipeline import _windows
+    from txray.words import as_word_tokenizer, batches, make_batch
+
+    text = txray.Corpus(corpus)
+    token = Token()
+    build_vocabularies([token], text.examples())
+    word_tok = as_word_tokenizer(tok)
+    windows = _windows(text.examples(), [token], word_tok, None)
+    return [make_batch(group, word_tok) for group in batches(windows, max_tokens)], list(text.examples())
+
+
+def contexts_of_units(units: list[int]) -> pa.Table:
+    """A contexts table of one neuron whose rows are ``units``, texts not filled."""
+    n = len(units)
+    columns = {"neuron": [0] * n, "rank": list(range(1, n + 1)), "activation": [1.0] * n, "unit": units}
+    columns |= {name: [None] * n for name in ("document", "word", "text", "word_offset")}
+    return pa.Table.from_pydict(columns, schema=txray.CONTEXTS_SCHEMA)
+
+
+@pytest.mark.parametrize("window", [0, 1, 3, 8])
+def test_kept_texts_are_the_word_windows_of_their_units(window):
+    """Every held unit gets its document, word, and word_window's text and offset
+    (windows cut across model windows and batches); a unit not held gets nulls."""
+    rng = np.random.default_rng(window)
+    corpus = small_corpus() + ["é ü " * 12]  # characters beyond ASCII: offsets count characters
+    batches_, examples = model_batches(corpus, txray.VocabTokenizer(WORDS + ["é", "ü"], max_length=7), 20)
+    where = {e.first_word + i: (e, i) for e in examples for i in range(len(e.words))}
+    texts, live = ContextTexts(window), []
+
+    def live_units_now():
+        return np.array(sorted(live), dtype=np.int64)
+
+    for b in batches_:
+        units = unit_numbers(b)
+        words = units[units >= 0]
+        entered = np.sort(rng.choice(words, size=len(words) // 2, replace=False))
+        live += [u for u in entered.tolist() if u % 3]  # the others leave every top k at once
+        texts.keep(b, units, entered, live_units_now)
+    assert len(texts) < sum(b.n_units for b in batches_)  # dropped some
+    missing = max(where) + 1
+    filled = texts.fill(contexts_of_units(live + [missing]), 20)
+    expected = []
+    for unit in live:
+        example, at = where[unit]
+        expected.append((example.index, example.words[at], *word_window(example.words, at, window)))
+    expected.append((None, None, None, None))
+    got = list(zip(*[filled.column(name).to_pylist() for name in ("document", "word", "text", "word_offset")]))
+    assert got == expected
+    assert filled.schema == txray.CONTEXTS_SCHEMA
+
+
+def test_texts_of_nothing_kept_are_null():
+    filled = ContextTexts().fill(contexts_of_units([3, 1]), 20)
+    assert filled.column("text").to_pylist() == [None, None]
+    assert filled.column("unit").to_pylist() == [3, 1]
+
+
+@pytest.mark.parametrize("mode,k", MODES)
+def test_entered_units_are_the_latest_context_units_of_all_recorders(mode, k):
+    rng = np.random.default_rng(7)
+    recorders = [txray.Recorder(6, SIZES, mode=mode, k=k, contexts=3) for _ in range(3)]
+    recorders.append(txray.Recorder(6, SIZES, mode=mode, k=k, contexts=0))  # keeps none: skipped
+    first = 0
+    for _ in range(12):
+        n = int(rng.integers(1, 30))
+        units = first + rng.permutation(n).astype(np.int64)  # a batch's units, in any order
+        units[rng.random(n) < 0.2] = -1  # special tokens
+        first += n
+        for r in recorders:
+            acts, ids = batch(rng, n, 6, ties=True)
+            r.update(acts, ids, units=units)
+        expected = live_units(recorders, latest=True)
+        assert entered_units(recorders, units).tolist() == expected.tolist()
+
+
+def test_entered_units_after_a_merge_falls_back_to_the_full_scan():
+    a, b = txray.Recorder(2, SIZES, mode="all", contexts=2), txray.Recorder(2, SIZES, mode="all", contexts=2)
+    ids = {"token": [0, 0]}
+    b.update(np.array([[9, 9], [8, 8]], np.float32), ids, units=[100, 101])
+    a.update(np.array([[1, 1], [2, 2]], np.float32), ids, units=[0, 1])
+    a.merge(b)  # 100 and 101 enter a's contexts now, outside the batch's units
+    units = np.array([0, 1], dtype=np.int64)
+    assert entered_units([a], units).tolist() == live_units([a], latest=True).tolist()
+
+
+def test_mark_context_units_checks_its_arguments():
+    rec = txray.Recorder(2, SIZES, mode="all", contexts=2)
+    rec.update(np.array([[1, 5], [2, 6]], np.float32), {"token": [0, 0]}, units=[10, 11])
+    mark = np.zeros(4, dtype=np.uint8)
+    assert rec.mark_context_units(9, mark) == 0 and mark.tolist() == [0, 1, 1, 0]
+    mark = np.zeros(1, dtype=np.uint8)
+    assert rec.mark_context_units(10, mark) == 2 and mark.tolist() == [1]  # both neurons hold 11: outside
+    for bad in (np.zeros(4, dtype=np.int64), np.zeros((2, 2), dtype=np.uint8), np.zeros(8, dtype=np.uint8)[::2]):
+        with pytest.raises(ValueError, match="mark must be a writable contiguous 1-D uint8 array"):
+            rec.mark_context_units(0, bad)
+    with pytest.raises(ValueError, match="keeps no contexts"):
+        txray.Recorder(2, SIZES, contexts=0).mark_context_units(0, mark)
+
+
+@pytest.mark.parametrize("mode,k", MODES)
+def test_the_engine_table_is_already_ranked_as_top_contexts_ranks(mode, k):
+    """Recorder.profile() takes the engine's table as it is, without ranking it again."""
+    rng = np.random.default_rng(11)
+    rec = txray.Recorder(7, SIZES, mode=mode, k=k, contexts=4)
+    for _ in range(5):
+        rec.update(*batch(rng, 40, 7, ties=True))
+    table = rec.profile().contexts
+    assert table.schema == txray.CONTEXTS_SCHEMA
+    assert table.equals(txray.top_contexts(table, 4))

@@ -21,7 +21,7 @@ from torch import nn
 
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
-from .contexts import ContextTexts, live_units, unit_numbers
+from .contexts import ContextTexts, entered_units, live_units, unit_numbers
 from .corpus import Corpus, Example, Shard, as_corpus, take
 from .features import (
     Feature,
@@ -207,7 +207,7 @@ class _Run:
             self._record(layer, tensor)
         if self.texts is not None and self._units is not None:
             recorders = list(self.recorders.recorders())
-            entered = live_units(recorders, latest=True)
+            entered = entered_units(recorders, self._units)
             self.texts.keep(batch, self._units, entered, lambda: live_units(recorders))
         self.words += batch.n_units
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from . import _inputs
 from ._device import DeviceBackend, cuda_available, parse_device
 from ._host import HostBackend
-from .profile import KindCells, Profile, top_contexts
+from .profile import CONTEXTS_SCHEMA, KindCells, Profile
 
 __all__ = ["MODES", "DEFAULT_DENSE_LIMIT", "Recorder", "cuda_available"]
 
@@ -285,8 +285,14 @@ class Recorder:
     ) -> pa.Table | None:
         if columns is None:
             return None
-        neuron, _rank, activation, unit = columns  # the engine's ranks are the ones top_contexts gives
-        table = top_contexts({"neuron": neuron, "activation": activation, "unit": unit}, self.contexts)
+        # The engine's table is already what top_contexts gives (neuron-major, ranked by activation
+        # then unit; a test checks): built as it is, not sorted again (a lexsort per layer).
+        given = dict(zip(("neuron", "rank", "activation", "unit"), columns))
+        n = len(given["unit"])
+        table = pa.Table.from_arrays(
+            [pa.array(given[f.name], f.type) if f.name in given else pa.nulls(n, f.type) for f in CONTEXTS_SCHEMA],
+            schema=CONTEXTS_SCHEMA,
+        )
         return table if fill is None else fill(table, self.contexts)
 
     def context_units(self, latest: bool = False) -> Any:
@@ -296,6 +302,17 @@ class Recorder:
         recorder keeps no contexts. :func:`txray.record_model` keeps the text of
         these units only."""
         return self._native.context_units(latest) if self.contexts else None
+
+    def mark_context_units(self, lo: int, mark: Any) -> int:
+        """Set ``mark[u - lo]`` (a writable contiguous uint8 array) for each unit ``u``
+        that entered some neuron's contexts with the latest :meth:`update`: the same
+        units as ``context_units(latest=True)``, by a scan with no sort, so that
+        :func:`txray.record_model` can gather a batch's new contexts over several
+        recorders in one array. Returns how many such candidates (one per neuron
+        that holds one) fell outside the mark, unmarked. Needs a recorder that keeps contexts."""
+        if not self.contexts:
+            raise ValueError("mark_context_units: this recorder keeps no contexts (contexts=0)")
+        return self._native.mark_context_units(int(lo), mark)
 
     def _snapshot(self) -> tuple[int, Any, list[Any], Any]:
         """(tokens, mass, [((neuron, feature, count, sum), frequencies) per kind],
