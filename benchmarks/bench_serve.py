@@ -1,4 +1,4 @@
-"""Latency of ``txray serve``'s interactions, over real HTTP on 127.0.0.1 (uvicorn in a thread, httpx).
+"""Latency of ``txray serve``'s interactions, over real HTTP on 127.0.0.1 (uvicorn in a thread, urllib).
 
     python benchmarks/bench_serve.py                       # a demo-sized LSTM (256 units, 5,000 words) and MiniLM
     python benchmarks/bench_serve.py --demo demo-output    # a real txray demo output folder instead
@@ -25,11 +25,14 @@ Results go to benchmarks/results/bench_serve.json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -79,72 +82,88 @@ def timed(fn, repeats: int) -> dict:
     }
 
 
-def check(resp):
-    if resp.status_code != 200:
-        raise SystemExit(f"{resp.request.url}: {resp.status_code} {resp.text}")
-    return resp
+class Client:
+    """JSON over HTTP with the standard library, a connection per request (httpx's kept-alive connections
+    add some 40 ms of TCP delayed acknowledgement per request on Linux loopback, which a browser does not)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str) -> bytes:
+        return self._open(urllib.request.Request(self.url + path))
+
+    def post(self, path: str, body: dict) -> bytes:
+        data = json.dumps(body).encode()
+        return self._open(urllib.request.Request(self.url + path, data, {"content-type": "application/json"}))
+
+    def json(self, path: str, body: dict | None = None) -> dict:
+        return json.loads(self.get(path) if body is None else self.post(path, body))
+
+    @staticmethod
+    def _open(request: urllib.request.Request) -> bytes:
+        try:
+            with urllib.request.urlopen(request, timeout=600) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as err:
+            raise SystemExit(f"{request.full_url}: {err.code} {err.read().decode()}") from None
 
 
 def interactions(case: str, server, model: str, repeats: int) -> list[dict]:
-    import httpx2 as httpx
-
     running = Running(server)
     rows = []
+    client = Client(running.url)
     try:
-        with httpx.Client(base_url=running.url, timeout=600) as client:
-            neurons = [n % server.study.n_neurons for n in NEURONS]
-            steps = [
-                ("page", lambda: check(client.get("/"))),
-                ("browser table", lambda: check(client.get("/api/browser"))),
-            ]
-            fresh = iter(range(server.study.n_neurons))
-            steps.append(("neuron page, first time", lambda: check(client.get(f"/api/neuron/{next(fresh)}"))))
-            steps.append(("neuron page, cached", lambda: check(client.get("/api/neuron/0"))))
-            body = {"model": model, "text": TEXT, "neurons": neurons}
-            steps.append(("activations, 5 neurons", lambda: check(client.post("/api/activations", json=body))))
-            edits = {
-                "model": model,
-                "text": TEXT,
-                "edits": [{"neuron": n, "mode": "set", "value": 3.0} for n in neurons],
-            }
-            steps.append(("manipulation, 5 neurons", lambda: check(client.post("/api/manipulate", json=edits))))
-            check(client.post("/api/manipulate", json=edits))  # warm-up: the first forward pass pays for lazy setup
-            for name, fn in steps:
-                result = timed(fn, repeats)
-                rows.append({"case": case, "interaction": name, **result})
-                print(
-                    f"{case:8s} {name:28s} median {result['median_s'] * 1000:8.1f} ms  best {result['best_s'] * 1000:8.1f} ms",
-                    flush=True,
-                )
+        neurons = [n % server.study.n_neurons for n in NEURONS]
+        steps = [
+            ("page", lambda: client.get("/")),
+            ("browser table", lambda: client.get("/api/browser")),
+        ]
+        fresh = iter(range(server.study.n_neurons))
+        steps.append(("neuron page, first time", lambda: client.get(f"/api/neuron/{next(fresh)}")))
+        steps.append(("neuron page, cached", lambda: client.get("/api/neuron/0")))
+        body = {"model": model, "text": TEXT, "neurons": neurons}
+        steps.append(("activations, 5 neurons", lambda: client.post("/api/activations", body)))
+        edits = {
+            "model": model,
+            "text": TEXT,
+            "edits": [{"neuron": n, "mode": "set", "value": 3.0} for n in neurons],
+        }
+        steps.append(("manipulation, 5 neurons", lambda: client.post("/api/manipulate", edits)))
+        client.post("/api/manipulate", edits)  # warm-up: the first forward pass pays for lazy setup
+        for name, fn in steps:
+            result = timed(fn, repeats)
+            rows.append({"case": case, "interaction": name, **result})
+            print(
+                f"{case:8s} {name:28s} median {result['median_s'] * 1000:8.1f} ms  best {result['best_s'] * 1000:8.1f} ms",
+                flush=True,
+            )
     finally:
         running.close()
     return rows
 
 
 def ablation(server, k: int, n_rows: int) -> dict:
-    import httpx2 as httpx
-
     running = Running(server)
+    client = Client(running.url)
     try:
-        with httpx.Client(base_url=running.url, timeout=600) as client:
-            body = {
-                "model": "demo classifier",
-                "file": server.labelled,
-                "before": len(server.study.profiles) - 2,
-                "k": k,
-                "rows": n_rows,
-            }
-            cpu, wall = time.process_time(), time.perf_counter()
-            job = check(client.post("/api/ablation", json=body)).json()
-            while job["status"] == "running":
-                time.sleep(0.05)
-                job = check(client.get(f"/api/ablation/{job['id']}")).json()
-            seconds, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
-            if job["status"] != "done":
-                raise SystemExit(f"the ablation failed: {job['error']}")
-            cached_wall = time.perf_counter()
-            check(client.post("/api/ablation", json=body))
-            cached = time.perf_counter() - cached_wall
+        body = {
+            "model": "demo classifier",
+            "file": server.labelled,
+            "before": len(server.study.profiles) - 2,
+            "k": k,
+            "rows": n_rows,
+        }
+        cpu, wall = time.process_time(), time.perf_counter()
+        job = client.json("/api/ablation", body)
+        while job["status"] == "running":
+            time.sleep(0.05)
+            job = client.json(f"/api/ablation/{job['id']}")
+        seconds, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        if job["status"] != "done":
+            raise SystemExit(f"the ablation failed: {job['error']}")
+        cached_wall = time.perf_counter()
+        client.post("/api/ablation", body)
+        cached = time.perf_counter() - cached_wall
     finally:
         running.close()
     print(
