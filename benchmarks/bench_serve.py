@@ -29,7 +29,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,31 +39,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # servers.py: the demo folder the server tests use
 from _common import OtherLoad, add_results_arguments, render_table, write_results  # noqa: E402
 
+from txray.serve.run import Background, open_server  # noqa: E402
+
 TEXT = "The film was slow at the start , but the acting was great and the ending made the whole thing worth it ."
 NEURONS = [3, 17, 42, 100, 200]
-
-
-class Running:
-    """A server on a free port of 127.0.0.1, in a thread."""
-
-    def __init__(self, server) -> None:
-        import uvicorn
-
-        from txray.serve.app import create_app
-        from txray.serve.run import bind, url_of
-
-        self.sock = bind("127.0.0.1", 0)
-        self.url = url_of(self.sock).rstrip("/")
-        self.uvicorn = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        while not self.uvicorn.started:
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.uvicorn.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 def timed(fn, repeats: int) -> dict:
@@ -109,9 +87,9 @@ class Client:
 
 
 def interactions(case: str, server, model: str, repeats: int) -> list[dict]:
-    running = Running(server)
+    running = Background(server)
     rows = []
-    client = Client(running.url)
+    client = Client(running.url.rstrip("/"))
     try:
         neurons = [n % server.study.n_neurons for n in NEURONS]
         steps = [
@@ -143,8 +121,8 @@ def interactions(case: str, server, model: str, repeats: int) -> list[dict]:
 
 
 def ablation(server, k: int, n_rows: int) -> dict:
-    running = Running(server)
-    client = Client(running.url)
+    running = Background(server)
+    client = Client(running.url.rstrip("/"))
     try:
         body = {
             "model": "demo classifier",
@@ -191,8 +169,6 @@ def main(argv=None) -> int:
     if args.quick:
         args.repeats, args.rows = 3, 100
     import torch
-
-    from txray.serve.run import open_server
 
     load = OtherLoad()
     rows: list[dict] = []

@@ -7,7 +7,6 @@ output, the ablation view computes its table, and no console error happens on th
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 import servers  # noqa: E402
 from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
 
-from txray.serve.run import bind, open_server, url_of  # noqa: E402
+from txray.serve.run import Background, open_server  # noqa: E402
 
 pytestmark = needs_chromium
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,19 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     """A server of a small demo folder on a free port of 127.0.0.1, in a thread."""
-    import uvicorn
-
-    from txray.serve.app import create_app
-
-    demo = servers.demo_output(tmp_path_factory.mktemp("serve-page"))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(open_server([demo])), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    yield url_of(sock)
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    running = Background(open_server([servers.demo_output(tmp_path_factory.mktemp("serve-page"))]))
+    yield running.url
+    running.close()
 
 
 @pytest.fixture(scope="module")

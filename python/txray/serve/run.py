@@ -93,3 +93,29 @@ def serve(server: Server, sock: socket.socket, quiet: bool = False) -> None:
 
     config = uvicorn.Config(create_app(server), log_level="warning" if quiet else "info", access_log=not quiet)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class Background:
+    """A server answering on a free port of ``host`` in a daemon thread (tests, benchmarks, screenshots):
+    ``url`` while it runs, :meth:`close` to stop it."""
+
+    def __init__(self, server: Server, host: str = "127.0.0.1") -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        from .app import create_app
+
+        self.sock = bind(host, 0)
+        self.url = url_of(self.sock)
+        self.uvicorn = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        while not self.uvicorn.started and self.thread.is_alive():
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
