@@ -17,6 +17,7 @@ pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
 
 import servers  # noqa: E402
+import stages as st  # noqa: E402
 from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
 
 from txray.serve.run import Background, open_server  # noqa: E402
@@ -34,16 +35,28 @@ def url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def chromium():
     with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = chromium.new_page(viewport={"width": 1300, "height": 1100})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.errors = errors
-        yield page
-        chromium.close()
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def new_page(chromium):
+    """A page that collects console errors and uncaught exceptions in ``page.errors``."""
+    page = chromium.new_page(viewport={"width": 1300, "height": 1100})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(chromium):
+    page = new_page(chromium)
+    yield page
+    page.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +129,28 @@ def test_views_in_chromium(page, url, artefacts):
     assert page.evaluate("window.txrayErrors") == []
     # The failed request above is the server's 400 answer, reported by Chromium as a failed resource.
     assert [e for e in page.errors if "status of 400" not in e] == []
+
+
+def test_profiles_alone(chromium, tmp_path):
+    """Without a model the analysis view works and the other views say what they need."""
+    from txray.serve.app import Server
+    from txray.serve.folders import Folders
+    from txray.serve.study import Study
+
+    running = Background(Server(Study(st.recorded_stages(n_stages=2, contexts=3)), Folders([tmp_path])))
+    try:
+        page = new_page(chromium)
+        page.goto(running.url + "#neuron=3")
+        page.wait_for_selector(".txb-neuron:not([hidden]) .txb-stage")
+        assert page.locator("#txs-text-panel").is_hidden()
+        page.goto(running.url + "#manipulate")
+        page.wait_for_selector("#man-none", state="visible")  # the view shows once the hash is routed
+        assert page.locator("#man-form").is_hidden()
+        page.goto(running.url + "#ablation")
+        page.wait_for_selector("#abl-none", state="visible")
+        page.goto(running.url + "#neurons")
+        page.wait_for_selector(".txb-list-view:not([hidden]) .txb-row")
+        assert page.evaluate("window.txrayErrors") == [] and page.errors == []
+        page.close()
+    finally:
+        running.close()

@@ -6,6 +6,10 @@
     sets = txray.pruning_sets(txray.compare(zero_shot, supervised), supervised, k=20)
     table = txray.pruning_table(model, "encoder.rnn", sets, evaluate, profile=supervised)
 
+    from txray.prune import manipulate
+    with manipulate(model, "encoder.rnn", [3, 17], scale=[0.0, 2.0], value=[5.0, 0.0]):
+        logits = model(ids)                        # neuron 3 set to 5, neuron 17 doubled
+
 ``evaluate(model)`` is yours: it returns the metric per evaluation split,
 e.g. ``{"train": 0.81, "test": 0.79}``. Needs PyTorch.
 """
