@@ -88,6 +88,12 @@ class Ablation:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txray-ablation")
+        self._closing = False
+
+    def close(self) -> None:
+        """Stop the running job (it ends with an error) and drop the waiting ones: the server is stopping."""
+        self._closing = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def start(
         self, live: LiveModel, file: str, sets: Mapping[str, Sequence[int]], profile: Profile | None, rows: int
@@ -149,6 +155,8 @@ class Ablation:
                 right = 0
                 with torch.inference_mode():
                     for ids, want in zip(encoded, wanted):
+                        if self._closing:
+                            raise RuntimeError("the server is stopping")
                         scores = live.readout.scores(live.forward(m, ids), ids)
                         right += int(int(scores.argmax()) == want)
                         job.done += 1

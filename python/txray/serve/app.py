@@ -7,9 +7,10 @@ stack trace. Request bodies are limited to :data:`MAX_BODY` bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -43,9 +44,6 @@ class Server:
     models: Sequence[LiveModel] = ()
     labelled: str | None = None  # the labelled file the ablation view suggests (relative to a folder)
     title: str = "txray serve"
-
-    def __post_init__(self) -> None:
-        self.ablation = Ablation(self.folders)
 
     def model(self, name: str | None) -> LiveModel:
         if not self.models:
@@ -112,7 +110,16 @@ def create_app(server: Server) -> FastAPI:
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
 
-    app = FastAPI(title="txray serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    ablation_jobs = Ablation(server.folders)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ablation_jobs.close()  # a pruning table being computed must not hold up the exit
+
+    app = FastAPI(
+        title="txray serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.add_middleware(_BodyLimit, limit=MAX_BODY)
 
     @app.exception_handler(RequestError)
@@ -175,11 +182,11 @@ def create_app(server: Server) -> FastAPI:
         if body.standard:
             sets.update(_standard_sets(server.study, after, body.before, body.k))
         sets.update(body.sets)
-        return server.ablation.start(live, body.file, sets, after, body.rows)
+        return ablation_jobs.start(live, body.file, sets, after, body.rows)
 
     @app.get("/api/ablation/{job}")
     def ablation_job(job: int) -> dict[str, Any]:
-        return server.ablation.job(job)
+        return ablation_jobs.job(job)
 
     return app
 

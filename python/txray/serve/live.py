@@ -63,13 +63,13 @@ class LiveModel:
         readout: Readout,
         append: Sequence[int] = (),
     ) -> None:
-        from ..prune import _layer
+        from ..capture import find_module
 
         self.name = name
         self.model = model.eval()
         self.tokenizer: WordTokenizer = as_word_tokenizer(tokenizer)
         self.layer = layer
-        _layer(model, layer)  # a ValueError naming the model's layers when it has no such layer
+        find_module(model, layer)  # a ValueError naming close matches when the model has no such layer
         self.forward = forward
         self.readout = readout
         self.append = list(append)
