@@ -347,6 +347,10 @@ def test_ablation_errors(client):
         "/api/ablation", json={"model": "demo classifier", "file": "models/tweets_test.csv", "sets": {"x": [40]}}
     )
     assert resp.status_code == 400 and "out of range" in error(resp)
+    resp = client.post(
+        "/api/ablation", json={"model": "demo classifier", "file": "models/tweets_test.csv", "rows": 10**6}
+    )
+    assert resp.status_code == 422 and "rows" in error(resp)
     assert client.get("/api/ablation/999").status_code == 404
     files = client.get("/api/files").json()
     assert files == {"files": ["models/tweets_test.csv"], "default": "models/tweets_test.csv"}

@@ -111,7 +111,8 @@ class Ablation:
             if bad:
                 raise RequestError(f"set {name!r}: neuron {bad[0]} is out of range ({width} neurons)")
         path = self.folders.file(file, LABELLED_SUFFIXES)
-        rows = max(1, min(int(rows), MAX_ROWS))
+        if not 1 <= rows <= MAX_ROWS:
+            raise RequestError(f"rows: 1 to {MAX_ROWS:,}, not {rows}")
         stat = path.stat()
         clean = {str(k): sorted({int(n) for n in v}) for k, v in sets.items()}
         key = (

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from .._templates import asset, environment, script_json
 from .._version import __version__
-from .ablation import Ablation
+from .ablation import MAX_ROWS, Ablation
 from .folders import Folders, RequestError
 from .live import LiveModel
 from .study import Study
@@ -97,7 +97,7 @@ class AblationRequest(BaseModel):
     k: int = Field(20, ge=1, le=10_000)
     standard: bool = True
     sets: dict[str, list[int]] = Field(default_factory=dict, max_length=8)
-    rows: int = Field(1000, ge=1, le=100_000)
+    rows: int = Field(1000, ge=1, le=MAX_ROWS, description="the labelled file's first rows to evaluate")
 
 
 # -- the application ------------------------------------------------------------------------------------
