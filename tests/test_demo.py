@@ -98,6 +98,22 @@ def test_reports(demo):
     assert len(list(demo.glob("plotly-*.min.js"))) == 1  # one plotly.js for the three reports
 
 
+def test_models_for_the_server(demo):
+    from txray.demo.models import read_models
+
+    models = read_models(demo)
+    assert [p.name for p in models.stages] == [f"{s}.parquet" for s in STAGES]
+    assert models.load_lm().decoder.out_features == len(models.vocab)  # the state dict fits the vocabulary
+    assert models.load_classifier().encoder.rnn.hidden_size == 16
+    assert pcsv.read_csv(models.labelled).column_names == ["text", "label"]
+    pytest.importorskip("fastapi")
+    from txray.serve.run import open_server
+
+    server = open_server([demo])
+    assert [m.n_neurons for m in server.models] == [16, 16] and server.study.n_neurons == 16
+    assert server.labelled == "models/tweets_test.csv"
+
+
 def test_second_run_uses_the_cache(demo, capsys):
     cached = sorted(p.name for p in (demo / "cache").rglob("*.pt"))
     assert main(["demo", "--out", str(demo), "--cache", str(demo / "cache"), *TINY]) == 0

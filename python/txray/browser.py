@@ -65,6 +65,7 @@ def browser_document(
     top: int = 10,
     contexts: int | None = REPORT_CONTEXTS,
     reference: int | str = "previous",
+    details: bool = True,
 ) -> dict[str, Any]:
     """The neuron browser's JSON document of these stages (plain lists and dicts, ready for ``json.dumps``).
 
@@ -74,7 +75,8 @@ def browser_document(
     stage, also gained and lost ones; ``contexts``: contexts per neuron and
     stage (None: all recorded); ``reference`` as in :func:`txray.neuron_table`.
     Profiles of different widths (two models) are listed one by one, each
-    compared with nothing.
+    compared with nothing. ``details=False`` leaves the per-neuron pages out
+    (``neurons``): a server sends each with :func:`neuron_entry` when asked.
     """
     profiles = list(profiles)
     if not profiles:
@@ -86,13 +88,8 @@ def browser_document(
     same = _same_layer(profiles, shown)
     if same:
         parts = [neurons.neuron_table(profiles, kind, reference)]
-        details = [neurons.neuron_details(profiles, None, shown, top, contexts=contexts)]
     else:
         parts = [_restage(neurons.neuron_table(p, kind), i, name) for i, (p, name) in enumerate(zip(profiles, names))]
-        details = [
-            _restage_details(neurons.neuron_details(p, None, shown, top, contexts=contexts), i)
-            for i, p in enumerate(profiles)
-        ]
     table = pa.concat_tables(parts)
     compared = table.column("reference").null_count < table.num_rows
     alone = table.column("reference").null_count > 0
@@ -102,7 +99,7 @@ def browser_document(
         if (s in ("preferred", "unpreferred") and alone) or (s not in ("preferred", "unpreferred") and compared)
     ]
     has_contexts = any(p.contexts is not None for p in profiles)
-    return {
+    document = {
         "format": FORMAT,
         "kind": kind,
         "kinds": shown,
@@ -117,8 +114,53 @@ def browser_document(
         "hidden_states": list(HIDDEN_STATES),
         "has_contexts": has_contexts,
         "table": _table_columns(table),
-        "neurons": _neuron_entries(details, profiles, shown, has_contexts, same),
     }
+    if details:
+        document["neurons"] = _neuron_entries(
+            _details(profiles, None, shown, top, contexts, same), profiles, shown, has_contexts, same
+        )
+    return document
+
+
+def _details(
+    profiles: Sequence[Profile],
+    ids: Sequence[int] | None,
+    kinds: Sequence[str],
+    top: int,
+    contexts: int | None,
+    same: bool,
+) -> list[dict[str, pa.Table]]:
+    """:func:`txray.neuron_details` of the neurons ``ids`` (None: all): one part for a layer's stages, else one
+    per profile that has them."""
+    if same:
+        return [neurons.neuron_details(profiles, ids, kinds, top, contexts=contexts)]
+    return [
+        _restage_details(
+            neurons.neuron_details(
+                p, ids if ids is None else [i for i in ids if i < p.n_neurons], kinds, top, contexts=contexts
+            ),
+            s,
+        )
+        for s, p in enumerate(profiles)
+        if ids is None or any(i < p.n_neurons for i in ids)
+    ]
+
+
+def neuron_entry(
+    profiles: Sequence[Profile],
+    document: dict[str, Any],
+    neuron: int,
+    top: int = 10,
+    contexts: int | None = REPORT_CONTEXTS,
+) -> dict[str, Any]:
+    """One neuron's page of a document made with ``details=False`` (what ``document["neurons"][neuron]`` would
+    hold), computed for that neuron alone. Raises ValueError for a neuron no profile has."""
+    profiles = list(profiles)
+    if not 0 <= neuron < document["n_neurons"]:
+        raise ValueError(f"neuron {neuron} is out of range: the widest profile has {document['n_neurons']} neurons")
+    kinds, same = document["kinds"], document["same_layer"]
+    parts = _details(profiles, [neuron], kinds, top, contexts, same)
+    return _neuron_entries(parts, profiles, kinds, document["has_contexts"], same)[neuron]
 
 
 def _restage(table: pa.Table, index: int, name: str) -> pa.Table:

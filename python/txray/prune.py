@@ -6,6 +6,10 @@
     sets = txray.pruning_sets(txray.compare(zero_shot, supervised), supervised, k=20)
     table = txray.pruning_table(model, "encoder.rnn", sets, evaluate, profile=supervised)
 
+    from txray.prune import manipulate
+    with manipulate(model, "encoder.rnn", [3, 17], scale=[0.0, 2.0], value=[5.0, 0.0]):
+        logits = model(ids)                        # neuron 3 set to 5, neuron 17 doubled
+
 ``evaluate(model)`` is yours: it returns the metric per evaluation split,
 e.g. ``{"train": 0.81, "test": 0.79}``. Needs PyTorch.
 """
@@ -46,16 +50,34 @@ def _neuron_index(neurons: Sequence[int]) -> np.ndarray:
     return ids
 
 
-def _zeroed(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """A copy of ``tensor`` with the chosen entries of its last (neuron) axis set to zero."""
+def _edited(
+    tensor: torch.Tensor, index: torch.Tensor, scale: torch.Tensor | None, value: torch.Tensor | None
+) -> torch.Tensor:
+    """A copy of ``tensor`` whose chosen entries of the last (neuron) axis are ``entry * scale + value``;
+    zero where ``scale`` and ``value`` are None (pruning)."""
     if index.numel() and int(index[-1]) >= tensor.shape[-1]:
         raise IndexError(f"neuron {int(index[-1])} is out of range: the layer outputs {tensor.shape[-1]} neurons")
-    # index_fill, not an in-place write: the module's own output may be needed by autograd.
-    return tensor.index_fill(-1, index.to(tensor.device), 0)
+    index = index.to(tensor.device)
+    if scale is None and value is None:
+        # index_fill, not an in-place write: the module's own output may be needed by autograd.
+        return tensor.index_fill(-1, index, 0)
+    out = tensor.clone()
+    chosen = out.index_select(-1, index)
+    if scale is not None:
+        chosen = chosen * scale.to(tensor.device, tensor.dtype)
+    if value is not None:
+        chosen = chosen + value.to(tensor.device, tensor.dtype)
+    return out.index_copy_(-1, index, chosen)
 
 
-def _zero_rnn_state(module: torch.nn.RNNBase, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Zero the pruned neurons in h_n of the top layer, whose rows are what the output sequence holds.
+def _edit_rnn_state(
+    module: torch.nn.RNNBase,
+    state: torch.Tensor,
+    index: torch.Tensor,
+    scale: torch.Tensor | None,
+    value: torch.Tensor | None,
+) -> torch.Tensor:
+    """Edit the chosen neurons in h_n of the top layer, whose rows are what the output sequence holds.
 
     h_n is (layers * directions, batch, hidden); a bidirectional output's
     neuron j >= hidden belongs to the backward direction's row.
@@ -65,28 +87,36 @@ def _zero_rnn_state(module: torch.nn.RNNBase, state: torch.Tensor, index: torch.
     state = state.clone()
     for d in range(directions):
         row = state.shape[0] - directions + d
-        local = index[(index >= d * hidden) & (index < (d + 1) * hidden)] - d * hidden
-        state[row, ..., local.to(state.device)] = 0
+        mine = (index >= d * hidden) & (index < (d + 1) * hidden)
+        local = index[mine] - d * hidden
+        state[row] = _edited(
+            state[row],
+            local,
+            None if scale is None else scale[mine.to(scale.device)],
+            None if value is None else value[mine.to(value.device)],
+        )
     return state
 
 
-def _prune_output(module: torch.nn.Module, output: Any, index: torch.Tensor) -> Any:
-    """The module's output with the neurons zeroed: a tensor, or the first tensor of a tuple (RNNs)."""
+def _edit_output(
+    module: torch.nn.Module, output: Any, index: torch.Tensor, scale: torch.Tensor | None, value: torch.Tensor | None
+) -> Any:
+    """The module's output with the neurons edited: a tensor, or the first tensor of a tuple (RNNs)."""
     import torch
 
     if isinstance(output, torch.Tensor):
-        return _zeroed(output, index)
+        return _edited(output, index, scale, value)
     if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
         rest = output[1:]
         if isinstance(module, torch.nn.RNNBase) and rest:
             h = rest[0]
             if isinstance(h, tuple):  # LSTM: (h_n, c_n); c_n is internal cell state, not the neurons' output
-                rest = ((_zero_rnn_state(module, h[0], index), h[1]),) + rest[1:]
+                rest = ((_edit_rnn_state(module, h[0], index, scale, value), h[1]),) + rest[1:]
             elif isinstance(h, torch.Tensor):  # GRU / RNN: h_n
-                rest = (_zero_rnn_state(module, h, index),) + rest[1:]
-        return (_zeroed(output[0], index),) + tuple(rest)
+                rest = (_edit_rnn_state(module, h, index, scale, value),) + rest[1:]
+        return (_edited(output[0], index, scale, value),) + tuple(rest)
     raise TypeError(
-        f"cannot prune the output of {type(module).__name__} ({type(output).__name__}): pick a layer that "
+        f"cannot edit the output of {type(module).__name__} ({type(output).__name__}): pick a layer that "
         "returns a tensor or a tuple whose first element is the activations"
     )
 
@@ -101,17 +131,61 @@ def prune(model: torch.nn.Module, layer: str | torch.nn.Module, neurons: Sequenc
     hook does it; the hook is removed on exit, also after an exception.
     Yields the model.
     """
+    with _hooked(model, layer, _neuron_index(neurons), None, None):
+        yield model
+
+
+@contextlib.contextmanager
+def manipulate(
+    model: torch.nn.Module,
+    layer: str | torch.nn.Module,
+    neurons: Sequence[int],
+    scale: Sequence[float] | float = 0.0,
+    value: Sequence[float] | float = 0.0,
+) -> Iterator[torch.nn.Module]:
+    """Set the outputs of ``neurons`` of ``layer`` to ``output * scale + value`` while the context is open.
+
+    ``scale`` and ``value`` are one number or one per neuron (in the order of
+    ``neurons``): ``scale=0, value=v`` sets a neuron to v at every position,
+    ``scale=s, value=0`` scales it, the defaults zero it (as :func:`prune`).
+    The same forward hook as :func:`prune` (the output sequence and h_n of an
+    LSTM/GRU); removed on exit. Yields the model.
+    """
+    import torch
+
+    ids = np.asarray(list(neurons), dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("neurons: each neuron may be given once")
+    scales = np.broadcast_to(np.asarray(scale, dtype=np.float64), ids.shape)
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), ids.shape)
+    if not (np.isfinite(scales).all() and np.isfinite(values).all()):
+        raise ValueError("scale and value must be finite numbers")
+    order = np.argsort(ids, kind="stable")
+    index = _neuron_index(ids[order].tolist())
+    with _hooked(model, layer, index, torch.as_tensor(scales[order].copy()), torch.as_tensor(values[order].copy())):
+        yield model
+
+
+@contextlib.contextmanager
+def _hooked(
+    model: torch.nn.Module,
+    layer: str | torch.nn.Module,
+    ids: np.ndarray,
+    scale: torch.Tensor | None,
+    value: torch.Tensor | None,
+) -> Iterator[None]:
+    """A forward hook on ``layer`` that edits neurons ``ids`` (sorted, unique) while the context is open."""
     import torch
 
     module = _layer(model, layer)
-    index = torch.as_tensor(_neuron_index(neurons), dtype=torch.long)
+    index = torch.as_tensor(ids, dtype=torch.long)
 
     def hook(mod: torch.nn.Module, inputs: Any, output: Any) -> Any:
-        return _prune_output(mod, output, index)
+        return _edit_output(mod, output, index, scale, value)
 
     handle = module.register_forward_hook(hook)
     try:
-        yield model
+        yield
     finally:
         handle.remove()
 

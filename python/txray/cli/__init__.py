@@ -13,7 +13,7 @@ import sys
 from ._common import UsageError
 
 # Modules of this package that define a subcommand, in --help order.
-COMMANDS: tuple[str, ...] = ("record", "merge", "compare", "nearest", "show", "report", "prune", "demo")
+COMMANDS: tuple[str, ...] = ("record", "merge", "compare", "nearest", "show", "report", "prune", "demo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

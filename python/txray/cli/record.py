@@ -228,7 +228,7 @@ def _record(
     from txray.options import RecordOptions
     from txray.profile import save_profiles
 
-    model, tokenizer = _load(args.model, device)
+    model, tokenizer = load_model(args.model, device)
     layers: list[str | Layer] = []
     for name in args.layer:
         layers.extend(txray.mlp_layers(model) if name == "mlp" else [name])
@@ -319,18 +319,20 @@ def check_model(name: str) -> None:
         )
 
 
-def _load(name: str, device: str) -> tuple[Any, Any]:
-    """The model (on ``device``) and its fast tokenizer; ``name`` goes to ``from_pretrained`` as given."""
+def load_model(name: str, device: str, tokenizer: str | None = None, model_class: str = "AutoModel") -> tuple[Any, Any]:
+    """The model (on ``device``) and its fast tokenizer; ``name`` (and ``tokenizer``, default ``name``) go to
+    ``from_pretrained`` as given. ``model_class``: the transformers Auto class (``txray serve`` picks one with
+    the model's head)."""
+    import transformers
     from huggingface_hub import constants
-    from transformers import AutoModel, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True)
-        model = AutoModel.from_pretrained(name).to(device)
+        words = transformers.AutoTokenizer.from_pretrained(tokenizer or name, use_fast=True)
+        model = getattr(transformers, model_class).from_pretrained(name).to(device)
     except OSError as err:
         where = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if constants.HF_HUB_OFFLINE else ""
         raise UsageError(f"cannot load model {name!r}{where}: {err}") from None
-    return model, tokenizer
+    return model, words
 
 
 def _file_name(layer: str) -> str:

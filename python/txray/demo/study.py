@@ -16,7 +16,7 @@ import datetime
 import os
 import resource
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,12 @@ from ..prune import pruning_sets
 from ..report import write_report
 from ..taggers import SpacyTagger
 from .claims import claims_table
-from .classifier import Batches, f1, fine_tune, last_states
+from .classifier import Batches, classifier_path, f1, fine_tune, last_states
 from .config import DemoConfig
 from .data import feature_words, lm_vocabulary, load_data, sample
 from .files import write_json, write_table, write_text
 from .lm import LAYER, LMRun, load_lm, log, train_lm
+from .models import write_models
 from .pruning import Evaluation, pruning_with_controls
 from .result import COMPARISONS, Comparison, Replicate, StudyResult
 from .summary import index_html, result_summary, summary_text
@@ -86,7 +87,10 @@ def run_study(config: DemoConfig) -> StudyResult:
     )
     result.seconds = time.perf_counter() - started
     result.run = run_conditions(config, result.seconds)
-    result.files = _write(result)
+    result.files = _write(
+        result,
+        lambda profiles: write_models(config, vocab, first["language_model"], first["classifier"], profiles, data.test),
+    )
     result.summary = summary_text(result)
     write_text(result.summary, result.files["summary_txt"])
     return result
@@ -155,6 +159,8 @@ def _replicate(
         "comparisons": comparisons,
         "pruning": pruning,
         "gained": gained_neurons(comparisons[-1].table, supervised),
+        "language_model": last,
+        "classifier": classifier_path(config, last, seed),
     }
     return replicate, artefacts
 
@@ -244,8 +250,9 @@ def gained_neurons(comparison: pa.Table, profile: Profile, top: int = GAINED_TOP
     )
 
 
-def _write(result: StudyResult) -> dict[str, Path]:
-    """Profiles, comparison tables, Table 1 and 2, the reports, the summary JSON."""
+def _write(result: StudyResult, models: Callable[[list[Path]], dict[str, Path]]) -> dict[str, Path]:
+    """Profiles, comparison tables, Table 1 and 2, the reports, the summary JSON; ``models(profile files)``
+    writes where the models are (for ``txray serve``)."""
     out = Path(result.config.out)
     files: dict[str, Path] = {}
     for name, profile in result.stages.items():
@@ -261,6 +268,7 @@ def _write(result: StudyResult) -> dict[str, Path]:
     files["table2"] = out / "table2_pruning.csv"
     write_table(result.pruning, files["table2"])
     files.update(_reports(result, out))
+    files.update(models([files[f"profile:{name}"] for name in result.stages]))
     files["summary_json"] = out / "summary.json"
     files["summary_txt"] = out / "summary.txt"
     write_json(_summary_json(result), files["summary_json"])
