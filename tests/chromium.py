@@ -1,4 +1,5 @@
-"""Debian's Chromium for the page tests (tests/test_report.py's headless CLI, tests/test_browser.py's Playwright)."""
+"""Debian's Chromium for the page tests (tests/test_report.py's headless CLI; the Playwright tests of
+tests/test_browser.py and tests/test_serve_browser.py share the ``chromium`` fixture of conftest.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ pytest.importorskip("plotly")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
 
 import stages as st  # noqa: E402
-from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
+from chromium import needs_chromium  # noqa: E402
 
 import txray  # noqa: E402
 from txray import browser as txb  # noqa: E402
@@ -26,14 +26,6 @@ from txray import report  # noqa: E402
 
 pytestmark = needs_chromium
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="session")
@@ -394,7 +386,7 @@ def demo_like_output(folder: Path) -> dict:
         summary="",
         run=run,
     )
-    result.files = study._write(result)
+    result.files = study._write(result, lambda profiles: {})  # no models: the browser needs none
     result.summary = study.summary_text(result)
     study.write_text(result.summary, result.files["summary_txt"])  # as the demo does once the files are written
     return json.loads((folder / "summary.json").read_text())

@@ -18,7 +18,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 
 import servers  # noqa: E402
 import stages as st  # noqa: E402
-from chromium import CHROMIUM, FLAGS, needs_chromium  # noqa: E402
+from chromium import needs_chromium  # noqa: E402
 
 from txray.serve.run import Background, open_server  # noqa: E402
 
@@ -32,14 +32,6 @@ def url(tmp_path_factory):
     running = Background(open_server([servers.demo_output(tmp_path_factory.mktemp("serve-page"))]))
     yield running.url
     running.close()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield instance
-        instance.close()
 
 
 def new_page(chromium):
