@@ -7,5 +7,5 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"   # the CPU wheel; unpinned torch pulls GBs of CUDA wheels
-python -m pip install -q -e ".[capture,pos,corpora,report]"
+python -m pip install -q -e ".[capture,pos,corpora,report,serve]"  # serve: `txray serve demo-output/` afterwards
 txray demo --out demo-output "$@"
