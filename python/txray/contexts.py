@@ -170,7 +170,7 @@ def _batch_texts(batch: Batch, units: np.ndarray, hits: np.ndarray, window: int)
     into one string; each text is then a slice of it, found by arithmetic on
     the words' character starts."""
     n_windows = len(batch.windows)
-    window_of_unit = np.repeat(np.arange(n_windows), batch.units_per_window)[hits]
+    window_of_unit = batch.window_of_unit[hits]
     word = batch.unit_word[hits]
     used = np.unique(window_of_unit)
     # Each used window's region of its example's words: [first, last) in the example,
@@ -209,7 +209,7 @@ def unit_numbers(batch: Batch) -> np.ndarray:
     corpus's words (:attr:`txray.corpus.Example.first_word` plus its index in
     its sequence), the same for every model, tokenizer and shard; -1 for a
     special token (never a context: it has no place in the corpus's text)."""
-    window_of_unit = np.repeat(np.arange(len(batch.windows)), batch.units_per_window)
+    window_of_unit = batch.window_of_unit
     first_word = np.fromiter((w.example.first_word for w in batch.windows), dtype=np.int64, count=len(batch.windows))
     return np.where(batch.unit_word >= 0, first_word[window_of_unit] + batch.unit_word, -1)
 

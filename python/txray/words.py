@@ -17,6 +17,7 @@ paper's case).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -313,6 +314,11 @@ class Batch:
     def words(self) -> int:
         """Corpus words in this batch (special tokens not counted)."""
         return sum(w.stop - w.start for w in self.windows)
+
+    @functools.cached_property
+    def window_of_unit(self) -> np.ndarray:
+        """(n_units,) int64: the index in :attr:`windows` of each unit's window."""
+        return np.repeat(np.arange(len(self.windows), dtype=np.int64), self.units_per_window)
 
 
 def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_special: bool = False) -> Batch:
