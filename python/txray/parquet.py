@@ -645,6 +645,9 @@ def read(path: str | os.PathLike) -> ProfileData:
                 continue
         elif os.path.isfile(where):
             data = _read_format1(where)
+        elif not os.path.lexists(where):  # a save renamed it away since the first check
+            time.sleep(0.01 * (attempt + 1))
+            continue
         else:
             raise FileNotFoundError(f"no profile at {path}")
         validate(data, path)
@@ -656,7 +659,19 @@ def read(path: str | os.PathLike) -> ProfileData:
 
 def _read_folder(folder: str, path: str) -> ProfileData:
     manifest_path = os.path.join(folder, MANIFEST)
+    try:
+        before = os.stat(folder)
+    except FileNotFoundError:
+        raise _Changed() from None
     if not os.path.isfile(manifest_path):
+        # A save may have renamed the folder away between the two checks: only a folder that is
+        # still the same one, and still has no manifest, is not a profile.
+        try:
+            now = os.stat(folder)
+        except FileNotFoundError:
+            raise _Changed() from None
+        if (now.st_ino, now.st_dev) != (before.st_ino, before.st_dev) or os.path.isfile(manifest_path):
+            raise _Changed()
         raise ProfileError(f"{path} is a folder but not a txray profile (it has no {MANIFEST})")
     try:
         with open(manifest_path, "rb") as handle:

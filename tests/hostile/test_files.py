@@ -402,6 +402,38 @@ def test_readers_see_the_old_or_the_new_profile_while_another_thread_saves(tmp_p
     assert os.listdir(tmp_path) == ["p.parquet"]
 
 
+def test_a_save_between_the_readers_checks_makes_it_read_again(tmp_path, monkeypatch):
+    # The race the threaded test above hits only sometimes (a CI run found it): the reader saw a
+    # folder, then a save renamed it away before the reader looked for the manifest.
+    a, b = sample_profile(seed=1, n_neurons=30), sample_profile(seed=2, n_neurons=30)
+    path = tmp_path / "p.parquet"
+    a.save(path)
+    isfile = os.path.isfile
+    swapped = []
+
+    def isfile_with_a_save_before(name):
+        if not swapped and os.fspath(name).endswith(parquet.MANIFEST):
+            swapped.append(True)
+            staged = tmp_path / ".staged"
+            b.save(staged)
+            os.rename(path, tmp_path / ".away")  # the save's first rename
+            result = isfile(name)
+            os.rename(staged, path)  # and its second
+            parquet.remove(tmp_path / ".away")
+            return result
+        return isfile(name)
+
+    monkeypatch.setattr(os.path, "isfile", isfile_with_a_save_before)
+    assert same(txray.Profile.load(path), b)
+    assert swapped
+
+
+def test_a_folder_without_a_manifest_is_still_refused(tmp_path):
+    (tmp_path / "p.parquet").mkdir()
+    with pytest.raises(parquet.ProfileError, match="not a txray profile"):
+        txray.Profile.load(tmp_path / "p.parquet")
+
+
 # --------------------------------------------------------------------------
 # permissions
 
