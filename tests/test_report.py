@@ -147,6 +147,19 @@ def test_png_export(tmp_path, small, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
+def test_png_export_raises_what_kaleido_returns(tmp_path, small, monkeypatch):
+    # kaleido returns render errors (a figure over its time limit) instead of raising them: the CI
+    # once failed on a missing file where it should have said why.
+    kaleido = pytest.importorskip("kaleido")
+    monkeypatch.setattr(report, "png_unavailable", lambda: None)
+    monkeypatch.setattr(report, "find_browser", lambda: "/nonexistent/chromium")
+    monkeypatch.setattr(kaleido, "write_fig_from_object_sync", lambda specs, kopts: (TimeoutError("figure 1"),))
+    figures = report.report_figures(small[:2])
+    with pytest.raises(RuntimeError, match="kaleido did not write hellinger_length.*TimeoutError"):
+        report.export_png({"hellinger_length": figures["hellinger_length"]}, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     profile_dir = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
     cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--virtual-time-budget=20000", *args]

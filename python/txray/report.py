@@ -179,6 +179,10 @@ def png_unavailable() -> str | None:
     return None
 
 
+PNG_TIMEOUT_S = 600
+"""How long kaleido may take to render one figure before :func:`export_png` gives up."""
+
+
 def export_png(figures: Mapping[str, go.Figure], directory: str | os.PathLike, width: int = 1200) -> list[Path]:
     """Write each figure to ``directory/NAME.png`` with kaleido, in one browser session.
 
@@ -202,7 +206,15 @@ def export_png(figures: Mapping[str, go.Figure], directory: str | os.PathLike, w
             for name, fig in figures.items()
         ]
         # mathjax=False: kaleido's default loads MathJax from a CDN, and these machines are offline.
-        kaleido.write_fig_from_object_sync(specs, kopts={"path": find_browser(), "mathjax": False})
+        # kaleido returns its errors (a figure over its time limit, a browser that failed) instead of
+        # raising them; its default limit of 90 s per figure was too short on a loaded 2-core machine.
+        errors = kaleido.write_fig_from_object_sync(
+            specs, kopts={"path": find_browser(), "mathjax": False, "timeout": PNG_TIMEOUT_S}
+        )
+        missing = [name for name in figures if not (Path(tmp) / f"{name}.png").is_file()]
+        if errors or missing:
+            cause = f": {errors[0]!r}" if errors else ""
+            raise RuntimeError(f"cannot export PNG: kaleido did not write {', '.join(missing) or 'every figure'}{cause}")
         written = []
         for name in figures:
             target = out / f"{name}.png"
