@@ -214,7 +214,9 @@ def export_png(figures: Mapping[str, go.Figure], directory: str | os.PathLike, w
         missing = [name for name in figures if not (Path(tmp) / f"{name}.png").is_file()]
         if errors or missing:
             cause = f": {errors[0]!r}" if errors else ""
-            raise RuntimeError(f"cannot export PNG: kaleido did not write {', '.join(missing) or 'every figure'}{cause}")
+            raise RuntimeError(
+                f"cannot export PNG: kaleido did not write {', '.join(missing) or 'every figure'}{cause}"
+            )
         written = []
         for name in figures:
             target = out / f"{name}.png"
