@@ -10,6 +10,8 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import (
     Batch,
+    PackedWindows,
     Window,
     WordTokenizer,
     as_word_tokenizer,
@@ -50,6 +53,7 @@ from .words import (
     pool,
     windows_of_arrays,
 )
+from .workers import ChunkWorkers
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
@@ -106,7 +110,7 @@ def record_model(
         reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
     special_names = _prepare_vocabularies(
-        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress
+        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress, opts.workers
     )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
@@ -122,13 +126,19 @@ def record_model(
     was_training = model.training
     model.eval()
     try:
-        windows_ = _windows(examples, resolved, word_tokenizer, special_names)
-        made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
-        # The next batches are built on a thread while the model runs this one.
-        with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
-            for batch in ready:
-                run.step(batch)
-                bar.done(batch.words)
+        with contextlib.ExitStack() as stack:
+            workers = None
+            if opts.workers:  # forked here, before the prefetch thread starts
+                work = _packed_chunk_windows(resolved, word_tokenizer, special_names)
+                workers = stack.enter_context(ChunkWorkers(work, opts.workers))
+            windows_ = _windows(examples, resolved, word_tokenizer, special_names, workers)
+            made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
+            # The next batches are built on a thread (with workers: gathered from them) while the
+            # model runs this one.
+            with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
+                for batch in ready:
+                    run.step(batch)
+                    bar.done(batch.words)
         progress.finish()
     finally:
         progress.close()
@@ -259,6 +269,7 @@ def _prepare_vocabularies(
     tokenizer: WordTokenizer,
     include_special: bool,
     progress: bool,
+    workers: int = 0,
 ) -> dict[int, str] | None:
     """Build missing vocabularies (a first pass, with a bar); with ``include_special``
     add the special tokens to them and return ``{token id: token string}``."""
@@ -270,7 +281,8 @@ def _prepare_vocabularies(
                 "their vocabularies: give them a vocabulary, or pass a list or a file"
             )
         with Progress(corpus, limit_tokens, enabled=progress) as bars:
-            build_vocabularies(features, bars.bar("txray vocabulary").track(corpus.examples(limit_tokens)))
+            examples = bars.bar("txray vocabulary").track(corpus.examples(limit_tokens))
+            build_vocabularies(features, examples, workers=workers)
             bars.finish()
     if not include_special:
         return None
@@ -287,16 +299,57 @@ def _windows(
     features: list[Feature],
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
+    workers: ChunkWorkers[list[Example], PackedWindows] | None = None,
 ) -> Iterator[Window]:
-    for group in take(examples, TOKENIZE_CHUNK):
-        ids, counts = piece_arrays(tokenizer, [e.words for e in group])
-        # Each example's words and pieces are a slice of the chunk's arrays.
-        word_at = np.cumsum([0] + [len(e.words) for e in group])
-        piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
-        for i, (example, feature_ids) in enumerate(zip(group, chunk_feature_ids(features, group))):
-            words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
-            specials = _special_feature_ids(features, example, special_names) if special_names else None
-            yield from windows_of_arrays(example, ids[pieces], counts[words], tokenizer, feature_ids, specials)
+    """The windows of the examples, built a chunk of examples at a time: here, or by
+    ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
+    chunks = take(examples, TOKENIZE_CHUNK)
+    if workers is None:
+        for group in chunks:
+            yield from _chunk_windows(group, features, tokenizer, special_names)[0]
+        return
+    # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
+    sent: collections.deque[list[Example]] = collections.deque()
+
+    def send() -> Iterator[list[Example]]:
+        for group in chunks:
+            sent.append(group)
+            yield group
+
+    for packed in workers.map(send()):
+        yield from packed.unpack(sent.popleft())
+
+
+def _chunk_windows(
+    group: list[Example],
+    features: list[Feature],
+    tokenizer: WordTokenizer,
+    special_names: Mapping[int, str] | None,
+) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
+    """The windows of a chunk of examples (one tokenizer call for all), and the examples' word feature ids."""
+    ids, counts = piece_arrays(tokenizer, [e.words for e in group])
+    # Each example's words and pieces are a slice of the chunk's arrays.
+    word_at = np.cumsum([0] + [len(e.words) for e in group])
+    piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
+    out: list[Window] = []
+    feature_ids = chunk_feature_ids(features, group)
+    for i, (example, example_ids) in enumerate(zip(group, feature_ids)):
+        words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
+        specials = _special_feature_ids(features, example, special_names) if special_names else None
+        out.extend(windows_of_arrays(example, ids[pieces], counts[words], tokenizer, example_ids, specials))
+    return out, feature_ids
+
+
+def _packed_chunk_windows(
+    features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
+) -> Callable[[list[Example]], PackedWindows]:
+    """What a worker does with a chunk of examples: :func:`_chunk_windows`, packed to send back."""
+
+    def work(group: list[Example]) -> PackedWindows:
+        windows_, feature_ids = _chunk_windows(group, features, tokenizer, special_names)
+        return PackedWindows.pack(windows_, group, feature_ids)
+
+    return work
 
 
 def _special_feature_ids(

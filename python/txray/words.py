@@ -224,6 +224,55 @@ class Window:
         return len(self.input_ids)
 
 
+@dataclasses.dataclass
+class PackedWindows:
+    """The windows of a chunk of examples as a few flat arrays, without the examples:
+    what a worker process sends back (:mod:`txray.workers`). :meth:`unpack` rebuilds
+    the very windows from the examples the reader holds."""
+
+    spans: np.ndarray  # (windows, 3) int64: the example's place in the chunk, first word, one past the last
+    lengths: np.ndarray  # (windows,) int64: input positions of each window
+    input_ids: np.ndarray  # every window's input ids, one after the other
+    word_of_piece: np.ndarray  # likewise
+    features: dict[str, np.ndarray]  # per kind: every example's word ids, one after the other
+    special_features: list[dict[str, dict[int, int]] | None]  # per example
+
+    @classmethod
+    def pack(
+        cls, windows_: Sequence[Window], examples: Sequence[Example], features: Sequence[dict[str, np.ndarray]]
+    ) -> PackedWindows:
+        """``windows_`` of ``examples``, whose word feature ids are ``features`` (one dict per example)."""
+        place = {id(e): i for i, e in enumerate(examples)}
+        spans = np.array([(place[id(w.example)], w.start, w.stop) for w in windows_], dtype=np.int64).reshape(-1, 3)
+        lengths = np.fromiter((w.length for w in windows_), dtype=np.int64, count=len(windows_))
+        empty = np.zeros(0, dtype=np.int64)
+        kinds = features[0].keys() if features else ()
+        specials: dict[int, dict[str, dict[int, int]] | None] = {}
+        for w in windows_:
+            specials.setdefault(place[id(w.example)], w.special_features)
+        return cls(
+            spans,
+            lengths,
+            np.concatenate([w.input_ids for w in windows_]) if windows_ else empty,
+            np.concatenate([w.word_of_piece for w in windows_]) if windows_ else empty,
+            {kind: np.concatenate([f[kind] for f in features]) for kind in kinds},
+            [specials.get(i) for i in range(len(examples))],
+        )
+
+    def unpack(self, examples: Sequence[Example]) -> list[Window]:
+        """The windows, each of its example in ``examples`` (the chunk :meth:`pack` was given)."""
+        cuts = np.cumsum([len(e.words) for e in examples])[:-1]
+        per_kind = {kind: np.split(ids, cuts) for kind, ids in self.features.items()}
+        features = [{kind: arrays[i] for kind, arrays in per_kind.items()} for i in range(len(examples))]
+        at = np.cumsum(self.lengths)[:-1]
+        return [
+            Window(examples[e], start, stop, ids, owner, features[e], self.special_features[e])
+            for (e, start, stop), ids, owner in zip(
+                self.spans.tolist(), np.split(self.input_ids, at), np.split(self.word_of_piece, at)
+            )
+        ]
+
+
 def windows(
     example: Example,
     pieces: list[list[int]],
