@@ -58,6 +58,7 @@ from .workers import ChunkWorkers
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
 Forward = Callable[[nn.Module, Batch], Any]
+_RECORDED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others are recorded as float32
 
 
 def record_model(
@@ -198,6 +199,7 @@ class _Run:
         self._ids: dict[str, np.ndarray] = {}
         self._device_ids: dict[torch.device, dict[str, torch.Tensor]] = {}  # self._ids on each device, per batch
         self._units: np.ndarray | None = None
+        self._positional: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None] | None = None
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
         if not any(isinstance(f, Prediction) for f in features):
@@ -205,11 +207,11 @@ class _Run:
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
-        self._device_ids = {}
+        self._device_ids, self._positional = {}, None
         self._units = unit_numbers(batch) if self.texts is not None else None
         output = self.forward(self.model, batch)
         if any(isinstance(f, Prediction) for f in self.features):
-            self._device_ids = {}  # the predictions join the ids
+            self._device_ids, self._positional = {}, None  # the predictions join the ids
         for feature in self.features:
             if isinstance(feature, Prediction):
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
@@ -225,16 +227,41 @@ class _Run:
         batch = self._batch
         assert batch is not None  # step() sets it before the forward pass that calls this
         check_shape(layer, tensor, tuple(batch.input_ids.shape))
+        device = _cuda_device(tensor) if self.on_device else None
+        if device is None and batch.one_position_per_unit and tensor.device.type == "cpu":
+            # Nothing to pool: the recorder reads the layer's rows where they are, skipping the
+            # padding, instead of a gathered copy (the same rows in the same order).
+            flat = tensor.reshape(-1, tensor.shape[-1])
+            if flat.dtype not in _RECORDED_DTYPES:
+                flat = flat.float()
+            ids, mask, units = self._at_positions(batch)
+            self.recorders.update(layer, flat, ids, units=units, mask=mask)
+            return
         rows = pool(tensor, batch, self.pooling)
-        if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if rows.dtype not in _RECORDED_DTYPES:
             rows = rows.float()
-        device = _cuda_device(rows) if self.on_device else None
         if device is not None:
             # Recorded where the model runs, on torch's current stream: the ids go to the device
             # once per batch, the activations never leave it, and nothing waits for the device.
             self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
         else:
             self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+
+    def _at_positions(self, batch: Batch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """The batch's feature ids and unit numbers per input position (padding: 0 and -1), and
+        the mask of the recorded positions: made once per batch, for every layer."""
+        if self._positional is None:
+            size, positions = batch.unit.size, batch.positions
+            ids = {}
+            for kind, values in self._ids.items():
+                ids[kind] = np.zeros(size, dtype=np.int64)
+                ids[kind][positions] = values
+            units = None
+            if self._units is not None:
+                units = np.full(size, -1, dtype=np.int64)
+                units[positions] = self._units
+            self._positional = (ids, batch.unit >= 0, units)
+        return self._positional
 
     def _ids_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         ids = self._device_ids.get(device)

@@ -365,6 +365,16 @@ class Batch:
         return sum(w.stop - w.start for w in self.windows)
 
     @functools.cached_property
+    def positions(self) -> np.ndarray:
+        """(recorded positions,) int64: the flat input positions that belong to a unit, in order."""
+        return np.flatnonzero(self.unit >= 0)
+
+    @property
+    def one_position_per_unit(self) -> bool:
+        """Every unit is one input position (a word-level tokenizer): nothing to pool."""
+        return len(self.positions) == self.n_units
+
+    @functools.cached_property
     def window_of_unit(self) -> np.ndarray:
         """(n_units,) int64: the index in :attr:`windows` of each unit's window."""
         return np.repeat(np.arange(len(self.windows), dtype=np.int64), self.units_per_window)
@@ -401,7 +411,7 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
     first = np.flatnonzero(starts)
     unit_word, window_of_unit = owner[first], row_of[first]
     features = {kind: _unit_features(group, kind, unit_word, window_of_unit, ids[first]) for kind in group[0].features}
-    return Batch(
+    batch = Batch(
         input_ids=torch.from_numpy(input_ids),
         attention_mask=torch.from_numpy(mask),
         lengths=torch.from_numpy(lengths.copy()),
@@ -412,6 +422,8 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
         units_per_window=np.bincount(window_of_unit, minlength=n).astype(np.int64),
         unit_word=unit_word,
     )
+    batch.positions  # noqa: B018 - computed here, on the producer's thread, not by the model's
+    return batch
 
 
 def _unit_features(
@@ -482,9 +494,9 @@ def pool(acts: torch.Tensor, batch: Batch, mode: str = "mean") -> torch.Tensor:
     if mode not in POOLING:
         raise ValueError(f"pooling must be one of {POOLING}, not {mode!r}")
     flat = acts.reshape(-1, acts.shape[-1])
-    positions = np.flatnonzero(batch.unit >= 0)
+    positions = batch.positions
     units = batch.unit[positions]
-    if len(positions) == batch.n_units:  # one piece per unit (word-level models): nothing to pool
+    if batch.one_position_per_unit:  # word-level models: nothing to pool
         return flat.index_select(0, torch.from_numpy(positions).to(flat.device))
     if mode in ("first", "last"):
         # Units are numbered in position order, so np.unique finds each unit's first position;
