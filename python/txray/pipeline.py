@@ -57,6 +57,7 @@ from .workers import ChunkWorkers
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
+WORKER_CHUNK = 4 * TOKENIZE_CHUNK  # sequences a worker process takes at a time (a task costs ~0.1 ms to send)
 Forward = Callable[[nn.Module, Batch], Any]
 _RECORDED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others are recorded as float32
 
@@ -330,16 +331,15 @@ def _windows(
 ) -> Iterator[Window]:
     """The windows of the examples, built a chunk of examples at a time: here, or by
     ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
-    chunks = take(examples, TOKENIZE_CHUNK)
     if workers is None:
-        for group in chunks:
+        for group in take(examples, TOKENIZE_CHUNK):
             yield from _chunk_windows(group, features, tokenizer, special_names)[0]
         return
     # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
     sent: collections.deque[list[Example]] = collections.deque()
 
     def send() -> Iterator[list[Example]]:
-        for group in chunks:
+        for group in take(examples, WORKER_CHUNK):
             sent.append(group)
             yield group
 
