@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="worker processes that tokenize and batch ahead of the model (default: 0, a thread of this process)",
