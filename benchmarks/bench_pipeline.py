@@ -31,6 +31,7 @@ process's threads and of its worker processes) apart: the machine may be shared,
 and CPU time is the steadier of the two there.
 
     python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 2
+    python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 --torch-threads 1
 """
 
 from __future__ import annotations
@@ -224,8 +225,16 @@ def main() -> None:
         "--workers", type=int, nargs="*", default=[1, 2], help="worker process counts to time (default: 1 2)"
     )
     parser.add_argument("--tokenizers", nargs="*", default=["vocab", "hf"], choices=["vocab", "hf"])
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads for the model (default: torch's own); with workers, keep the workers "
+        "plus these within the cores",
+    )
     add_results_arguments(parser)
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "wiki.txt")
