@@ -1,31 +1,46 @@
-"""How fast record_model's input pipeline turns words into model inputs (CPU).
+"""How fast record_model's input pipeline turns words into model inputs (CPU), and whether
+record_model overlaps it with the model.
 
 For a word-level tokenizer (``txray.VocabTokenizer``) and a Hugging Face fast
 tokenizer (the packaged all-MiniLM-L6-v2's), over Wikipedia text repeated to
 ``--words`` words:
   - reading the corpus file into words alone, and the vocabulary pass
     (``build_vocabularies`` of the token feature over the file: a read and a count),
+    on this process and with ``--workers`` worker processes,
   - the tokenizer's own batch call alone (``VocabTokenizer.pieces``; the
     Hugging Face call with ``is_split_into_words`` and its ``word_ids``),
   - the pipeline alone: already-read sentences to padded batches with unit
-    maps and feature ids (tokenizing, windows, batching, ``make_batch``),
+    maps and feature ids (tokenizing, windows, batching, ``make_batch``), on
+    this thread and with each count of ``--workers`` worker processes,
+  - the producer: the same from the corpus file (reading included), what
+    record_model's prefetch thread does after the vocabulary pass,
+  - the consumer alone: what record_model does with batches already built
+    (the forward pass, pooling, recording, the contexts' text), the model
+    being one whose forward costs almost nothing (an embedding and one linear
+    layer of 512 neurons),
   - ``record_model`` end to end (reading the file, the vocabulary pass, the
-    pipeline, recording) with a model whose forward costs almost nothing (an
-    embedding and one linear layer of 512 neurons), and the fraction of time
-    the model waited for input: of the whole run (everything but its forward
-    pass, the recording inside it included), and of the span from its first
-    forward pass to its last (after the vocabulary pass and the first batch).
+    pipeline, recording) with that model, on the prefetch thread and with
+    worker processes, and the fraction of time the model waited for input: of
+    the whole run (everything but its forward pass, the recording inside it
+    included), and of the span from its first forward pass to its last (after
+    the vocabulary pass and the first batch).
+The notes compare record_model's wall time with the vocabulary pass plus the larger
+of the producer and the consumer (the overlap's ideal) and plus their sum (no overlap).
 Each is the best of ``--rounds`` runs, wall time and CPU time (of all of this
-process's threads) apart: the machine may be shared, and CPU time is the
-steadier of the two there.
+process's threads and of its worker processes) apart: the machine may be shared,
+and CPU time is the steadier of the two there.
 
-    python benchmarks/bench_pipeline.py --words 200000 --rounds 3
+    python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 2
+    python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 --torch-threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import pickle
+import resource
 import sys
 import tempfile
 import time
@@ -36,10 +51,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import txray  # noqa: E402
+from txray.capture import Capture  # noqa: E402
 from txray.corpus import take  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
-from txray.pipeline import TOKENIZE_CHUNK, _windows  # noqa: E402
+from txray.pipeline import TOKENIZE_CHUNK, WORKER_CHUNK, _packed_chunk_windows, _Run, _windows  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
+from txray.workers import ChunkWorkers  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from _common import OtherLoad, add_results_arguments, now, write_results  # noqa: E402
@@ -101,16 +118,62 @@ def time_tokenizer(tokenizer, sentences) -> float:
     return now() - start
 
 
-def time_pipeline(tokenizer, examples, token) -> tuple[float, int]:
-    """Read sentences to padded batches (unit maps, feature ids): (seconds, units)."""
+def time_pipeline(tokenizer, examples, token, workers: int = 0) -> int:
+    """Sentences to padded batches (unit maps, feature ids), on this thread or with
+    ``workers`` worker processes (started and stopped inside): the units made."""
     word_tok = as_word_tokenizer(tokenizer)
-    start, units = now(), 0
-    for group in batches(_windows(examples, [token], word_tok, None), MAX_TOKENS):
-        units += make_batch(group, word_tok).n_units
-    return now() - start, units
+    units = 0
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers:
+            pool = stack.enter_context(ChunkWorkers(_packed_chunk_windows([token], word_tok, None), workers))
+        for group in batches(_windows(examples, [token], word_tok, None, pool), MAX_TOKENS):
+            units += make_batch(group, word_tok).n_units
+    return units
 
 
-def time_record_model(model, tokenizer, path) -> tuple[float, float, float, int]:
+def pickled_chunks(tokenizer, examples, token) -> tuple[float, int]:
+    """What worker processes add: pickling every chunk of examples and its packed windows and
+    reading them back (seconds, bytes), done here without the processes."""
+    work = _packed_chunk_windows([token], as_word_tokenizer(tokenizer), None)
+    results = [(chunk, work(chunk)) for chunk in take(examples, WORKER_CHUNK)]
+    start, size = now(), 0
+    for chunk, packed in results:
+        for item in (chunk, packed):
+            data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            size += len(data)
+            pickle.loads(data)
+    return now() - start, size
+
+
+def built_batches(tokenizer, examples, token) -> list:
+    word_tok = as_word_tokenizer(tokenizer)
+    made = [make_batch(group, word_tok) for group in batches(_windows(examples, [token], word_tok, None), MAX_TOKENS)]
+    for batch in made:
+        batch.window_of_unit  # noqa: B018 - as the prefetch thread leaves them
+    return made
+
+
+def time_consumer(model, token, made) -> float:
+    """record_model's per-batch work over batches already built (forward, pooling, recording,
+    contexts), with its default options: seconds in the model's forward pass."""
+    spent = [0.0]
+
+    def forward(m, batch):
+        start = now()
+        out = m(batch.input_ids)
+        spent[0] += now() - start
+        return out
+
+    capture = Capture(model, ["out"])
+    run = _Run(model, capture, [token], txray.RecordOptions(), forward)
+    with capture, torch.inference_mode():
+        for batch in made:
+            run.step(batch)
+    return spent[0]
+
+
+def time_record_model(model, tokenizer, path, workers: int = 0) -> tuple[float, float, float, int]:
     """record_model end to end: (wall seconds, seconds in the model's forward, seconds from the
     first forward's start to the last one's end, words)."""
     spent, first, last = [0.0], [None], [0.0]
@@ -126,7 +189,7 @@ def time_record_model(model, tokenizer, path) -> tuple[float, float, float, int]
 
     start = now()
     profiles = txray.record_model(
-        model, tokenizer, path, ["out"], forward=forward, max_tokens=MAX_TOKENS, progress=False
+        model, tokenizer, path, ["out"], forward=forward, max_tokens=MAX_TOKENS, progress=False, workers=workers
     )
     return now() - start, spent[0], last[0] - first[0], next(iter(profiles.values())).tokens
 
@@ -136,24 +199,42 @@ def read_corpus(path) -> int:
     return sum(len(e.words) for e in txray.Corpus(path).examples())
 
 
-def vocabulary_pass(path) -> None:
+def vocabulary_pass(path, workers: int = 0) -> None:
     """What record_model's first pass does for the token feature: read and count."""
-    build_vocabularies([Token()], txray.Corpus(path).examples())
+    build_vocabularies([Token()], txray.Corpus(path).examples(), workers=workers)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process's threads and of its finished (joined) child processes."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def timed(run, *args):
-    """(wall seconds, CPU seconds of the whole process, run's result)."""
-    wall, cpu = now(), time.process_time()
+    """(wall seconds, CPU seconds of the whole process and its workers, run's result)."""
+    wall, cpu = now(), cpu_seconds()
     result = run(*args)
-    return now() - wall, time.process_time() - cpu, result
+    return now() - wall, cpu_seconds() - cpu, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=200_000, help="corpus size in words")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[1, 2], help="worker process counts to time (default: 1 2)"
+    )
+    parser.add_argument("--tokenizers", nargs="*", default=["vocab", "hf"], choices=["vocab", "hf"])
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads for the model (default: torch's own); with workers, keep the workers "
+        "plus these within the cores",
+    )
     add_results_arguments(parser)
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "wiki.txt")
@@ -164,13 +245,15 @@ def main() -> None:
         token = Token()
         build_vocabularies([token], examples)
         vocab = ["<pad>", "<unk>", *sorted({w for s in sentences for w in s})]
-        tokenizers = {
-            "VocabTokenizer": txray.VocabTokenizer(vocab, pad_id=0),
-            "HF fast (MiniLM)": minilm_tokenizer(),
-        }
+        tokenizers = {}
+        if "vocab" in args.tokenizers:
+            tokenizers["VocabTokenizer"] = txray.VocabTokenizer(vocab, pad_id=0)
+        if "hf" in args.tokenizers:
+            tokenizers["HF fast (MiniLM)"] = minilm_tokenizer()
         best: dict[tuple[str, str], float] = {}  # best wall seconds
         best_cpu: dict[tuple[str, str], float] = {}
-        waited: dict[str, tuple[float, float]] = {}  # of the whole run, of the forward passes' span
+        waited: dict[tuple[str, str], tuple[float, float]] = {}  # of the whole run, of the forward passes' span
+        pickling: dict[str, tuple[float, int]] = {}
         load = OtherLoad()
 
         def keep(name: str, row: str, wall: float, cpu: float) -> bool:
@@ -180,25 +263,39 @@ def main() -> None:
                 return True
             return False
 
+        def with_workers(row: str, n: int) -> str:
+            return row if n == 0 else f"{row}, {n} worker{'s' if n > 1 else ''}"
+
+        counts = [0, *args.workers]
         for _ in range(args.rounds):
             keep("-", "corpus read alone", *timed(read_corpus, path)[:2])
-            keep("-", "vocabulary pass (token)", *timed(vocabulary_pass, path)[:2])
+            for n in counts:
+                keep("-", with_workers("vocabulary pass (token)", n), *timed(vocabulary_pass, path, n)[:2])
             for name, tok in tokenizers.items():
                 vocab_size = len(vocab) if name == "VocabTokenizer" else tok.vocab_size
-                model = Negligible(vocab_size)
+                model = Negligible(vocab_size).eval()
                 keep(name, "tokenizer batch call alone", *timed(time_tokenizer, tok, sentences)[:2])
-                keep(name, "pipeline alone", *timed(time_pipeline, tok, examples, token)[:2])
-                wall, cpu, (_, forward, span, recorded) = timed(time_record_model, model, tok, path)
-                assert recorded == words, (recorded, words)
-                if keep(name, "record_model, negligible model", wall, cpu):
-                    waited[name] = (1 - forward / wall, 1 - forward / span if span > 0 else 0.0)
+                for n in counts:
+                    keep(name, with_workers("pipeline alone", n), *timed(time_pipeline, tok, examples, token, n)[:2])
+                keep(name, "producer: read + pipeline", *timed(time_pipeline, tok, corpus.examples(), token)[:2])
+                made = built_batches(tok, examples, token)
+                keep(name, "consumer alone", *timed(time_consumer, model, token, made)[:2])
+                del made
+                pickled = pickled_chunks(tok, examples, token)
+                pickling[name] = min(pickled, pickling.get(name, pickled))
+                for n in counts:
+                    row = with_workers("record_model, negligible model", n)
+                    wall, cpu, (_, forward, span, recorded) = timed(time_record_model, model, tok, path, n)
+                    assert recorded == words, (recorded, words)
+                    if keep(name, row, wall, cpu):
+                        waited[name, row] = (1 - forward / wall, 1 - forward / span if span > 0 else 0.0)
         other_load = load.report()
 
     loadavg = os.getloadavg()
     title = (
         f"{words} words of Wikipedia ({len(sentences)} sentences), batches of <= {MAX_TOKENS} positions, "
-        f"torch {torch.__version__} on {torch.get_num_threads()} threads, best of {args.rounds} rounds; "
-        f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}"
+        f"torch {torch.__version__} on {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+        f"best of {args.rounds} rounds; load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}"
     )
     print(title)
     headers = [
@@ -212,15 +309,15 @@ def main() -> None:
         "waited, forwards' span",
     ]
     print(
-        f"{'tokenizer':18s} {'run':32s} {'seconds':>8s} {'words/s':>10s} {'CPU s':>7s} {'words/CPU-s':>11s} "
+        f"{'tokenizer':18s} {'run':42s} {'seconds':>8s} {'words/s':>10s} {'CPU s':>7s} {'words/CPU-s':>11s} "
         f"{'waited':>7s} {'in span':>7s}"
     )
     rows = []
     for (name, row), s in best.items():
-        wait = waited[name] if row.startswith("record_model") else None
+        wait = waited.get((name, row))
         cpu = best_cpu[name, row]
         shown = f"{100 * wait[0]:6.1f}% {100 * wait[1]:6.1f}%" if wait is not None else ""
-        print(f"{name:18s} {row:32s} {s:8.2f} {words / s:10.0f} {cpu:7.2f} {words / cpu:11.0f} {shown}")
+        print(f"{name:18s} {row:42s} {s:8.2f} {words / s:10.0f} {cpu:7.2f} {words / cpu:11.0f} {shown}")
         rows.append(
             [name, row, round(s, 3), round(words / s), round(cpu, 3), round(words / cpu)]
             + ([None, None] if wait is None else [round(wait[0], 3), round(wait[1], 3)])
@@ -230,7 +327,11 @@ def main() -> None:
         "(reading, the vocabulary pass, tokenizing, batching); the recording runs inside the forward's hooks. "
         "waited, forwards' span: the same share from the first forward's start to the last one's end "
         "(the steady state, once the vocabulary pass and the first batch are done)",
-        "CPU s: CPU time of all of this process's threads (the prefetch thread and the tokenizer's too)",
+        "CPU s: CPU time of all of this process's threads (the prefetch thread and the tokenizer's too) and of "
+        "its worker processes",
+        "consumer alone: record_model's work on batches already built (forward, pooling, recording, contexts); "
+        "producer: the corpus file to batches (reading, tokenizing, windows, batching), what the prefetch "
+        "thread does",
         other_load,
     ]
     for name in tokenizers:
@@ -239,13 +340,31 @@ def main() -> None:
             notes.append(
                 f"{name}: the pipeline alone takes {ratio:.2f} x the tokenizer's own batch call ({clock} time)"
             )
+        vocab_pass = best["-", "vocabulary pass (token)"]
+        producer, consumer = best[name, "producer: read + pipeline"], best[name, "consumer alone"]
+        for n in counts:
+            run = best[name, with_workers("record_model, negligible model", n)]
+            notes.append(
+                f"{name}, {with_workers('record_model', n)}: {run:.2f} s against {vocab_pass + max(producer, consumer):.2f} s "
+                f"for the vocabulary pass + the larger of producer and consumer ({run / (vocab_pass + max(producer, consumer)):.2f} x) "
+                f"and {vocab_pass + producer + consumer:.2f} s for their sum ({run / (vocab_pass + producer + consumer):.2f} x) "
+                "(wall time)"
+            )
+        seconds, size = pickling[name]
+        notes.append(
+            f"{name}: pickling every chunk and its windows to a worker and back costs {seconds:.3f} s "
+            f"({size / 1e6:.1f} MB) on one core, {seconds / best_cpu[name, 'pipeline alone']:.2f} x the pipeline "
+            "alone's CPU time"
+        )
     for clock, table in (("wall", best), ("CPU", best_cpu)):
         vocab_pass, read = table["-", "vocabulary pass (token)"], table["-", "corpus read alone"]
-        record_pass = read + table["VocabTokenizer", "pipeline alone"]
-        notes.append(
-            f"vocabulary pass: {vocab_pass / read:.2f} x a bare read of the corpus, {vocab_pass / record_pass:.2f} x "
-            f"the recording pass's read and pipeline with VocabTokenizer ({clock} time)"
-        )
+        if "VocabTokenizer" in tokenizers:
+            record_pass = read + table["VocabTokenizer", "pipeline alone"]
+            notes.append(
+                f"vocabulary pass: {vocab_pass / read:.2f} x a bare read of the corpus, "
+                f"{vocab_pass / record_pass:.2f} x the recording pass's read and pipeline with VocabTokenizer "
+                f"({clock} time)"
+            )
     print("\n".join(notes))
     write_results("bench_pipeline", args, [{"title": title, "headers": headers, "rows": rows}], notes=notes)
 

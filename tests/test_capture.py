@@ -399,3 +399,20 @@ def test_hook_points_of_any_model_record_by_name():
 
         words, rows = per_sentence_rows(run_one, corpus, tok)
         assert_profile_equals(profiles[name], words, rows)  # equal only if the padded batches passed the mask
+
+
+@pytest.mark.parametrize("mode, k", [("max1", None), ("topk", 3), ("all", None)])
+def test_word_level_rows_recorded_in_place_equal_the_pooled_rows(monkeypatch, mode, k):
+    # A word-level model's rows go to the recorder as the layer gave them, padding masked;
+    # forced through pool() they must give the very same profile, contexts included.
+    texts = [a["text"] for a in wiki_extracts(8)]
+    words = sorted({w for t in texts for w in split_words(t)})
+    tok = txray.VocabTokenizer(["<pad>", "<unk>", *words[::2]], pad_id=0, max_length=12)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(len(words), 16), nn.Linear(16, 24))
+    settings = dict(features=["token", "ngram2"], mode=mode, k=k, progress=False, max_tokens=64)
+    in_place = txray.record_model(model, tok, texts, ["1"], **settings)["1"]
+    monkeypatch.setattr(txray.words.Batch, "one_position_per_unit", property(lambda self: False))
+    pooled = txray.record_model(model, tok, texts, ["1"], **settings)["1"]
+    assert in_place.contexts is not None and len(in_place.contexts)
+    assert in_place.digest() == pooled.digest()

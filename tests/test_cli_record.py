@@ -112,6 +112,23 @@ def test_record_keeps_top_contexts_with_their_text(model_path, tmp_path):
     assert txray.Profile.load(out / f"{layer}.parquet").contexts is None
 
 
+def test_record_with_worker_processes_writes_the_same_profiles(model_path, tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The cat sat on the mat near the door.\nDogs bark at night, and cats sleep.\n" * 20, "utf-8")
+    layer = "encoder.layer.0.intermediate"
+    digests = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"workers{workers}"
+        args = ["record", model_path, str(corpus), "--layer", layer, "--out", str(out), "--quiet"]
+        assert main([*args, "--workers", workers]) == 0
+        digests.append(txray.Profile.load(out / f"{layer}.parquet").digest())
+    assert digests[0] == digests[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["record", "m", "c.txt", "--layer", "x", "--out", "o", "--workers", "-1"])
+    assert exit_info.value.code == 2
+    assert "--workers: must be a non-negative integer, not '-1'" in capsys.readouterr().err
+
+
 def test_record_context_options(capsys):
     with pytest.raises(SystemExit):
         main(["record", "--help"])

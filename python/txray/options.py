@@ -89,6 +89,13 @@ class RecordOptions:
         engine only: a CUDA model records on its GPU with ``contexts=0``.
     context_window:
         Words of a context's text on either side of its word (default 8).
+    workers:
+        Worker processes that build the model's inputs (tokenizing, windows, feature
+        ids) and count the vocabulary pass, ahead of the model. ``0`` (default): one
+        background thread of this process builds them. The chunks of the corpus go to
+        the workers in turn and come back in corpus order, so the profiles are the same
+        for any number of workers. Worth it when that thread cannot keep up with the
+        model (a fast GPU, a slow tokenizer, many cores); see the performance page.
     record_on:
         Where the statistics are kept. ``None`` (default): where the captured
         activations are when the device can keep them all, so a model on a
@@ -118,12 +125,15 @@ class RecordOptions:
     contexts: int = DEFAULT_CONTEXTS
     context_window: int = DEFAULT_CONTEXT_WINDOW
     record_on: str | None = None
+    workers: int = 0
 
     def __post_init__(self) -> None:
         features: Iterable[str | Feature] = (
             (self.features,) if isinstance(self.features, (str, Feature)) else self.features
         )
         object.__setattr__(self, "features", tuple(features))
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be 0 (a thread of this process) or more processes, not {self.workers!r}")
         if self.record_on not in (None, "cpu"):
             raise ValueError(f"record_on must be None (where the activations are) or 'cpu', not {self.record_on!r}")
 

@@ -10,6 +10,8 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import (
     Batch,
+    PackedWindows,
     Window,
     WordTokenizer,
     as_word_tokenizer,
@@ -50,10 +53,13 @@ from .words import (
     pool,
     windows_of_arrays,
 )
+from .workers import ChunkWorkers
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
+WORKER_CHUNK = 4 * TOKENIZE_CHUNK  # sequences a worker process takes at a time (a task costs ~0.1 ms to send)
 Forward = Callable[[nn.Module, Batch], Any]
+_RECORDED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others are recorded as float32
 
 
 def record_model(
@@ -106,7 +112,7 @@ def record_model(
         reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
     special_names = _prepare_vocabularies(
-        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress
+        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress, opts.workers
     )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
@@ -122,13 +128,19 @@ def record_model(
     was_training = model.training
     model.eval()
     try:
-        windows_ = _windows(examples, resolved, word_tokenizer, special_names)
-        made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
-        # The next batches are built on a thread while the model runs this one.
-        with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
-            for batch in ready:
-                run.step(batch)
-                bar.done(batch.words)
+        with contextlib.ExitStack() as stack:
+            workers = None
+            if opts.workers:  # forked here, before the prefetch thread starts
+                work = _packed_chunk_windows(resolved, word_tokenizer, special_names)
+                workers = stack.enter_context(ChunkWorkers(work, opts.workers))
+            windows_ = _windows(examples, resolved, word_tokenizer, special_names, workers)
+            made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
+            # The next batches are built on a thread (with workers: gathered from them) while the
+            # model runs this one.
+            with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
+                for batch in ready:
+                    run.step(batch)
+                    bar.done(batch.words)
         progress.finish()
     finally:
         progress.close()
@@ -188,6 +200,7 @@ class _Run:
         self._ids: dict[str, np.ndarray] = {}
         self._device_ids: dict[torch.device, dict[str, torch.Tensor]] = {}  # self._ids on each device, per batch
         self._units: np.ndarray | None = None
+        self._positional: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None] | None = None
         # Without a Prediction feature every layer can be recorded inside its hook, during the
         # forward pass; predictions need the model's output first.
         if not any(isinstance(f, Prediction) for f in features):
@@ -195,11 +208,11 @@ class _Run:
 
     def step(self, batch: Batch) -> None:
         self._batch, self._ids = batch, dict(batch.features)
-        self._device_ids = {}
+        self._device_ids, self._positional = {}, None
         self._units = unit_numbers(batch) if self.texts is not None else None
         output = self.forward(self.model, batch)
         if any(isinstance(f, Prediction) for f in self.features):
-            self._device_ids = {}  # the predictions join the ids
+            self._device_ids, self._positional = {}, None  # the predictions join the ids
         for feature in self.features:
             if isinstance(feature, Prediction):
                 self._ids[feature.kind] = self._predictions(feature, output, batch)
@@ -215,16 +228,41 @@ class _Run:
         batch = self._batch
         assert batch is not None  # step() sets it before the forward pass that calls this
         check_shape(layer, tensor, tuple(batch.input_ids.shape))
+        device = _cuda_device(tensor) if self.on_device else None
+        if device is None and batch.one_position_per_unit and tensor.device.type == "cpu":
+            # Nothing to pool: the recorder reads the layer's rows where they are, skipping the
+            # padding, instead of a gathered copy (the same rows in the same order).
+            flat = tensor.reshape(-1, tensor.shape[-1])
+            if flat.dtype not in _RECORDED_DTYPES:
+                flat = flat.float()
+            ids, mask, units = self._at_positions(batch)
+            self.recorders.update(layer, flat, ids, units=units, mask=mask)
+            return
         rows = pool(tensor, batch, self.pooling)
-        if rows.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if rows.dtype not in _RECORDED_DTYPES:
             rows = rows.float()
-        device = _cuda_device(rows) if self.on_device else None
         if device is not None:
             # Recorded where the model runs, on torch's current stream: the ids go to the device
             # once per batch, the activations never leave it, and nothing waits for the device.
             self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
         else:
             self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+
+    def _at_positions(self, batch: Batch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """The batch's feature ids and unit numbers per input position (padding: 0 and -1), and
+        the mask of the recorded positions: made once per batch, for every layer."""
+        if self._positional is None:
+            size, positions = batch.unit.size, batch.positions
+            ids = {}
+            for kind, values in self._ids.items():
+                ids[kind] = np.zeros(size, dtype=np.int64)
+                ids[kind][positions] = values
+            units = None
+            if self._units is not None:
+                units = np.full(size, -1, dtype=np.int64)
+                units[positions] = self._units
+            self._positional = (ids, batch.unit >= 0, units)
+        return self._positional
 
     def _ids_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         ids = self._device_ids.get(device)
@@ -259,6 +297,7 @@ def _prepare_vocabularies(
     tokenizer: WordTokenizer,
     include_special: bool,
     progress: bool,
+    workers: int = 0,
 ) -> dict[int, str] | None:
     """Build missing vocabularies (a first pass, with a bar); with ``include_special``
     add the special tokens to them and return ``{token id: token string}``."""
@@ -270,7 +309,8 @@ def _prepare_vocabularies(
                 "their vocabularies: give them a vocabulary, or pass a list or a file"
             )
         with Progress(corpus, limit_tokens, enabled=progress) as bars:
-            build_vocabularies(features, bars.bar("txray vocabulary").track(corpus.examples(limit_tokens)))
+            examples = bars.bar("txray vocabulary").track(corpus.examples(limit_tokens))
+            build_vocabularies(features, examples, workers=workers)
             bars.finish()
     if not include_special:
         return None
@@ -287,16 +327,56 @@ def _windows(
     features: list[Feature],
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
+    workers: ChunkWorkers[list[Example], PackedWindows] | None = None,
 ) -> Iterator[Window]:
-    for group in take(examples, TOKENIZE_CHUNK):
-        ids, counts = piece_arrays(tokenizer, [e.words for e in group])
-        # Each example's words and pieces are a slice of the chunk's arrays.
-        word_at = np.cumsum([0] + [len(e.words) for e in group])
-        piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
-        for i, (example, feature_ids) in enumerate(zip(group, chunk_feature_ids(features, group))):
-            words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
-            specials = _special_feature_ids(features, example, special_names) if special_names else None
-            yield from windows_of_arrays(example, ids[pieces], counts[words], tokenizer, feature_ids, specials)
+    """The windows of the examples, built a chunk of examples at a time: here, or by
+    ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
+    if workers is None:
+        for group in take(examples, TOKENIZE_CHUNK):
+            yield from _chunk_windows(group, features, tokenizer, special_names)[0]
+        return
+    # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
+    sent: collections.deque[list[Example]] = collections.deque()
+
+    def send() -> Iterator[list[Example]]:
+        for group in take(examples, WORKER_CHUNK):
+            sent.append(group)
+            yield group
+
+    for packed in workers.map(send()):
+        yield from packed.unpack(sent.popleft())
+
+
+def _chunk_windows(
+    group: list[Example],
+    features: list[Feature],
+    tokenizer: WordTokenizer,
+    special_names: Mapping[int, str] | None,
+) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
+    """The windows of a chunk of examples (one tokenizer call for all), and the examples' word feature ids."""
+    ids, counts = piece_arrays(tokenizer, [e.words for e in group])
+    # Each example's words and pieces are a slice of the chunk's arrays.
+    word_at = np.cumsum([0] + [len(e.words) for e in group])
+    piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
+    out: list[Window] = []
+    feature_ids = chunk_feature_ids(features, group)
+    for i, (example, example_ids) in enumerate(zip(group, feature_ids)):
+        words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
+        specials = _special_feature_ids(features, example, special_names) if special_names else None
+        out.extend(windows_of_arrays(example, ids[pieces], counts[words], tokenizer, example_ids, specials))
+    return out, feature_ids
+
+
+def _packed_chunk_windows(
+    features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
+) -> Callable[[list[Example]], PackedWindows]:
+    """What a worker does with a chunk of examples: :func:`_chunk_windows`, packed to send back."""
+
+    def work(group: list[Example]) -> PackedWindows:
+        windows_, feature_ids = _chunk_windows(group, features, tokenizer, special_names)
+        return PackedWindows.pack(windows_, group, feature_ids)
+
+    return work
 
 
 def _special_feature_ids(

@@ -60,17 +60,24 @@ class LayerRecorders(Generic[LayerKey]):
         self._recorders: dict[LayerKey, Recorder] = {}
 
     def update(
-        self, layer: LayerKey, rows: Any, features: Mapping[str, Any], units: Any = None, device: str | None = None
+        self,
+        layer: LayerKey,
+        rows: Any,
+        features: Mapping[str, Any],
+        units: Any = None,
+        device: str | None = None,
+        mask: Any = None,
     ) -> None:
         """Record ``rows`` (tokens x neurons) of ``layer`` with their feature ids, one per row and
-        kind, and their unit numbers for the contexts (default: counted on, see :meth:`Recorder.update`).
+        kind, and their unit numbers for the contexts (default: counted on, see :meth:`Recorder.update`);
+        rows where ``mask`` is False are skipped.
         ``device`` (``"cuda:N"``) makes a new layer's recorder keep its statistics on that device
         (the rows and ids are then device arrays; it keeps no contexts); None: on the CPU."""
         recorder = self._recorders.get(layer)
         if recorder is None:
             sizes = {f.kind: len(f._vocab()) for f in self.features}
             recorder = Recorder(
-                rows.shape[1],
+                rows.shape[-1],
                 sizes,
                 mode=self.mode,
                 k=self.k,
@@ -80,7 +87,7 @@ class LayerRecorders(Generic[LayerKey]):
             )
             self._recorders[layer] = recorder
         try:
-            recorder.update(rows, features, units=units)
+            recorder.update(rows, features, mask, units=units)
         except ValueError as err:
             raise ValueError(f"layer {layer!r}: {err}") from None
 

@@ -224,6 +224,54 @@ class Window:
         return len(self.input_ids)
 
 
+@dataclasses.dataclass
+class PackedWindows:
+    """The windows of a chunk of examples as a few flat arrays, without the examples:
+    what a worker process sends back (:mod:`txray.workers`). :meth:`unpack` rebuilds
+    the very windows from the examples the reader holds."""
+
+    spans: np.ndarray  # (windows, 3) int64: the example's place in the chunk, first word, one past the last
+    lengths: np.ndarray  # (windows,) int64: input positions of each window
+    input_ids: np.ndarray  # every window's input ids, one after the other
+    word_of_piece: np.ndarray  # likewise
+    features: dict[str, np.ndarray]  # per kind: every example's word ids, one after the other
+    special_features: list[dict[str, dict[int, int]] | None]  # per example
+
+    @classmethod
+    def pack(
+        cls, windows_: Sequence[Window], examples: Sequence[Example], features: Sequence[dict[str, np.ndarray]]
+    ) -> PackedWindows:
+        """``windows_`` of ``examples``, whose word feature ids are ``features`` (one dict per example)."""
+        place = {id(e): i for i, e in enumerate(examples)}
+        spans = np.array([(place[id(w.example)], w.start, w.stop) for w in windows_], dtype=np.int64).reshape(-1, 3)
+        lengths = np.fromiter((w.length for w in windows_), dtype=np.int64, count=len(windows_))
+        empty = np.zeros(0, dtype=np.int64)
+        kinds = features[0].keys() if features else ()
+        specials: dict[int, dict[str, dict[int, int]] | None] = {}
+        for w in windows_:
+            specials.setdefault(place[id(w.example)], w.special_features)
+        return cls(
+            spans,
+            lengths,
+            np.concatenate([w.input_ids for w in windows_]) if windows_ else empty,
+            np.concatenate([w.word_of_piece for w in windows_]) if windows_ else empty,
+            {kind: np.concatenate([f[kind] for f in features]) for kind in kinds},
+            [specials.get(i) for i in range(len(examples))],
+        )
+
+    def unpack(self, examples: Sequence[Example]) -> list[Window]:
+        """The windows, each of its example in ``examples`` (the chunk :meth:`pack` was given)."""
+        # Slices, not np.split: a view per example and window, without np.split's work per piece.
+        ends = list(itertools.accumulate(len(e.words) for e in examples))
+        features = [{kind: ids[lo:hi] for kind, ids in self.features.items()} for lo, hi in zip([0, *ends], ends)]
+        ends = np.cumsum(self.lengths).tolist()
+        ids, owner = self.input_ids, self.word_of_piece
+        return [
+            Window(examples[e], start, stop, ids[lo:hi], owner[lo:hi], features[e], self.special_features[e])
+            for (e, start, stop), lo, hi in zip(self.spans.tolist(), [0, *ends], ends)
+        ]
+
+
 def windows(
     example: Example,
     pieces: list[list[int]],
@@ -316,6 +364,16 @@ class Batch:
         return sum(w.stop - w.start for w in self.windows)
 
     @functools.cached_property
+    def positions(self) -> np.ndarray:
+        """(recorded positions,) int64: the flat input positions that belong to a unit, in order."""
+        return np.flatnonzero(self.unit >= 0)
+
+    @property
+    def one_position_per_unit(self) -> bool:
+        """Every unit is one input position (a word-level tokenizer): nothing to pool."""
+        return len(self.positions) == self.n_units
+
+    @functools.cached_property
     def window_of_unit(self) -> np.ndarray:
         """(n_units,) int64: the index in :attr:`windows` of each unit's window."""
         return np.repeat(np.arange(len(self.windows), dtype=np.int64), self.units_per_window)
@@ -352,7 +410,7 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
     first = np.flatnonzero(starts)
     unit_word, window_of_unit = owner[first], row_of[first]
     features = {kind: _unit_features(group, kind, unit_word, window_of_unit, ids[first]) for kind in group[0].features}
-    return Batch(
+    batch = Batch(
         input_ids=torch.from_numpy(input_ids),
         attention_mask=torch.from_numpy(mask),
         lengths=torch.from_numpy(lengths.copy()),
@@ -363,6 +421,8 @@ def make_batch(group: Sequence[Window], tokenizer: WordTokenizer, include_specia
         units_per_window=np.bincount(window_of_unit, minlength=n).astype(np.int64),
         unit_word=unit_word,
     )
+    batch.positions  # noqa: B018 - computed here, on the producer's thread, not by the model's
+    return batch
 
 
 def _unit_features(
@@ -433,9 +493,9 @@ def pool(acts: torch.Tensor, batch: Batch, mode: str = "mean") -> torch.Tensor:
     if mode not in POOLING:
         raise ValueError(f"pooling must be one of {POOLING}, not {mode!r}")
     flat = acts.reshape(-1, acts.shape[-1])
-    positions = np.flatnonzero(batch.unit >= 0)
+    positions = batch.positions
     units = batch.unit[positions]
-    if len(positions) == batch.n_units:  # one piece per unit (word-level models): nothing to pool
+    if batch.one_position_per_unit:  # word-level models: nothing to pool
         return flat.index_select(0, torch.from_numpy(positions).to(flat.device))
     if mode in ("first", "last"):
         # Units are numbered in position order, so np.unique finds each unit's first position;

@@ -111,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=4096, help="padded positions per forward pass (default: 4096)"
     )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="worker processes that tokenize and batch ahead of the model (default: 0, a thread of this process)",
+    )
     parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
     parser.add_argument(
         "--device",
@@ -240,6 +247,7 @@ def _record(
         include_special=args.include_special,
         limit_tokens=args.limit_tokens,
         max_tokens=args.max_tokens,
+        workers=args.workers,
         cache_dir=args.cache_dir,
         progress=not args.quiet,
         name=args.model,

