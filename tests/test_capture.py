@@ -416,3 +416,27 @@ def test_word_level_rows_recorded_in_place_equal_the_pooled_rows(monkeypatch, mo
     pooled = txray.record_model(model, tok, texts, ["1"], **settings)["1"]
     assert in_place.contexts is not None and len(in_place.contexts)
     assert in_place.digest() == pooled.digest()
+
+
+class NanAt(nn.Module):
+    """Embedding + linear whose output is NaN wherever the input id is ``bad``."""
+
+    def __init__(self, vocab: int, bad: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.out, self.bad = nn.Embedding(vocab, 4), nn.Linear(4, 6), bad
+
+    def forward(self, input_ids):
+        return self.out(self.embed(input_ids)).masked_fill((input_ids == self.bad)[..., None], float("nan"))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_non_finite_activation_names_its_word_and_sequence(monkeypatch, pooled):
+    words = ["<pad>", "<unk>", "the", "cat", "sat", "on", "a", "bad", "mat"]
+    tok = txray.VocabTokenizer(words, pad_id=0)
+    model = NanAt(len(words), words.index("bad"))
+    if pooled:  # the rows gathered by pool() first, as for a subword tokenizer
+        monkeypatch.setattr(txray.words.Batch, "one_position_per_unit", property(lambda self: False))
+    texts = ["the cat sat", "on a mat", "the cat sat on a bad mat"]
+    with pytest.raises(ValueError, match=r"layer '': activation of the word 'bad' \(word 5 of sequence 2\) at neuron 0"):
+        txray.record_model(model, tok, texts, [""], progress=False, max_tokens=64)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._inputs import ACTIVATION_DTYPES, describe_position, token_mask
+from ._inputs import ACTIVATION_DTYPES, TokenError, describe_position, token_mask
 
 CAPTURE_REFUSED = (
     "txray cannot record while a CUDA graph is being captured (an update allocates and may synchronise): "
@@ -448,7 +448,7 @@ class DeviceBackend:
                 arr.ptr, rows, self.n_neurons, row_stride, arr.strides[-1], arr.dtype, valid, ids, run
             )
         except _native.InputError as err:
-            raise ValueError(position_message(err, lead)) from None
+            raise input_error(err, lead) from None
         if update:
             self._leads[update] = lead
             self._inflight.append((update, keep))
@@ -499,10 +499,13 @@ class DeviceBackend:
         return int(self.native.nbytes)
 
 
-def position_message(err: Any, lead: tuple[int, ...]) -> str:
-    """An engine InputError's message with its token named in the caller's shape
-    (the engine gives the token as data: ``err.token``, ``err.template``)."""
+def input_error(err: Any, lead: tuple[int, ...]) -> ValueError:
+    """An engine InputError as a ValueError whose message names its token in the caller's
+    shape; a :class:`TokenError` (with the token as data) when it concerns one token
+    (the engine gives it as data: ``err.token``, ``err.template``)."""
     token = getattr(err, "token", -1)
     if token is None or token < 0:
-        return str(err)
-    return str(err.template).replace("{token}", describe_position(int(token), lead))
+        return ValueError(str(err))
+    token = int(token)
+    template = str(err.template)
+    return TokenError(template.replace("{token}", describe_position(token, lead)), token, template)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _inputs, _native
-from ._device import position_message
+from ._device import input_error
 
 
 class HostBackend:
@@ -34,7 +34,7 @@ class HostBackend:
         try:
             self.native.update(flat, dtype, valid, ids, numbers)
         except _native.InputError as err:
-            raise ValueError(position_message(err, lead)) from None
+            raise input_error(err, lead) from None
 
     def synchronize(self) -> None:
         """Nothing to wait for: every update was checked and recorded before it returned."""

@@ -131,6 +131,22 @@ def units(numbers: Any, lead: tuple[int, ...]) -> np.ndarray | None:
     return np.ascontiguousarray(flat, dtype=np.int64)
 
 
+class TokenError(ValueError):
+    """Bad input of one token of an update (a non-finite activation, a feature id outside
+    its vocabulary). ``token``: the token's flat index among the update's rows; ``template``:
+    the message with ``{token}`` where the token is named, so that a caller who knows what the
+    rows are (:func:`txray.record_model`: words) can name it better."""
+
+    def __init__(self, message: str, token: int, template: str) -> None:
+        super().__init__(message)
+        self.token = token
+        self.template = template
+
+    def naming(self, token: str) -> TokenError:
+        """The same error with its token named ``token``."""
+        return TokenError(self.template.replace("{token}", token), self.token, self.template)
+
+
 def describe_position(flat: int, lead: tuple[int, ...]) -> str:
     """'token 17' for flat batches, 'token 17 (sequence 1, position 5)' for (batch, seq) ones."""
     if len(lead) < 2:

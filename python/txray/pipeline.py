@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._inputs import TokenError
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
 from .contexts import ContextTexts, entered_units, live_units, unit_numbers
@@ -236,7 +237,10 @@ class _Run:
             if flat.dtype not in _RECORDED_DTYPES:
                 flat = flat.float()
             ids, mask, units = self._at_positions(batch)
-            self.recorders.update(layer, flat, ids, units=units, mask=mask)
+            try:
+                self.recorders.update(layer, flat, ids, units=units, mask=mask)
+            except TokenError as err:
+                raise err.naming(_describe_unit(batch, int(batch.unit[err.token]))) from None
             return
         rows = pool(tensor, batch, self.pooling)
         if rows.dtype not in _RECORDED_DTYPES:
@@ -246,7 +250,10 @@ class _Run:
             # once per batch, the activations never leave it, and nothing waits for the device.
             self.recorders.update(layer, rows, self._ids_on(rows.device), device=device)
         else:
-            self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+            try:
+                self.recorders.update(layer, rows.cpu(), self._ids, units=self._units)
+            except TokenError as err:
+                raise err.naming(_describe_unit(batch, err.token)) from None
 
     def _at_positions(self, batch: Batch) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
         """The batch's feature ids and unit numbers per input position (padding: 0 and -1), and
@@ -288,6 +295,15 @@ class _Run:
         raise ValueError(
             f"prediction logits must be (batch, classes) or (batch, seq, classes), got {tuple(logits.shape)}"
         )
+
+
+def _describe_unit(batch: Batch, unit: int) -> str:
+    """A unit of ``batch`` as an error names it: 'the word 'cat' (word 3 of sequence 12)'."""
+    window = batch.windows[int(batch.window_of_unit[unit])]
+    word = int(batch.unit_word[unit])
+    if word < 0:
+        return f"a special token of sequence {window.example.index}"
+    return f"the word {window.example.words[word]!r} (word {word} of sequence {window.example.index})"
 
 
 def _prepare_vocabularies(

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 
+from ._inputs import TokenError
 from .features import Feature
 from .profile import Profile
 from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT, Recorder
@@ -88,6 +89,8 @@ class LayerRecorders(Generic[LayerKey]):
             self._recorders[layer] = recorder
         try:
             recorder.update(rows, features, mask, units=units)
+        except TokenError as err:
+            raise TokenError(f"layer {layer!r}: {err}", err.token, f"layer {layer!r}: {err.template}") from None
         except ValueError as err:
             raise ValueError(f"layer {layer!r}: {err}") from None
 
