@@ -28,6 +28,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
+#include <type_traits>
 
 #if !defined(TXRAY_NATIVE_ARCH) && (defined(__GNUC__) || defined(__clang__)) && \
     (defined(__x86_64__) || defined(__i386__))
@@ -82,6 +83,74 @@ TXRAY_INLINE int64_t select_rows(const ActivationView& a, const int64_t* kept, i
   return -1;
 }
 
+// Mode all's check of a contiguous row before any add, read as sum_row
+// reads it (the floor's loop): whether every value is finite (a sum of
+// x - x, which is 0 for every finite x and NaN from the first NaN or inf on)
+// and, with kThreshold, whether any value reaches its neuron's threshold
+// (`reaches`). Vector compares only: no branch per value.
+template <class E, bool kThreshold>
+TXRAY_INLINE bool check_row(const typename E::storage* row, int64_t n, const float* threshold, bool* reaches) {
+  using namespace simd;
+  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as sum_row
+  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  f32x8 z0 = {}, z1 = {}, z2 = {}, z3 = {};
+  i32x8 hit = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __builtin_prefetch(row + i + kAhead, 0, 2);
+    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
+    const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+    z0 += x0 - x0;
+    z1 += x1 - x1;
+    z2 += x2 - x2;
+    z3 += x3 - x3;
+    if (kThreshold) {
+      hit |= (x0 >= load8(F32{}, threshold + i)) | (x1 >= load8(F32{}, threshold + i + 8)) |
+             (x2 >= load8(F32{}, threshold + i + 16)) | (x3 >= load8(F32{}, threshold + i + 24));
+    }
+  }
+  const f32x8 z = (z0 + z1) + (z2 + z3);
+  float zero = 0.0f;
+  for (int j = 0; j < 8; ++j) zero += z[j];
+  int any = 0;
+  for (; i < n; ++i) {
+    const float x = E::load(row[i]);
+    zero += x - x;
+    if (kThreshold) any |= x >= threshold[i];
+  }
+  if (kThreshold) {
+    for (int j = 0; j < 8; ++j) any |= hit[j];
+    *reaches = any != 0;
+  }
+  return zero == 0.0f;
+}
+
+// Mode all's check of rows [begin, end) (row i is kept[i], or i): the first
+// holding a non-finite value, or -1. With `threshold` (one per neuron),
+// candidate[i - begin] also says whether any of row i's values reaches its
+// neuron's threshold: a row that reaches none is no candidate context
+// during this update either, as an offer only ever raises a threshold.
+template <class E>
+TXRAY_INLINE int64_t check_rows_of(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end,
+                                   const float* threshold, uint8_t* candidate) {
+  for (int64_t i = begin; i < end; ++i) {
+    const auto* row = row_ptr<E>(a, kept ? kept[i] : i);
+    bool reaches = false, ok;
+    if (a.col_stride != 1) {
+      ok = all_finite<E>(row, a.cols, a.col_stride);
+      for (int64_t n = 0; threshold && n < a.cols; ++n) reaches |= E::load(row[n * a.col_stride]) >= threshold[n];
+    } else if (threshold) {
+      ok = check_row<E, true>(row, a.cols, threshold, &reaches);
+    } else {
+      ok = check_row<E, false>(row, a.cols, nullptr, nullptr);
+    }
+    if (!ok) return i;
+    if (threshold) candidate[i - begin] = reaches;
+  }
+  return -1;
+}
+
 template <class E>
 TXRAY_INLINE int64_t first_bad_row(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i)
@@ -114,6 +183,22 @@ TXRAY_INLINE void offer_row(const float* x, int64_t lo, int64_t hi, int64_t unit
   }
 }
 
+// sum[n] += double(x[n]) for n in [0, count).
+TXRAY_INLINE void add_to_row(const float* __restrict x, int64_t count, double* __restrict sum) {
+  for (int64_t n = 0; n < count; ++n) sum[n] += double(x[n]);
+}
+
+// The same into two rows at once: x is read and widened once for both, and
+// each row gets the same adds in the same order as from add_to_row.
+TXRAY_INLINE void add_to_two_rows(const float* __restrict x, int64_t count, double* __restrict a,
+                                  double* __restrict b) {
+  for (int64_t n = 0; n < count; ++n) {
+    const double v = double(x[n]);
+    a[n] += v;
+    b[n] += v;
+  }
+}
+
 template <class E>
 TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
                                FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x,
@@ -122,17 +207,27 @@ TXRAY_INLINE void add_all_rows(const ActivationView& a, const int64_t* order, in
   // cannot guess the next one, so its slice is requested kAheadRows rows early.
   constexpr int64_t kAheadRows = 2;
   constexpr int64_t kLine = 64 / sizeof(typename E::storage);
+  const bool direct = std::is_same<E, F32>::value && a.col_stride == 1;  // no conversion: add from the row itself
+  const int64_t width = hi - lo;
   for (int64_t i = 0; i < n_tokens; ++i) {
     if (i + kAheadRows < n_tokens && a.col_stride == 1) {
       const auto* next = row_ptr<E>(a, order[i + kAheadRows]) + lo;
-      for (int64_t n = 0; n < hi - lo; n += kLine) __builtin_prefetch(next + n, 0, 3);
+      for (int64_t n = 0; n < width; n += kLine) __builtin_prefetch(next + n, 0, 3);
     }
-    load_row<E>(row_ptr<E>(a, order[i]) + lo * a.col_stride, hi - lo, a.col_stride, x);
-    for (size_t kind = 0; kind < n_kinds; ++kind) {
-      double* sum = rows[kind].row(row_of[kind][size_t(i)]);
-      for (int64_t n = lo; n < hi; ++n) sum[n] += double(x[n - lo]);
+    const auto* src = row_ptr<E>(a, order[i]) + lo * a.col_stride;
+    const float* values = x;
+    if (direct) {
+      values = reinterpret_cast<const float*>(src);
+    } else {
+      load_row<E>(src, width, a.col_stride, x);
     }
-    if (contexts && units[i] >= 0) offer_row(x, lo, hi, units[i], *contexts);
+    if (n_kinds == 2) {  // the usual token + POS
+      add_to_two_rows(values, width, rows[0].row(row_of[0][size_t(i)]) + lo, rows[1].row(row_of[1][size_t(i)]) + lo);
+    } else {
+      for (size_t kind = 0; kind < n_kinds; ++kind)
+        add_to_row(values, width, rows[kind].row(row_of[kind][size_t(i)]) + lo);
+    }
+    if (contexts && units[i] >= 0) offer_row(values, lo, hi, units[i], *contexts);
   }
 }
 
@@ -144,6 +239,7 @@ TXRAY_INLINE double sum_rows_of(const ActivationView& a, int64_t begin, int64_t 
 }
 
 // One set of kernels: NAME_select, NAME_first_nonfinite_row, NAME_add_all,
+// NAME_check_all, NAME_sum_rows,
 // each compiled with ATTR, and the table NAME_kernels. The element type is
 // switched on inside, so that the templates inline into ATTR's functions.
 #define TXRAY_KERNELS(NAME, ATTR, ARGMAX)                                                                             \
@@ -180,6 +276,17 @@ TXRAY_INLINE double sum_rows_of(const ActivationView& a, int64_t begin, int64_t 
         return add_all_rows<F32>(a, order, n_tokens, lo, hi, rows, row_of, n_kinds, x, contexts, units);              \
     }                                                                                                                 \
   }                                                                                                                   \
+  ATTR int64_t NAME##_check_all(const ActivationView& a, const int64_t* kept, int64_t begin, int64_t end,             \
+                                const float* threshold, uint8_t* candidate) {                                         \
+    switch (a.dtype) {                                                                                                \
+      case DType::Float16:                                                                                            \
+        return check_rows_of<F16>(a, kept, begin, end, threshold, candidate);                                         \
+      case DType::BFloat16:                                                                                           \
+        return check_rows_of<BF16>(a, kept, begin, end, threshold, candidate);                                        \
+      default:                                                                                                        \
+        return check_rows_of<F32>(a, kept, begin, end, threshold, candidate);                                         \
+    }                                                                                                                 \
+  }                                                                                                                   \
   ATTR double NAME##_sum_rows(const ActivationView& a, int64_t begin, int64_t end) {                                  \
     switch (a.dtype) {                                                                                                \
       case DType::Float16:                                                                                            \
@@ -190,7 +297,8 @@ TXRAY_INLINE double sum_rows_of(const ActivationView& a, int64_t begin, int64_t 
         return sum_rows_of<F32>(a, begin, end);                                                                       \
     }                                                                                                                 \
   }                                                                                                                   \
-  const Kernels NAME##_kernels = {#NAME, NAME##_select, NAME##_first_nonfinite_row, NAME##_add_all, NAME##_sum_rows};
+  const Kernels NAME##_kernels = {#NAME,          NAME##_select,    NAME##_first_nonfinite_row,                       \
+                                  NAME##_add_all, NAME##_check_all, NAME##_sum_rows};
 
 #if !defined(TXRAY_NATIVE_ARCH) && (defined(__GNUC__) || defined(__clang__)) && \
     (defined(__x86_64__) || defined(__i386__))

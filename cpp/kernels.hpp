@@ -35,6 +35,12 @@ struct Kernels {
   void (*add_all)(const ActivationView& acts, const int64_t* order, int64_t n_tokens, int64_t lo, int64_t hi,
                   FeatureRows* rows, const std::vector<int32_t>* row_of, size_t n_kinds, float* x, Contexts* contexts,
                   const int64_t* units);
+  // Mode all's check before its adds: the first of rows [begin, end) holding
+  // a non-finite value, or -1; with `threshold` (one per neuron, may be
+  // null), candidate[i - begin] = whether any value of row i reaches its
+  // neuron's threshold (whether the row can be a context of any neuron).
+  int64_t (*check_all)(const ActivationView& acts, const int64_t* kept, int64_t begin, int64_t end,
+                       const float* threshold, uint8_t* candidate);
   // Sum of rows [begin, end), each read as select reads it for k == 1 (the
   // benchmark's floor: a read with the argmax's prefetching and nothing else).
   double (*sum_rows)(const ActivationView& acts, int64_t begin, int64_t end);

@@ -111,15 +111,19 @@ void Recorder::check_features(const Rows& rows, const std::vector<const int64_t*
   }
 }
 
-void Recorder::check_finite(const ActivationView& acts, const Rows& rows) const {
+void Recorder::check_finite(const ActivationView& acts, const Rows& rows, std::vector<uint8_t>* candidate) const {
   const int64_t n = rows.size;
   const kernels::Kernels& kern = kernels::active();
   const int64_t* kept = rows.all ? nullptr : rows.kept.data();
+  const float* threshold = candidate && contexts_ ? contexts_->threshold() : nullptr;
+  if (threshold) candidate->resize(size_t(n));
   int64_t first_bad = n;
 #pragma omp parallel reduction(min : first_bad) if (n * acts.cols >= kParallelValues)
   {
     const Share share = my_share(n);
-    const int64_t bad = kern.first_nonfinite_row(acts, kept, share.lo, share.hi);
+    const int64_t bad = mode_ == Mode::All ? kern.check_all(acts, kept, share.lo, share.hi, threshold,
+                                                            threshold ? candidate->data() + share.lo : nullptr)
+                                           : kern.first_nonfinite_row(acts, kept, share.lo, share.hi);
     if (bad >= 0) first_bad = bad;
   }
   if (first_bad < n) throw nonfinite(acts, rows[first_bad]);
@@ -137,8 +141,9 @@ void Recorder::update(const ActivationView& acts, const uint8_t* mask, const std
   if (rows.size == 0) return;
   if (mode_ == Mode::All) {
     check_features(rows, features);
-    check_finite(acts, rows);
-    record_all(acts, rows, features, units);
+    std::vector<uint8_t> candidate;  // with contexts: whether row i can be a context of any neuron
+    check_finite(acts, rows, &candidate);
+    record_all(acts, rows, features, units, candidate);
     for (size_t kind = 0; kind < features.size(); ++kind)
       for (int64_t i = 0; i < rows.size; ++i) ++freq_[kind][features[kind][rows[i]]];
   } else {
@@ -348,9 +353,10 @@ std::vector<int64_t> Recorder::group_by_feature(const Rows& rows, const int64_t*
 // of a large table per token. Within a group tokens keep corpus order.
 // Every row is a candidate context of every neuron: each thread offers its
 // neurons' values of the rows it loads anyway (the top k does not depend on
-// the order of the offers).
+// the order of the offers), of the rows that the check found reaching some
+// neuron's threshold (`candidate`): the others cannot be kept.
 void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const std::vector<const int64_t*>& features,
-                          const int64_t* units) {
+                          const int64_t* units, const std::vector<uint8_t>& candidate) {
   const size_t n_kinds = rows_.size();
   const size_t widest = size_t(std::max_element(vocab_sizes_.begin(), vocab_sizes_.end()) - vocab_sizes_.begin());
   const int64_t n_tokens = tokens.size;
@@ -363,7 +369,7 @@ void Recorder::record_all(const ActivationView& acts, const Rows& tokens, const 
     const int64_t kept = grouped[size_t(i)];
     order[i] = tokens[kept];
     for (size_t kind = 0; kind < n_kinds; ++kind) row_of[kind][i] = rows_[kind].row_for(features[kind][order[i]]);
-    if (contexts_) unit_of_order[i] = unit_of(tokens, kept, units);
+    if (contexts_) unit_of_order[i] = candidate[size_t(kept)] ? unit_of(tokens, kept, units) : -1;
   }
 
   const kernels::Kernels& kern = kernels::active();

@@ -56,7 +56,9 @@ class Recorder {
   };
   static Rows rows_to_record(int64_t rows, const uint8_t* mask);
   void check_features(const Rows& rows, const std::vector<const int64_t*>& features) const;
-  void check_finite(const ActivationView& acts, const Rows& rows) const;
+  // Throws on the first row holding a non-finite value. Mode all with
+  // contexts: candidate[i] = whether row i reaches some neuron's threshold.
+  void check_finite(const ActivationView& acts, const Rows& rows, std::vector<uint8_t>* candidate = nullptr) const;
   void record_winners(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
                       const int64_t* units);
   void select_winners(const ActivationView& acts, const Rows& rows, int64_t begin, int64_t end);
@@ -65,7 +67,7 @@ class Recorder {
   void offer_winners(const Rows& rows, int64_t begin, int64_t end, const int64_t* units);
   static std::vector<int64_t> group_by_feature(const Rows& rows, const int64_t* ids, int64_t vocab);
   void record_all(const ActivationView& acts, const Rows& rows, const std::vector<const int64_t*>& features,
-                  const int64_t* units);
+                  const int64_t* units, const std::vector<uint8_t>& candidate);
   // The unit of recorded row i (an index into rows) of this update.
   int64_t unit_of(const Rows& rows, int64_t i, const int64_t* units) const {
     return units ? units[rows[i]] : tokens_ + i;
