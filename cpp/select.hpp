@@ -265,8 +265,8 @@ TXRAY_INLINE uint32_t lane_bits(const simd::i32x8& m0, const simd::i32x8& m1, co
 // 2. over the row again, now in L1: 16 lane maxima are 16 values of the
 //    row, so their k-th largest, `bound`, is at most the row's k-th largest:
 //    only values >= bound can be winners (about 6 of 1,500 at k = 5, normal
-//    values), and a block of 32 costs its vector maximum and one compare
-//    with bound. A block that holds one gives its lanes as 32 bits, whose
+//    values), and a block of 32 costs one compare of its lane maxima, kept
+//    by the stream, with bound. A block that holds one gives its lanes as 32 bits, whose
 //    set bits are the candidates, in index order; they go through
 //    topk_row's insertion, so ties go as there. (Branches per candidate
 //    block, per vector and per lane, each mispredicted, cost about a third
@@ -301,10 +301,19 @@ TXRAY_INLINE bool topk_row_direct(const typename E::storage* row, int64_t n, int
   for (int j = 0; j < 8; ++j) max[0][j] = -INFINITY;
   max[1] = max[2] = max[3] = max[0];
   const int64_t blocks_end = n / 32 * 32;
+  // Each block's lane maxima, for the second pass to test without reloading
+  // the block (rows of up to 64 blocks; later blocks are reloaded).
+  constexpr int64_t kKeptBlocks = 64;
+  f32x8 block_max[kKeptBlocks];
+  const int64_t kept_end = std::min(blocks_end, 32 * kKeptBlocks);
   for (int64_t i = 0; i < blocks_end; i += 32) {
     __builtin_prefetch(next + i, 0, 2);
     const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
     const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+    if (i < kept_end) {
+      const f32x8 m01 = x0 > x1 ? x0 : x1, m23 = x2 > x3 ? x2 : x3;
+      block_max[i / 32] = m01 > m23 ? m01 : m23;
+    }
     max[0] = x0 > max[0] ? x0 : max[0];
     max[1] = x1 > max[1] ? x1 : max[1];
     max[2] = x2 > max[2] ? x2 : max[2];
@@ -342,10 +351,16 @@ TXRAY_INLINE bool topk_row_direct(const typename E::storage* row, int64_t n, int
   int c = 0;
   for (int64_t i = 0; i < blocks_end; i += 32) {
     if (kLine < 32) __builtin_prefetch(next + i + kLine, 0, 2);
+    if (i < kept_end) {
+      if (!any_lane(block_max[i / 32] >= bounds)) continue;
+    } else {
+      const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
+      const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
+      const f32x8 m01 = x0 > x1 ? x0 : x1, m23 = x2 > x3 ? x2 : x3;
+      if (!any_lane((m01 > m23 ? m01 : m23) >= bounds)) continue;
+    }
     const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
     const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
-    const f32x8 m01 = x0 > x1 ? x0 : x1, m23 = x2 > x3 ? x2 : x3;
-    if (!any_lane((m01 > m23 ? m01 : m23) >= bounds)) continue;
     for (uint32_t bits = lane_bits(x0 >= bounds, x1 >= bounds, x2 >= bounds, x3 >= bounds); bits; bits &= bits - 1) {
       const int64_t j = i + __builtin_ctz(bits);
       at[c] = int32_t(j);

@@ -291,12 +291,14 @@ def test_topk_ties_in_any_block_go_to_the_lowest_index(variant, neurons, k, layo
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("k", [1, 5, 16])
 @pytest.mark.parametrize("at_top", [1, 4, 5, 6, 16, 17, 31, 32, 33, 63, 64, 65, 95, 96, 97, 300, 1500])
-def test_topk_with_many_values_tied_at_the_top(variant, k, at_top):
+@pytest.mark.parametrize("neurons", [1500, 2100])
+def test_topk_with_many_values_tied_at_the_top(variant, k, at_top, neurons):
     # at_top copies of the row's largest value, in random lanes, accumulators
     # and blocks (and the tail): fewer than k, about the candidates' room (64
     # and a block more), or the whole row, where the whole row is inserted.
-    rng = np.random.default_rng(at_top * 100 + k)
-    neurons, tokens = 1500, 40
+    # 2,100 values: blocks past the 64 whose maxima the stream keeps.
+    rng = np.random.default_rng(at_top * 100 + k + neurons)
+    tokens = 40
     acts = rng.integers(-6, 3, size=(tokens, neurons)).astype(np.float32)  # ties below the top too
     for t in range(tokens):
         acts[t, rng.choice(neurons, size=at_top, replace=False)] = 4.0
