@@ -343,9 +343,10 @@ TXRAY_INLINE bool topk_row_direct(const typename E::storage* row, int64_t n, int
   float bound = least[0];
   for (int j = 1; j < 8; ++j) bound = least[j] < bound ? least[j] : bound;
   const f32x8 bounds = splat(bound);
-  // At least k values pass the bound; this many are ranked at once, more
-  // (ties at the top) take the insertion over the whole row.
-  constexpr int kCandidates = 64;
+  // At least k values pass the bound (at k = 16 about 55 of 1,500 normal
+  // values, at times over 64); up to this many are inserted from the
+  // candidates, more (ties at the top) take the insertion over the row.
+  constexpr int kCandidates = 128;
   float value[kCandidates + 32];
   int32_t at[kCandidates + 32];
   int c = 0;

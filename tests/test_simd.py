@@ -255,7 +255,7 @@ def test_stream_read_sums_every_row(variant, dtype):
 
 # The top-k loop for small k (cpp/select.hpp's topk_row_direct) streams
 # contiguous rows in blocks of 32 keeping 16 lanes' maxima, then takes the
-# values at or above their k-th largest as candidates (up to 64, else the
+# values at or above their k-th largest as candidates (up to 128, else the
 # insertion over the whole row); strided rows and k > 16 take the float copy
 # and topk_row. _native.select_winners runs the selection alone, as
 # Recorder.update does.
@@ -290,11 +290,11 @@ def test_topk_ties_in_any_block_go_to_the_lowest_index(variant, neurons, k, layo
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("k", [1, 5, 16])
-@pytest.mark.parametrize("at_top", [1, 4, 5, 6, 16, 17, 31, 32, 33, 63, 64, 65, 95, 96, 97, 300, 1500])
+@pytest.mark.parametrize("at_top", [1, 4, 5, 6, 16, 17, 31, 32, 33, 65, 127, 128, 129, 159, 160, 161, 300, 1500])
 @pytest.mark.parametrize("neurons", [1500, 2100])
 def test_topk_with_many_values_tied_at_the_top(variant, k, at_top, neurons):
     # at_top copies of the row's largest value, in random lanes, accumulators
-    # and blocks (and the tail): fewer than k, about the candidates' room (64
+    # and blocks (and the tail): fewer than k, about the candidates' room (128
     # and a block more), or the whole row, where the whole row is inserted.
     # 2,100 values: blocks past the 64 whose maxima the stream keeps.
     rng = np.random.default_rng(at_top * 100 + k + neurons)
