@@ -73,7 +73,8 @@ TXRAY_INLINE int64_t select_rows(const ActivationView& a, const int64_t* kept, i
     if (k == 1 && a.col_stride == 1) {
       ok = A::template row<E>(src, a.cols, w);
     } else if (k <= kDirectTopK && a.col_stride == 1) {
-      ok = topk_row_direct<E>(src, a.cols, k, w);
+      const int64_t after = i + 1 < end ? (kept ? kept[i + 1] : i + 1) : -1;
+      ok = topk_row_direct<E>(src, a.cols, k, w, after >= 0 ? row_ptr<E>(a, after) : nullptr);
     } else {
       ok = load_row<E>(src, a.cols, a.col_stride, buffer);
       if (ok) topk_row(buffer, a.cols, k, w, scratch);

@@ -253,10 +253,12 @@ def test_stream_read_sums_every_row(variant, dtype):
         _native.stream_read(buffer[:, ::2], dtype)
 
 
-# The top-k loop for small k (cpp/select.hpp's topk_row_direct) reads
-# contiguous rows in blocks of 32 against a running k-th best; strided rows
-# and k > 16 take the float copy and topk_row. _native.select_winners runs
-# the selection alone, as Recorder.update does.
+# The top-k loop for small k (cpp/select.hpp's topk_row_direct) streams
+# contiguous rows in blocks of 32 keeping 16 lanes' maxima, then takes the
+# values at or above their k-th largest as candidates (up to 128, else the
+# insertion over the whole row); strided rows and k > 16 take the float copy
+# and topk_row. _native.select_winners runs the selection alone, as
+# Recorder.update does.
 def expected_topk(acts, k):
     """Each row's k largest, largest first, equal values in increasing index order."""
     order = np.argsort(-acts, axis=1, kind="stable")[:, :k]
@@ -284,6 +286,70 @@ def test_topk_ties_in_any_block_go_to_the_lowest_index(variant, neurons, k, layo
     order, top = expected_topk(acts, k)
     np.testing.assert_array_equal(neuron.reshape(-1, k), order)
     np.testing.assert_array_equal(value.reshape(-1, k), top)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("k", [1, 5, 16])
+@pytest.mark.parametrize("at_top", [1, 4, 5, 6, 16, 17, 31, 32, 33, 65, 127, 128, 129, 159, 160, 161, 300, 1500])
+@pytest.mark.parametrize("neurons", [1500, 2100])
+def test_topk_with_many_values_tied_at_the_top(variant, k, at_top, neurons):
+    # at_top copies of the row's largest value, in random lanes, accumulators
+    # and blocks (and the tail): fewer than k, about the candidates' room (128
+    # and a block more), or the whole row, where the whole row is inserted.
+    # 2,100 values: blocks past the 64 whose maxima the stream keeps.
+    rng = np.random.default_rng(at_top * 100 + k + neurons)
+    tokens = 40
+    acts = rng.integers(-6, 3, size=(tokens, neurons)).astype(np.float32)  # ties below the top too
+    for t in range(tokens):
+        acts[t, rng.choice(neurons, size=at_top, replace=False)] = 4.0
+    acts[1, -at_top:] = 5.0  # the top in the last blocks and the tail only
+    acts[2, :at_top] = 5.0  # in the first blocks only
+    with using(variant, threads=2):
+        neuron, value = _native.select_winners(acts, "float32", k)
+    order, top = expected_topk(acts, k)
+    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
+    np.testing.assert_array_equal(value.reshape(-1, k), top)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("neurons", [32, 33, 47, 64, 100, 1500])
+@pytest.mark.parametrize("k", [3, 5, 16])
+def test_topk_with_fewer_distinct_values_than_k(variant, neurons, k):
+    # Two or three distinct values: the k-th largest is tied across lanes,
+    # accumulators and blocks, and so is every lane maximum.
+    rng = np.random.default_rng(neurons + k)
+    acts = rng.integers(0, 2, size=(60, neurons)).astype(np.float32)
+    acts[:20] -= 1.0  # 0 and -1: the bound is 0, half the row ties it
+    acts[40:, rng.integers(0, neurons)] = 2.0  # one value above the rest
+    acts[50:] = np.where(acts[50:] == 1.0, -0.0, acts[50:])  # -0.0 ties 0.0, as in topk_row
+    with using(variant, threads=2):
+        neuron, value = _native.select_winners(acts, "float32", k)
+    order, top = expected_topk(acts, k)
+    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
+    np.testing.assert_array_equal(value.reshape(-1, k), top)
+    np.testing.assert_array_equal(np.signbit(value.reshape(-1, k)), np.signbit(top))  # the row's own zeros
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_topk_of_kept_rows_reads_each_row_not_the_next(variant):
+    # Masked rows: the selection requests the next kept row's lines ahead;
+    # the winners are still each kept row's own.
+    rng = np.random.default_rng(3)
+    tokens, neurons = 500, 1500
+    acts = rng.standard_normal((tokens, neurons)).astype(np.float32)
+    feats = {"token": np.arange(tokens)}
+    mask = rng.random(tokens) < 0.5
+    mask[-1] = False  # the last row is skipped: the last kept row has no next in the batch
+    with using(variant, threads=2):
+        rec = txray.Recorder(neurons, {"token": tokens}, mode="topk", k=5)
+        rec.update(acts, feats, mask=mask)
+        count, total = reference.dense_from_table(rec.profile().table("token"), neurons, tokens)
+    order, top = expected_topk(acts, 5)
+    expected = np.zeros((neurons, tokens), np.int64)
+    for t in np.flatnonzero(mask):
+        expected[order[t], t] = 1
+    np.testing.assert_array_equal(count, expected)
+    np.testing.assert_allclose(total.sum(0)[mask], top[mask].astype(np.float64).sum(1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
