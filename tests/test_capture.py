@@ -438,5 +438,7 @@ def test_a_non_finite_activation_names_its_word_and_sequence(monkeypatch, pooled
     if pooled:  # the rows gathered by pool() first, as for a subword tokenizer
         monkeypatch.setattr(txray.words.Batch, "one_position_per_unit", property(lambda self: False))
     texts = ["the cat sat", "on a mat", "the cat sat on a bad mat"]
-    with pytest.raises(ValueError, match=r"layer '': activation of the word 'bad' \(word 5 of sequence 2\) at neuron 0"):
+    with pytest.raises(
+        ValueError, match=r"layer '': activation of the word 'bad' \(word 5 of sequence 2\) at neuron 0"
+    ):
         txray.record_model(model, tok, texts, [""], progress=False, max_tokens=64)
