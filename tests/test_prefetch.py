@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
+from tiny_model import Tiny
 
 import txray
 import txray.pipeline
@@ -72,17 +72,6 @@ def test_depth_must_be_positive():
 
 
 # record_model builds its batches on a Prefetch thread: the same guarantees end to end.
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(vocab, 8)
-        self.out = torch.nn.Linear(8, 16)
-
-    def forward(self, input_ids):
-        return self.out(self.embed(input_ids))
 
 
 def records(n: int, broken_at: int | None = None) -> list[dict]:

@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-import torch
 from corpora_data import wiki_extracts
+from tiny_model import Tiny
 
 import txray
 from txray.features import Token, build_vocabularies
@@ -100,17 +100,6 @@ def test_bad_worker_counts_are_refused():
 
 
 # record_model end to end.
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(vocab, 8)
-        self.out = torch.nn.Linear(8, 16)
-
-    def forward(self, input_ids):
-        return self.out(self.embed(input_ids))
 
 
 def records(n: int, broken_at: int | None = None) -> list[dict]:
