@@ -93,6 +93,9 @@ def test_leaving_early_or_ctrl_c_leaves_no_process_and_reads_ahead_a_bounded_amo
 def test_bad_worker_counts_are_refused():
     with pytest.raises(ValueError, match="workers must be 1 or more"):
         ChunkWorkers(len, workers=0)
+    too_many = 4 * (os.cpu_count() or 1) + 1
+    with pytest.raises(ValueError, match=f"workers={too_many} is more than 4 processes per core"):
+        ChunkWorkers(len, workers=too_many)
     with pytest.raises(ValueError, match="workers must be 0"):
         txray.RecordOptions(workers=-1)
     with pytest.raises(ValueError, match="workers must be 0"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import signal
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,9 @@ from typing import Any, Generic, TypeVar
 
 C = TypeVar("C")
 R = TypeVar("R")
+
+MAX_WORKERS_PER_CORE = 4
+"""More worker processes than this per core is refused as a mistake (no pipeline needs them)."""
 
 _work: Callable[[Any], Any] | None = None  # in a worker: the function it applies to every chunk
 
@@ -64,6 +68,13 @@ class ChunkWorkers(Generic[C, R]):
     def __init__(self, work: Callable[[C], R], workers: int, depth: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more processes, not {workers}")
+        cores = os.cpu_count() or 1
+        if workers > MAX_WORKERS_PER_CORE * cores:
+            # A typo such as 1000 would fork a thousand processes, each with a copy of the tokenizer.
+            raise ValueError(
+                f"workers={workers} is more than {MAX_WORKERS_PER_CORE} processes per core "
+                f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
+            )
         if "fork" not in multiprocessing.get_all_start_methods():
             raise RuntimeError("worker processes need the 'fork' start method (Linux, macOS); use workers=0")
         self.workers = workers
