@@ -52,8 +52,8 @@ class OtherLoad:
             return None
         hz = os.sysconf("SC_CLK_TCK")
         busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait, steal included
-        t = os.times()
-        return now(), busy / hz, t.user + t.system
+        t = os.times()  # this process and its joined children (worker processes) are not "others"
+        return now(), busy / hz, t.user + t.system + t.children_user + t.children_system
 
     def report(self) -> str:
         end = self._sample()

@@ -6,20 +6,24 @@ tokenizer (the packaged all-MiniLM-L6-v2's), over Wikipedia text repeated to
 ``--words`` words:
   - reading the corpus file into words alone, and the vocabulary pass
     (``build_vocabularies`` of the token feature over the file: a read and a count),
-    on this process and with ``--workers`` worker processes,
   - the tokenizer's own batch call alone (``VocabTokenizer.pieces``; the
     Hugging Face call with ``is_split_into_words`` and its ``word_ids``),
   - the pipeline alone: already-read sentences to padded batches with unit
     maps and feature ids (tokenizing, windows, batching, ``make_batch``), on
     this thread and with each count of ``--workers`` worker processes,
   - the producer: the same from the corpus file (reading included), what
-    record_model's prefetch thread does after the vocabulary pass,
+    record_model's prefetch thread does after the vocabulary pass, on this thread
+    and with worker processes (then the CPU time of this process alone is what
+    bounds how far more workers can take it),
   - the consumer alone: what record_model does with batches already built
-    (the forward pass, pooling, recording, the contexts' text), the model
-    being one whose forward costs almost nothing (an embedding and one linear
-    layer of 512 neurons),
+    (the forward pass, pooling, recording, the contexts' text, and at the end the
+    profiles), for two models: the *negligible* model (an embedding and one linear
+    layer of 512 neurons, on the CPU: its forward costs little, but CPU), and a
+    *device-like* model (an embedding of 512 neurons whose forward also waits
+    ``--device-us`` microseconds per input position without using the CPU or
+    holding the interpreter's lock, as a forward pass on a GPU waits for the device),
   - ``record_model`` end to end (reading the file, the vocabulary pass, the
-    pipeline, recording) with that model, on the prefetch thread and with
+    pipeline, recording) with either model, on the prefetch thread and with
     worker processes, and the fraction of time the model waited for input: of
     the whole run (everything but its forward pass, the recording inside it
     included), and of the span from its first forward pass to its last (after
@@ -27,11 +31,12 @@ tokenizer (the packaged all-MiniLM-L6-v2's), over Wikipedia text repeated to
 The notes compare record_model's wall time with the vocabulary pass plus the larger
 of the producer and the consumer (the overlap's ideal) and plus their sum (no overlap).
 Each is the best of ``--rounds`` runs, wall time and CPU time (of all of this
-process's threads and of its worker processes) apart: the machine may be shared,
-and CPU time is the steadier of the two there.
+process's threads and of its worker processes, and of this process alone) apart:
+the machine may be shared, and CPU time is the steadier of the two there.
 
     python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 2
-    python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 --torch-threads 1
+    python benchmarks/bench_pipeline.py --words 200000 --rounds 3 --workers 1 2 \
+        --torch-threads 1 --native-threads 1 --results benchmarks/results/bench_pipeline_one_core_model.json
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ class Negligible(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.out(self.embed(input_ids))
+
+
+class DeviceLike(nn.Module):
+    """An embedding of 512 neurons (the recorded layer) whose forward also waits a fixed time
+    per input position without using the CPU or holding the interpreter's lock (``time.sleep``),
+    as a forward pass on a GPU waits for the device."""
+
+    def __init__(self, vocab: int, seconds_per_position: float, neurons: int = 512) -> None:
+        super().__init__()
+        self.out = nn.Embedding(vocab, neurons)
+        self.seconds_per_position = seconds_per_position
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds_per_position * input_ids.numel())
+        return self.out(input_ids)
 
 
 def write_corpus(path: str, words: int) -> int:
@@ -155,8 +175,8 @@ def built_batches(tokenizer, examples, token) -> list:
 
 
 def time_consumer(model, token, made) -> float:
-    """record_model's per-batch work over batches already built (forward, pooling, recording,
-    contexts), with its default options: seconds in the model's forward pass."""
+    """record_model's work over batches already built (forward, pooling, recording, contexts)
+    and at the end the profiles, with its default options: seconds in the model's forward pass."""
     spent = [0.0]
 
     def forward(m, batch):
@@ -170,6 +190,7 @@ def time_consumer(model, token, made) -> float:
     with capture, torch.inference_mode():
         for batch in made:
             run.step(batch)
+    run.recorders.profiles({}, name=lambda layer: layer, fill_contexts=run.texts.fill)
     return spent[0]
 
 
@@ -199,9 +220,9 @@ def read_corpus(path) -> int:
     return sum(len(e.words) for e in txray.Corpus(path).examples())
 
 
-def vocabulary_pass(path, workers: int = 0) -> None:
+def vocabulary_pass(path) -> None:
     """What record_model's first pass does for the token feature: read and count."""
-    build_vocabularies([Token()], txray.Corpus(path).examples(), workers=workers)
+    build_vocabularies([Token()], txray.Corpus(path).examples())
 
 
 def cpu_seconds() -> float:
@@ -211,10 +232,11 @@ def cpu_seconds() -> float:
 
 
 def timed(run, *args):
-    """(wall seconds, CPU seconds of the whole process and its workers, run's result)."""
-    wall, cpu = now(), cpu_seconds()
+    """(wall seconds, CPU seconds of the whole process and its workers, CPU seconds of this
+    process alone, run's result)."""
+    wall, cpu, here = now(), cpu_seconds(), time.process_time()
     result = run(*args)
-    return now() - wall, cpu_seconds() - cpu, result
+    return now() - wall, cpu_seconds() - cpu, time.process_time() - here, result
 
 
 def main() -> None:
@@ -231,10 +253,25 @@ def main() -> None:
         help="torch.set_num_threads for the model (default: torch's own); with workers, keep the workers "
         "plus these within the cores",
     )
+    parser.add_argument(
+        "--native-threads",
+        type=int,
+        help="txray.set_num_threads for the recording (default: one per core); with --torch-threads 1 and "
+        "this 1 the consumer keeps to one core and leaves the other cores to the producer",
+    )
+    parser.add_argument(
+        "--device-us",
+        type=float,
+        default=2.0,
+        help="microseconds the device-like model waits per input position (default: 2, about 0.5 s "
+        "for 200,000 words: near the producer's time, where overlapping matters most)",
+    )
     add_results_arguments(parser)
     args = parser.parse_args()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if args.native_threads:
+        txray.set_num_threads(args.native_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "wiki.txt")
@@ -251,13 +288,15 @@ def main() -> None:
         if "hf" in args.tokenizers:
             tokenizers["HF fast (MiniLM)"] = minilm_tokenizer()
         best: dict[tuple[str, str], float] = {}  # best wall seconds
-        best_cpu: dict[tuple[str, str], float] = {}
+        best_cpu: dict[tuple[str, str], float] = {}  # of this process and its workers
+        best_here: dict[tuple[str, str], float] = {}  # of this process alone
         waited: dict[tuple[str, str], tuple[float, float]] = {}  # of the whole run, of the forward passes' span
         pickling: dict[str, tuple[float, int]] = {}
         load = OtherLoad()
 
-        def keep(name: str, row: str, wall: float, cpu: float) -> bool:
+        def keep(name: str, row: str, wall: float, cpu: float, here: float) -> bool:
             best_cpu[name, row] = min(cpu, best_cpu.get((name, row), float("inf")))
+            best_here[name, row] = min(here, best_here.get((name, row), float("inf")))
             if wall < best.get((name, row), float("inf")):
                 best[name, row] = wall
                 return True
@@ -268,34 +307,41 @@ def main() -> None:
 
         counts = [0, *args.workers]
         for _ in range(args.rounds):
-            keep("-", "corpus read alone", *timed(read_corpus, path)[:2])
-            for n in counts:
-                keep("-", with_workers("vocabulary pass (token)", n), *timed(vocabulary_pass, path, n)[:2])
+            keep("-", "corpus read alone", *timed(read_corpus, path)[:3])
+            keep("-", "vocabulary pass (token)", *timed(vocabulary_pass, path)[:3])
             for name, tok in tokenizers.items():
                 vocab_size = len(vocab) if name == "VocabTokenizer" else tok.vocab_size
-                model = Negligible(vocab_size).eval()
-                keep(name, "tokenizer batch call alone", *timed(time_tokenizer, tok, sentences)[:2])
+                models = {
+                    "negligible model": Negligible(vocab_size).eval(),
+                    "device-like model": DeviceLike(vocab_size, args.device_us * 1e-6).eval(),
+                }
+                keep(name, "tokenizer batch call alone", *timed(time_tokenizer, tok, sentences)[:3])
                 for n in counts:
-                    keep(name, with_workers("pipeline alone", n), *timed(time_pipeline, tok, examples, token, n)[:2])
-                keep(name, "producer: read + pipeline", *timed(time_pipeline, tok, corpus.examples(), token)[:2])
+                    keep(name, with_workers("pipeline alone", n), *timed(time_pipeline, tok, examples, token, n)[:3])
+                    producer = with_workers("producer: read + pipeline", n)
+                    keep(name, producer, *timed(time_pipeline, tok, corpus.examples(), token, n)[:3])
                 made = built_batches(tok, examples, token)
-                keep(name, "consumer alone", *timed(time_consumer, model, token, made)[:2])
+                for model_name, model in models.items():
+                    keep(name, f"consumer alone, {model_name}", *timed(time_consumer, model, token, made)[:3])
                 del made
                 pickled = pickled_chunks(tok, examples, token)
                 pickling[name] = min(pickled, pickling.get(name, pickled))
-                for n in counts:
-                    row = with_workers("record_model, negligible model", n)
-                    wall, cpu, (_, forward, span, recorded) = timed(time_record_model, model, tok, path, n)
-                    assert recorded == words, (recorded, words)
-                    if keep(name, row, wall, cpu):
-                        waited[name, row] = (1 - forward / wall, 1 - forward / span if span > 0 else 0.0)
+                for model_name, model in models.items():
+                    for n in counts:
+                        row = with_workers(f"record_model, {model_name}", n)
+                        wall, cpu, here, (_, forward, span, recorded) = timed(time_record_model, model, tok, path, n)
+                        assert recorded == words, (recorded, words)
+                        if keep(name, row, wall, cpu, here):
+                            waited[name, row] = (1 - forward / wall, 1 - forward / span if span > 0 else 0.0)
         other_load = load.report()
 
     loadavg = os.getloadavg()
     title = (
         f"{words} words of Wikipedia ({len(sentences)} sentences), batches of <= {MAX_TOKENS} positions, "
-        f"torch {torch.__version__} on {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
-        f"best of {args.rounds} rounds; load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}"
+        f"torch {torch.__version__} on {torch.get_num_threads()} threads, txray's recording on "
+        f"{txray.get_num_threads()}, {os.cpu_count()} cores, "
+        f"device-like model waiting {args.device_us:g} us per position, best of {args.rounds} rounds; "
+        f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}"
     )
     print(title)
     headers = [
@@ -304,52 +350,63 @@ def main() -> None:
         "seconds",
         "words/s",
         "CPU s",
+        "CPU s here",
         "words/CPU-s",
         "model waited",
         "waited, forwards' span",
     ]
     print(
-        f"{'tokenizer':18s} {'run':42s} {'seconds':>8s} {'words/s':>10s} {'CPU s':>7s} {'words/CPU-s':>11s} "
-        f"{'waited':>7s} {'in span':>7s}"
+        f"{'tokenizer':18s} {'run':48s} {'seconds':>8s} {'words/s':>10s} {'CPU s':>7s} {'here':>7s} "
+        f"{'words/CPU-s':>11s} {'waited':>7s} {'in span':>7s}"
     )
     rows = []
     for (name, row), s in best.items():
         wait = waited.get((name, row))
-        cpu = best_cpu[name, row]
+        cpu, here = best_cpu[name, row], best_here[name, row]
         shown = f"{100 * wait[0]:6.1f}% {100 * wait[1]:6.1f}%" if wait is not None else ""
-        print(f"{name:18s} {row:42s} {s:8.2f} {words / s:10.0f} {cpu:7.2f} {words / cpu:11.0f} {shown}")
+        print(f"{name:18s} {row:48s} {s:8.2f} {words / s:10.0f} {cpu:7.2f} {here:7.2f} {words / cpu:11.0f} {shown}")
         rows.append(
-            [name, row, round(s, 3), round(words / s), round(cpu, 3), round(words / cpu)]
+            [name, row, round(s, 3), round(words / s), round(cpu, 3), round(here, 3), round(words / cpu)]
             + ([None, None] if wait is None else [round(wait[0], 3), round(wait[1], 3)])
         )
     notes = [
         "model waited: the share of record_model's wall time outside the model's forward pass "
-        "(reading, the vocabulary pass, tokenizing, batching); the recording runs inside the forward's hooks. "
-        "waited, forwards' span: the same share from the first forward's start to the last one's end "
-        "(the steady state, once the vocabulary pass and the first batch are done)",
+        "(reading, the vocabulary pass, tokenizing, batching, the profiles at the end); the recording runs "
+        "inside the forward's hooks. waited, forwards' span: the same share from the first forward's start "
+        "to the last one's end (the steady state, once the vocabulary pass and the first batch are done)",
         "CPU s: CPU time of all of this process's threads (the prefetch thread and the tokenizer's too) and of "
-        "its worker processes",
-        "consumer alone: record_model's work on batches already built (forward, pooling, recording, contexts); "
-        "producer: the corpus file to batches (reading, tokenizing, windows, batching), what the prefetch "
-        "thread does",
+        "its worker processes; CPU s here: of this process alone (with workers: what bounds how far more "
+        "workers can take it on more cores)",
+        "consumer alone: record_model's work on batches already built (forward, pooling, recording, contexts) "
+        "and the profiles at the end; producer: the corpus file to batches (reading, tokenizing, windows, "
+        "batching), what the prefetch thread does",
         other_load,
     ]
+    vocab_pass = best["-", "vocabulary pass (token)"]
     for name in tokenizers:
         for clock, table in (("wall", best), ("CPU", best_cpu)):
             ratio = table[name, "pipeline alone"] / table[name, "tokenizer batch call alone"]
             notes.append(
                 f"{name}: the pipeline alone takes {ratio:.2f} x the tokenizer's own batch call ({clock} time)"
             )
-        vocab_pass = best["-", "vocabulary pass (token)"]
-        producer, consumer = best[name, "producer: read + pipeline"], best[name, "consumer alone"]
-        for n in counts:
-            run = best[name, with_workers("record_model, negligible model", n)]
+        for n in counts[1:]:
+            producer = with_workers("producer: read + pipeline", n)
             notes.append(
-                f"{name}, {with_workers('record_model', n)}: {run:.2f} s against {vocab_pass + max(producer, consumer):.2f} s "
-                f"for the vocabulary pass + the larger of producer and consumer ({run / (vocab_pass + max(producer, consumer)):.2f} x) "
-                f"and {vocab_pass + producer + consumer:.2f} s for their sum ({run / (vocab_pass + producer + consumer):.2f} x) "
-                "(wall time)"
+                f"{name}, producer with {with_workers('', n)[2:]}: this process spends "
+                f"{best_here[name, producer]:.2f} CPU-s ({words / best_here[name, producer] / 1e6:.2f} M words per "
+                f"CPU-s; on the thread the producer costs {best_cpu[name, 'producer: read + pipeline']:.2f} CPU-s)"
             )
+        producer = best[name, "producer: read + pipeline"]
+        for model_name in ("negligible model", "device-like model"):
+            consumer = best[name, f"consumer alone, {model_name}"]
+            for n in counts:
+                run = best[name, with_workers(f"record_model, {model_name}", n)]
+                ideal, total = vocab_pass + max(producer, consumer), vocab_pass + producer + consumer
+                notes.append(
+                    f"{name}, {with_workers(f'record_model, {model_name}', n)}: {run:.2f} s against {ideal:.2f} s "
+                    f"for the vocabulary pass + the larger of producer and consumer ({run / ideal:.2f} x) and "
+                    f"{total:.2f} s for their sum ({run / total:.2f} x) (wall time)"
+                )
         seconds, size = pickling[name]
         notes.append(
             f"{name}: pickling every chunk and its windows to a worker and back costs {seconds:.3f} s "

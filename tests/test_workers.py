@@ -13,7 +13,6 @@ from corpora_data import wiki_extracts
 from tiny_model import Tiny
 
 import txray
-from txray.features import Token, build_vocabularies
 from txray.workers import ChunkWorkers
 
 pytestmark = pytest.mark.skipif(
@@ -90,6 +89,38 @@ def test_leaving_early_or_ctrl_c_leaves_no_process_and_reads_ahead_a_bounded_amo
     assert no_processes_left()
 
 
+def echo_twice(data: bytes) -> bytes:
+    return data + data
+
+
+def test_big_chunks_and_results_both_ways_do_not_block_and_no_thread_is_left_here():
+    threads = threading.active_count()
+    chunks = [bytes([i]) * 300_000 for i in range(12)]  # each far over a pipe's buffer, both ways
+    with ChunkWorkers(echo_twice, workers=2, depth=4) as pool:
+        assert threading.active_count() == threads  # no thread of this process moves the chunks
+        assert list(pool.map(chunks)) == [c + c for c in chunks]
+    assert no_processes_left() and threading.active_count() == threads
+
+
+def test_a_map_left_early_does_not_shift_the_next_one_and_stopping_is_quick():
+    with ChunkWorkers(echo_twice, workers=2, depth=4) as pool:
+        first = pool.map(bytes([i]) * 300_000 for i in range(100))
+        next(first)
+        first.close()  # left with results in flight, their workers blocked on a full pipe
+        assert list(pool.map([b"a", b"b", b"c"])) == [b"aa", b"bb", b"cc"]
+        next(iter(pool.map(bytes([i]) * 300_000 for i in range(100))))
+        start = time.monotonic()
+    assert time.monotonic() - start < 2  # the busy workers are told to stop, not waited for
+    assert no_processes_left()
+
+
+def test_a_result_that_cannot_be_pickled_is_an_error_that_says_so():
+    with pytest.raises(RuntimeError, match="worker's result cannot be sent back"):
+        with ChunkWorkers(lambda x: lambda: x, workers=1) as pool:
+            list(pool.map(range(3)))
+    assert no_processes_left()
+
+
 def test_bad_worker_counts_are_refused():
     with pytest.raises(ValueError, match="workers must be 1 or more"):
         ChunkWorkers(len, workers=0)
@@ -137,15 +168,6 @@ def test_record_model_gives_the_same_profiles_for_any_number_of_workers(mode):
     for workers in (1, 2):
         assert_same_profiles(thread, record(corpus, workers=workers, **settings)["out"], ["token", "topic", "ngram2"])
     assert thread.tokens == sum(len(r["text"].split()) for r in corpus)
-    assert no_processes_left()
-
-
-def test_the_vocabulary_pass_in_workers_counts_the_same():
-    examples = list(txray.Corpus(records(3000)).examples())
-    here, there = Token(min_count=2), Token(min_count=2)
-    build_vocabularies([here], examples)
-    build_vocabularies([there], examples, workers=2)
-    assert here.names() == there.names()
     assert no_processes_left()
 
 

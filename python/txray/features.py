@@ -12,7 +12,6 @@ rarer strings become ``<unk>``).
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import operator
 import os
@@ -332,46 +331,29 @@ def _from_name(name: str) -> Feature:
     raise ValueError(f"unknown feature {name!r}; use one of {FEATURE_NAMES} or a txray.Feature")
 
 
-def build_vocabularies(features: Sequence[Feature], examples: Iterable[Example], workers: int = 0) -> None:
+def build_vocabularies(features: Sequence[Feature], examples: Iterable[Example]) -> None:
     """Count the strings of every feature that has no vocabulary yet, in one
     pass over ``examples``, and build those vocabularies.
 
-    With ``workers`` (1 or more) chunks of examples are counted in that many worker
-    processes (:class:`txray.workers.ChunkWorkers`) and the counts summed here."""
+    The counting stays in this process even when ``record_model`` has worker
+    processes: sending every word to a worker and its counts back cost more than
+    counting them here (measured in ``benchmarks/bench_pipeline.py``)."""
     todo = [f for f in features if f.vocabulary is None and not isinstance(f, Prediction)]
     if not todo:
         return
     if any(f.tagger is not None for f in todo):
         raise ValueError("a tagged feature needs its tagset as vocabulary")
-    count = functools.partial(_count_chunk, todo)
     counts: dict[str, collections.Counter[str]] = {f.kind: collections.Counter() for f in todo}
     seen = 0
-    if workers:
-        from .workers import ChunkWorkers
-
-        # Larger chunks in workers: fewer (and relatively smaller) counts to send back and add up.
-        with ChunkWorkers(count, workers) as pool:
-            for examples_seen, chunk_counts in pool.map(take(examples, VOCABULARY_CHUNK * 8)):
-                seen += examples_seen
-                for kind, counted in chunk_counts.items():
-                    counts[kind].update(counted)
-    else:
-        for chunk in take(examples, VOCABULARY_CHUNK):
-            seen += len(chunk)
-            for feature in todo:
-                # One C-level count over the chunk's strings, not a call per example.
-                counts[feature.kind].update(itertools.chain.from_iterable(map(feature.strings, chunk)))
+    for chunk in take(examples, VOCABULARY_CHUNK):
+        seen += len(chunk)
+        for feature in todo:
+            # One C-level count over the chunk's strings, not a call per example.
+            counts[feature.kind].update(itertools.chain.from_iterable(map(feature.strings, chunk)))
     if not seen:
         raise ValueError("the corpus has no words: nothing to build vocabularies from")
     for feature in todo:
         feature.vocabulary = Vocabulary.build(counts[feature.kind], feature.min_count, feature.max_size)
-
-
-def _count_chunk(features: Sequence[Feature], chunk: list[Example]) -> tuple[int, dict[str, collections.Counter[str]]]:
-    """A chunk's examples and the strings of each feature counted over it (a worker's part of the vocabulary pass)."""
-    return len(chunk), {
-        f.kind: collections.Counter(itertools.chain.from_iterable(map(f.strings, chunk))) for f in features
-    }
 
 
 def reuse_vocabularies(features: Sequence[Feature], profile: Profile | str | os.PathLike[str]) -> None:

@@ -113,7 +113,7 @@ def record_model(
         reuse_vocabularies(resolved, opts.vocab_from)
     capture = Capture(model, layers)
     special_names = _prepare_vocabularies(
-        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress, opts.workers
+        resolved, corpus, limit_tokens, word_tokenizer, include_special, opts.progress
     )
     cache = None if cache_dir is False else (cache_dir or default_cache_dir())
     forward = opts.forward or default_forward(model)
@@ -313,7 +313,6 @@ def _prepare_vocabularies(
     tokenizer: WordTokenizer,
     include_special: bool,
     progress: bool,
-    workers: int = 0,
 ) -> dict[int, str] | None:
     """Build missing vocabularies (a first pass, with a bar); with ``include_special``
     add the special tokens to them and return ``{token id: token string}``."""
@@ -326,7 +325,7 @@ def _prepare_vocabularies(
             )
         with Progress(corpus, limit_tokens, enabled=progress) as bars:
             examples = bars.bar("txray vocabulary").track(corpus.examples(limit_tokens))
-            build_vocabularies(features, examples, workers=workers)
+            build_vocabularies(features, examples)
             bars.finish()
     if not include_special:
         return None

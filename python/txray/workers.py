@@ -2,28 +2,38 @@
 
 ``record_model`` can build its inputs (tokenizing, windows, feature ids) and count
 its vocabularies in several processes (:attr:`txray.RecordOptions.workers`): the
-chunks are numbered as they are read, handed to whichever worker is free, and
-their results come back in chunk order, so what is recorded does not depend on
-how many workers there are. At most ``depth`` chunks are in flight (sent and not
-yet read back): memory stays bounded however fast the stream is.
+chunks are numbered as they are read and dealt to the workers in turn (chunk ``i``
+to worker ``i % workers``), and their results are read back in the same turn, so
+what is recorded does not depend on how many workers there are. At most ``depth``
+chunks are in flight (sent and not yet read back): memory stays bounded however
+fast the stream is.
+
+Each worker has a pipe of its own each way, and this process has no thread for them:
+it pickles a chunk straight into the worker's pipe and reads the result straight
+from the other one. (``concurrent.futures.ProcessPoolExecutor`` runs two threads
+in this process to move its tasks and results; they took turns on the interpreter's
+lock with the model's thread and made the reading here several times slower.) A
+thread in each worker keeps its task pipe drained, so sending never waits on a
+worker that is busy sending a result.
 
 The workers are forked, as PyTorch's ``DataLoader`` forks its workers on Linux: they
 start at once and inherit the tokenizer and the vocabularies instead of receiving a
-pickled copy; only the chunks and their results travel, pickled, through pipes.
-They ignore Ctrl-C (the parent handles it and shuts them down), and leaving the
-``with`` block, however it is left, stops and joins every one of them.
+pickled copy. They ignore Ctrl-C (the parent handles it and shuts them down), and
+leaving the ``with`` block, however it is left, stops and joins every one of them.
 """
 
 from __future__ import annotations
 
-import collections
 import multiprocessing
 import os
+import pickle
+import queue
 import signal
+import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -33,22 +43,53 @@ R = TypeVar("R")
 MAX_WORKERS_PER_CORE = 4
 """More worker processes than this per core is refused as a mistake (no pipeline needs them)."""
 
-_work: Callable[[Any], Any] | None = None  # in a worker: the function it applies to every chunk
+JOIN_TIMEOUT_S = 5.0
+"""How long a worker may take to finish its chunk once told to stop, before it is terminated."""
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def _start_worker(work: Callable[[Any], Any]) -> None:
-    global _work
+class WorkerTraceback(Exception):
+    """The traceback of an error raised in a worker process: the ``__cause__`` of that error here."""
+
+
+class _Failure:
+    """What a worker sends back instead of a result when ``work`` raised."""
+
+    def __init__(self, error: BaseException, trace: str) -> None:
+        self.error, self.trace = error, trace
+
+
+def _serve(work: Callable[[Any], Any], tasks: Connection, results: Connection, inherited: list[Connection]) -> None:
+    """A worker's life: ``work`` on every chunk that arrives, each result sent back in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _work = work
+    for connection in inherited:  # the parent's pipe ends, copied by the fork
+        connection.close()
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
+    def receive() -> None:
+        try:
+            while True:
+                inbox.put(tasks.recv_bytes())
+        except (EOFError, OSError):  # the parent closed the pipe: no more chunks
+            inbox.put(None)
 
-def _run(chunk: Any) -> Any:
-    assert _work is not None  # set by _start_worker in every worker
-    return _work(chunk)
-
-
-def _ready() -> None:
-    """A task that does nothing: submitted once per worker to start them all at once."""
+    threading.Thread(target=receive, name="txray-worker-inbox", daemon=True).start()
+    while (task := inbox.get()) is not None:
+        try:
+            answer: Any = work(pickle.loads(task))
+        except BaseException as error:  # noqa: BLE001 - sent to the parent, which raises it
+            answer = _Failure(error, traceback.format_exc())
+        try:
+            data = pickle.dumps(answer, protocol=_PROTOCOL)
+        except Exception as error:  # noqa: BLE001 - a result or an error that cannot be pickled
+            what = "error" if isinstance(answer, _Failure) else "result"
+            failure = RuntimeError(f"a txray worker's {what} cannot be sent back: {error}")
+            data = pickle.dumps(_Failure(failure, traceback.format_exc()), protocol=_PROTOCOL)
+        try:
+            results.send_bytes(data)
+        except OSError:  # the parent stopped reading (it is shutting down)
+            return
 
 
 class ChunkWorkers(Generic[C, R]):
@@ -57,8 +98,8 @@ class ChunkWorkers(Generic[C, R]):
     ``work`` can be any callable (a closure too): the workers are forked, so it is
     inherited, never pickled; the chunks and the results are pickled. Errors raised
     by ``work`` are raised again by :meth:`map` (their traceback in the worker as
-    their ``__cause__``); a worker that dies (killed, out of memory) is a
-    :class:`RuntimeError` that says so.
+    their ``__cause__``, a :class:`WorkerTraceback`); a worker that dies (killed, out
+    of memory) is a :class:`RuntimeError` that says so.
 
     >>> with ChunkWorkers(len, workers=2) as pool:
     ...     list(pool.map([[1, 2], [3], []]))
@@ -82,25 +123,39 @@ class ChunkWorkers(Generic[C, R]):
         if self.depth < 1:
             raise ValueError(f"depth must be positive, not {self.depth}")
         self._work = work
-        self._pool: ProcessPoolExecutor | None = None
+        self._processes: list[Any] = []  # multiprocessing's fork Process
+        self._tasks: list[Connection] = []  # this process's end of each worker's task pipe
+        self._results: list[Connection] = []  # and of its result pipe
+        self._sent = self._read = 0  # chunks sent and results read, over every map
 
     def __enter__(self) -> ChunkWorkers[C, R]:
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about forking a process that has threads (torch's); the workers
-            # run only NumPy, the tokenizer and txray's Python, as a DataLoader's workers do.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("fork"),
-                initializer=_start_worker,
-                initargs=(self._work,),
-            )
-            try:
-                # Every worker is forked now, from this thread, before any other starts.
-                self._pool.submit(_ready).result()
-            except BaseException:
-                self._shutdown()
-                raise
+        context = multiprocessing.get_context("fork")
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about forking a process that has threads (torch's); the workers
+                # run only NumPy, the tokenizer and txray's Python, as a DataLoader's workers do.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for number in range(self.workers):
+                    task_out, task_in = context.Pipe(duplex=False)  # (reading end, writing end)
+                    result_out, result_in = context.Pipe(duplex=False)
+                    # Every end this process keeps, the new worker's own included: a pipe
+                    # ends (EOF) only once every copy of its writing end is closed.
+                    inherited = [*self._tasks, *self._results, task_in, result_out]
+                    process = context.Process(
+                        target=_serve,
+                        args=(self._work, task_out, result_in, inherited),
+                        name=f"txray-worker-{number}",
+                        daemon=True,
+                    )
+                    process.start()
+                    task_out.close()  # the worker's ends: only the worker holds them now
+                    result_in.close()
+                    self._processes.append(process)
+                    self._tasks.append(task_in)
+                    self._results.append(result_out)
+        except BaseException:
+            self._shutdown()
+            raise
         return self
 
     def __exit__(
@@ -109,41 +164,62 @@ class ChunkWorkers(Generic[C, R]):
         self._shutdown()
 
     def _shutdown(self) -> None:
-        if self._pool is not None:
-            # Chunks not started are dropped; the workers finish the one they hold and are joined.
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        # Closing the pipes tells every worker to stop: chunks not started are dropped, and a
+        # worker finishes the one it holds (its result has nowhere to go) and exits.
+        for connection in self._tasks + self._results:
+            connection.close()
+        for process in self._processes:
+            process.join(JOIN_TIMEOUT_S)
+            if process.is_alive():  # still busy with a long chunk
+                process.terminate()
+                process.join()
+        self._processes, self._tasks, self._results = [], [], []
 
     def map(self, chunks: Iterable[C]) -> Iterator[R]:
         """``work(chunk)`` of every chunk, in the order of ``chunks``; up to ``depth``
         chunks are read ahead and worked on while the caller uses the results."""
-        if self._pool is None:
+        if not self._processes:
             raise RuntimeError("ChunkWorkers.map runs inside its with block")
-        pool = self._pool
-        pending: collections.deque[Future[R]] = collections.deque()
+        while self._read < self._sent:  # the results of an earlier map that was left early
+            self._receive()
         source = iter(chunks)
         exhausted = False
+        while True:
+            while not exhausted and self._sent - self._read < self.depth:
+                chunk = next(source, _END)
+                if chunk is _END:
+                    exhausted = True
+                else:
+                    self._send(chunk)
+            if self._read == self._sent:
+                return
+            yield self._receive()
+
+    def _send(self, chunk: C) -> None:
+        data = pickle.dumps(chunk, protocol=_PROTOCOL)
         try:
-            while True:
-                while not exhausted and len(pending) < self.depth:
-                    chunk = next(source, _END)
-                    if chunk is _END:
-                        exhausted = True
-                    else:
-                        pending.append(pool.submit(_run, chunk))
-                if not pending:
-                    return
-                try:
-                    result = pending.popleft().result()
-                except BrokenProcessPool:
-                    raise RuntimeError(
-                        "a txray worker process died (killed, or out of memory?); "
-                        "try fewer workers, or workers=0 to build the inputs in this process"
-                    ) from None
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
+            self._tasks[self._sent % self.workers].send_bytes(data)
+        except OSError:
+            raise self._died() from None
+        self._sent += 1
+
+    def _receive(self) -> R:
+        connection = self._results[self._read % self.workers]
+        try:
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            raise self._died() from None
+        self._read += 1
+        answer = pickle.loads(data)
+        if isinstance(answer, _Failure):
+            raise answer.error from WorkerTraceback(answer.trace)
+        return answer  # type: ignore[no-any-return]
+
+    def _died(self) -> RuntimeError:
+        return RuntimeError(
+            "a txray worker process died (killed, or out of memory?); "
+            "try fewer workers, or workers=0 to build the inputs in this process"
+        )
 
 
 _END: Any = object()
