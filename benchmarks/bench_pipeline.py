@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import pickle
 import resource
 import sys
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -56,10 +58,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import txray  # noqa: E402
+import txray.pipeline  # noqa: E402
 from txray.capture import Capture  # noqa: E402
 from txray.corpus import take  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
 from txray.pipeline import TOKENIZE_CHUNK, WORKER_CHUNK, _packed_chunk_windows, _Run, _windows  # noqa: E402
+from txray.prefetch import Prefetch  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 from txray.workers import ChunkWorkers  # noqa: E402
 
@@ -68,6 +72,7 @@ from _common import OtherLoad, add_results_arguments, now, write_results  # noqa
 from corpora_data import wiki_extracts  # noqa: E402
 
 MAX_TOKENS = 4096
+BATCH_POOL = inspect.signature(batches).parameters["pool"].default
 
 
 class Negligible(nn.Module):
@@ -194,25 +199,37 @@ def time_consumer(model, token, made) -> float:
     return spent[0]
 
 
+class TimedPrefetch(Prefetch):
+    """record_model's Prefetch, timing how long the model's thread waits for each batch."""
+
+    waits: list[float] = []
+
+    def __enter__(self):
+        items = super().__enter__()
+        TimedPrefetch.waits = []
+
+        def timed():
+            while True:
+                start = now()
+                item = next(items, None)
+                TimedPrefetch.waits.append(now() - start)
+                if item is None:
+                    return
+                yield item
+
+        return timed()
+
+
 def time_record_model(model, tokenizer, path, workers: int = 0) -> tuple[float, float, float, int]:
-    """record_model end to end: (wall seconds, seconds in the model's forward, seconds from the
-    first forward's start to the last one's end, words)."""
-    spent, first, last = [0.0], [None], [0.0]
-
-    def forward(m, batch):
-        start = now()
-        out = m(batch.input_ids)
-        last[0] = now()
-        spent[0] += last[0] - start
-        if first[0] is None:
-            first[0] = start
-        return out
-
+    """record_model end to end: (wall seconds, seconds its thread waited for the first batch,
+    seconds it waited for the batches after it, words)."""
     start = now()
-    profiles = txray.record_model(
-        model, tokenizer, path, ["out"], forward=forward, max_tokens=MAX_TOKENS, progress=False, workers=workers
-    )
-    return now() - start, spent[0], last[0] - first[0], next(iter(profiles.values())).tokens
+    with mock.patch.object(txray.pipeline, "Prefetch", TimedPrefetch):
+        profiles = txray.record_model(
+            model, tokenizer, path, ["out"], max_tokens=MAX_TOKENS, progress=False, workers=workers
+        )
+    waits = TimedPrefetch.waits
+    return now() - start, waits[0], sum(waits[1:]), next(iter(profiles.values())).tokens
 
 
 def read_corpus(path) -> int:
@@ -290,7 +307,7 @@ def main() -> None:
         best: dict[tuple[str, str], float] = {}  # best wall seconds
         best_cpu: dict[tuple[str, str], float] = {}  # of this process and its workers
         best_here: dict[tuple[str, str], float] = {}  # of this process alone
-        waited: dict[tuple[str, str], tuple[float, float]] = {}  # of the whole run, of the forward passes' span
+        waited: dict[tuple[str, str], tuple[float, float]] = {}  # for the first batch (s), for the others (share)
         pickling: dict[str, tuple[float, int]] = {}
         load = OtherLoad()
 
@@ -329,10 +346,10 @@ def main() -> None:
                 for model_name, model in models.items():
                     for n in counts:
                         row = with_workers(f"record_model, {model_name}", n)
-                        wall, cpu, here, (_, forward, span, recorded) = timed(time_record_model, model, tok, path, n)
+                        wall, cpu, here, (_, first, after, recorded) = timed(time_record_model, model, tok, path, n)
                         assert recorded == words, (recorded, words)
                         if keep(name, row, wall, cpu, here):
-                            waited[name, row] = (1 - forward / wall, 1 - forward / span if span > 0 else 0.0)
+                            waited[name, row] = (first, after / wall)
         other_load = load.report()
 
     loadavg = os.getloadavg()
@@ -352,28 +369,28 @@ def main() -> None:
         "CPU s",
         "CPU s here",
         "words/CPU-s",
-        "model waited",
-        "waited, forwards' span",
+        "first batch waited s",
+        "waited after it",
     ]
     print(
         f"{'tokenizer':18s} {'run':48s} {'seconds':>8s} {'words/s':>10s} {'CPU s':>7s} {'here':>7s} "
-        f"{'words/CPU-s':>11s} {'waited':>7s} {'in span':>7s}"
+        f"{'words/CPU-s':>11s} {'1st s':>6s} {'waited':>7s}"
     )
     rows = []
     for (name, row), s in best.items():
         wait = waited.get((name, row))
         cpu, here = best_cpu[name, row], best_here[name, row]
-        shown = f"{100 * wait[0]:6.1f}% {100 * wait[1]:6.1f}%" if wait is not None else ""
+        shown = f"{wait[0]:6.2f} {100 * wait[1]:6.1f}%" if wait is not None else ""
         print(f"{name:18s} {row:48s} {s:8.2f} {words / s:10.0f} {cpu:7.2f} {here:7.2f} {words / cpu:11.0f} {shown}")
         rows.append(
             [name, row, round(s, 3), round(words / s), round(cpu, 3), round(here, 3), round(words / cpu)]
             + ([None, None] if wait is None else [round(wait[0], 3), round(wait[1], 3)])
         )
     notes = [
-        "model waited: the share of record_model's wall time outside the model's forward pass "
-        "(reading, the vocabulary pass, tokenizing, batching, the profiles at the end); the recording runs "
-        "inside the forward's hooks. waited, forwards' span: the same share from the first forward's start "
-        "to the last one's end (the steady state, once the vocabulary pass and the first batch are done)",
+        "first batch waited s: how long record_model's thread waited for its first batch (the pipeline "
+        f"sorts {BATCH_POOL} batches' worth of windows by length before it cuts the first batch); waited "
+        "after it: the share of record_model's wall time its thread then spent waiting for input (0: the "
+        "pipeline kept ahead of the model)",
         "CPU s: CPU time of all of this process's threads (the prefetch thread and the tokenizer's too) and of "
         "its worker processes; CPU s here: of this process alone (with workers: what bounds how far more "
         "workers can take it on more cores)",

@@ -171,6 +171,36 @@ def test_record_model_gives_the_same_profiles_for_any_number_of_workers(mode):
     assert no_processes_left()
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(limit_tokens=3001),  # cut inside a worker's chunk of sequences
+        dict(shard=(1, 3)),  # a shard, and a tagger, keep the words here: the chunks of words go to the workers
+        dict(mode="topk", k=2, include_special=True),
+    ],
+    ids=["limit_tokens", "shard", "topk_special"],
+)
+def test_record_model_with_workers_equals_the_thread_with_blank_records_limits_and_shards(settings):
+    corpus = records(900)
+    for i in range(0, 900, 7):
+        corpus[i]["text"] = "  " if i % 2 else None  # records without words are skipped, not numbered
+    settings = dict(features=["token", "column:topic"], **settings)
+    thread = record(corpus, **settings)["out"]
+    for workers in (1, 2):
+        assert_same_profiles(thread, record(corpus, workers=workers, **settings)["out"], ["token", "topic"])
+    if "limit_tokens" in settings:
+        assert thread.tokens == settings["limit_tokens"]
+    assert no_processes_left()
+
+
+def test_record_model_with_workers_reads_a_text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(r["text"] if i % 9 else "" for i, r in enumerate(records(600))), encoding="utf-8")
+    thread = record(str(path))["out"]
+    assert_same_profiles(thread, record(str(path), workers=2)["out"], ["token"])
+    assert no_processes_left()
+
+
 def test_an_error_in_a_worker_is_raised_by_record_model_naming_its_cause():
     topics = txray.Column("topic", vocabulary=["t0", "t1", "t2", "t3"])  # no vocabulary pass for it
     with pytest.raises(KeyError, match="column 'topic', which sequence 250"):

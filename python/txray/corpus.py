@@ -238,29 +238,26 @@ class Corpus:
             return self._text_records()
         return self._table_records(kind)
 
+    def positioned_records(self) -> Iterator[tuple[int, Record]]:
+        """Every record, with how far the reader had got once it was read (see :meth:`size`)."""
+        return self._read()
+
     def examples(self, limit_tokens: int | None = None) -> Iterator[Example]:
         """Yield the sequences as :class:`Example` (records with their words).
 
         Sequences without words are skipped. With ``limit_tokens`` the stream
         stops after that many words, cutting the last sequence short (the
         paper's "first 400,000 tokens")."""
-        if limit_tokens is not None and limit_tokens < 1:
-            raise ValueError(f"limit_tokens must be a positive number of words, not {limit_tokens}")
-        seen = 0
-        index = 0
+        numbering = Numbering(limit_tokens)
         for position, record in self._read():
-            words = self._words(record)
-            if not words:
-                continue
-            if limit_tokens is not None and seen + len(words) > limit_tokens:
-                words = words[: limit_tokens - seen]
-            yield Example(index, words, record, first_word=seen, position=position)
-            index += 1
-            seen += len(words)
-            if limit_tokens is not None and seen >= limit_tokens:
+            example = numbering.example(position, record, self.words_of(record))
+            if example is not None:
+                yield example
+            if numbering.done:
                 return
 
-    def _words(self, record: Record) -> list[str]:
+    def words_of(self, record: Record) -> list[str]:
+        """The words of a record: its text column split, or its list of words."""
         try:
             value = record[self.text]
         except KeyError:
@@ -311,6 +308,37 @@ class Corpus:
 
     def __repr__(self) -> str:
         return f"Corpus({self.name!r}, text={self.text!r})"
+
+
+class Numbering:
+    """Turns records and their words into numbered :class:`Example` s, as
+    :meth:`Corpus.examples` does: records without words are skipped, and with
+    ``limit_tokens`` the words stop after that many (the last sequence cut short).
+    ``record_model``'s worker processes split the words; the numbering stays in
+    one place, here."""
+
+    def __init__(self, limit_tokens: int | None = None) -> None:
+        if limit_tokens is not None and limit_tokens < 1:
+            raise ValueError(f"limit_tokens must be a positive number of words, not {limit_tokens}")
+        self.limit_tokens = limit_tokens
+        self.seen = 0  # words so far
+        self.index = 0  # sequences so far
+
+    @property
+    def done(self) -> bool:
+        """Whether ``limit_tokens`` words have been numbered (no more examples)."""
+        return self.limit_tokens is not None and self.seen >= self.limit_tokens
+
+    def example(self, position: int, record: Record, words: list[str]) -> Example | None:
+        """The next example, or None for a record without words or once :attr:`done`."""
+        if not words or self.done:
+            return None
+        if self.limit_tokens is not None and self.seen + len(words) > self.limit_tokens:
+            words = words[: self.limit_tokens - self.seen]
+        example = Example(self.index, words, record, first_word=self.seen, position=position)
+        self.index += 1
+        self.seen += len(words)
+        return example
 
 
 class Shard:

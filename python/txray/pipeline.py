@@ -25,7 +25,7 @@ from ._inputs import TokenError
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
 from .contexts import ContextTexts, entered_units, live_units, unit_numbers
-from .corpus import Corpus, Example, Shard, as_corpus, take
+from .corpus import Corpus, Example, Numbering, Record, Shard, as_corpus, take
 from .features import (
     Feature,
     Prediction,
@@ -39,7 +39,7 @@ from .features import (
 from .options import RecordOptions
 from .prefetch import Prefetch
 from .profile import Profile
-from .progress import Progress
+from .progress import CorpusBar, Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import (
@@ -130,11 +130,18 @@ def record_model(
     model.eval()
     try:
         with contextlib.ExitStack() as stack:
-            workers = None
-            if opts.workers:  # forked here, before the prefetch thread starts
+            if not opts.workers:
+                windows_ = _windows(examples, resolved, word_tokenizer, special_names)
+            elif shard is None and not any(f.tagger is not None for f in resolved):
+                # The workers split the records into words too: this process reads records and
+                # numbers the examples, and does little else for the pipeline.
+                work = _split_chunk_windows(corpus, resolved, word_tokenizer, special_names)
+                workers = stack.enter_context(ChunkWorkers(work, opts.workers))  # forked before the thread starts
+                windows_ = _split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, workers, bar)
+            else:  # a shard keeps its sequences by number, a tagger tags words: both need the words here first
                 work = _packed_chunk_windows(resolved, word_tokenizer, special_names)
                 workers = stack.enter_context(ChunkWorkers(work, opts.workers))
-            windows_ = _windows(examples, resolved, word_tokenizer, special_names, workers)
+                windows_ = _windows(examples, resolved, word_tokenizer, special_names, workers)
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the
             # model runs this one.
@@ -392,6 +399,72 @@ def _packed_chunk_windows(
         return PackedWindows.pack(windows_, group, feature_ids)
 
     return work
+
+
+def _split_chunk_windows(
+    corpus: Corpus, features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
+) -> Callable[[list[Record]], tuple[list[list[str]], PackedWindows]]:
+    """What a worker does with a chunk of records: their words (empty for a record without
+    any), and the windows of those with words, packed to send back."""
+
+    def work(records: list[Record]) -> tuple[list[list[str]], PackedWindows]:
+        words = [corpus.words_of(record) for record in records]
+        # Numbered in the parent (the numbers depend on every chunk before); only errors name them.
+        group = [Example(0, w, record) for w, record in zip(words, records) if w]
+        windows_, feature_ids = _chunk_windows(group, features, tokenizer, special_names)
+        return words, PackedWindows.pack(windows_, group, feature_ids)
+
+    return work
+
+
+def _split_windows(
+    corpus: Corpus,
+    limit_tokens: int | None,
+    features: list[Feature],
+    tokenizer: WordTokenizer,
+    special_names: Mapping[int, str] | None,
+    workers: ChunkWorkers[list[Record], tuple[list[list[str]], PackedWindows]],
+    bar: CorpusBar,
+) -> Iterator[Window]:
+    """The windows of the corpus, its records split into words and windows by ``workers``
+    (made with :func:`_split_chunk_windows`); the examples are numbered here, in corpus
+    order (``limit_tokens`` too), and ``bar`` reads them."""
+    numbering = Numbering(limit_tokens)
+    sent: collections.deque[list[tuple[int, Record]]] = collections.deque()
+
+    def send() -> Iterator[list[Record]]:
+        for group in take(corpus.positioned_records(), WORKER_CHUNK):
+            sent.append(group)
+            yield [record for _, record in group]
+
+    results = workers.map(send())
+    while not numbering.done:
+        failure = None
+        try:
+            result = next(results, None)
+        except Exception as error:
+            failure = error
+        if failure is not None:
+            # The failed chunk is numbered and done again on this thread, so that its error names
+            # the sequence as it would without workers; an error of the worker's own is raised as is.
+            failed = [numbering.example(p, r, corpus.words_of(r)) for p, r in sent.popleft()]
+            _chunk_windows([e for e in failed if e is not None], features, tokenizer, special_names)
+            raise failure
+        if result is None:
+            return
+        words, packed = result
+        group = sent.popleft()
+        examples = []
+        for (position, record), record_words in zip(group, words):
+            example = numbering.example(position, record, record_words)
+            if example is not None:
+                examples.append(example)
+        for _ in bar.read(examples):  # the bar learns where each example ends
+            pass
+        if numbering.done:  # the limit cut this chunk short: its windows are cut again here
+            yield from _chunk_windows(examples, features, tokenizer, special_names)[0]
+        else:
+            yield from packed.unpack(examples)
 
 
 def _special_feature_ids(
