@@ -62,8 +62,17 @@ import txray.pipeline  # noqa: E402
 from txray.capture import Capture  # noqa: E402
 from txray.corpus import take  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
-from txray.pipeline import TOKENIZE_CHUNK, WORKER_CHUNK, _packed_chunk_windows, _Run, _windows  # noqa: E402
+from txray.pipeline import (  # noqa: E402
+    TOKENIZE_CHUNK,
+    WORKER_CHUNK,
+    _packed_chunk_windows,
+    _Run,
+    _split_chunk_windows,
+    _split_windows,
+    _windows,
+)
 from txray.prefetch import Prefetch  # noqa: E402
+from txray.progress import Progress  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 from txray.workers import ChunkWorkers  # noqa: E402
 
@@ -143,16 +152,26 @@ def time_tokenizer(tokenizer, sentences) -> float:
     return now() - start
 
 
-def time_pipeline(tokenizer, examples, token, workers: int = 0) -> int:
+def time_pipeline(tokenizer, source, token, workers: int = 0) -> int:
     """Sentences to padded batches (unit maps, feature ids), on this thread or with
-    ``workers`` worker processes (started and stopped inside): the units made."""
+    ``workers`` worker processes (started and stopped inside): the units made. ``source`` is
+    a list of examples (already read) or a corpus: with workers, record_model has them split
+    a corpus's records into words too."""
     word_tok = as_word_tokenizer(tokenizer)
     units = 0
     with contextlib.ExitStack() as stack:
-        pool = None
-        if workers:
-            pool = stack.enter_context(ChunkWorkers(_packed_chunk_windows([token], word_tok, None), workers))
-        for group in batches(_windows(examples, [token], word_tok, None, pool), MAX_TOKENS):
+        if isinstance(source, txray.Corpus) and workers:
+            work = _split_chunk_windows(source, [token], word_tok, None)
+            pool = stack.enter_context(ChunkWorkers(work, workers))
+            bar = Progress(source, None, enabled=False).bar("producer")
+            windows = _split_windows(source, None, [token], word_tok, None, pool, bar)
+        else:
+            examples = source.examples() if isinstance(source, txray.Corpus) else source
+            pool = None
+            if workers:
+                pool = stack.enter_context(ChunkWorkers(_packed_chunk_windows([token], word_tok, None), workers))
+            windows = _windows(examples, [token], word_tok, None, pool)
+        for group in batches(windows, MAX_TOKENS):
             units += make_batch(group, word_tok).n_units
     return units
 
@@ -336,7 +355,7 @@ def main() -> None:
                 for n in counts:
                     keep(name, with_workers("pipeline alone", n), *timed(time_pipeline, tok, examples, token, n)[:3])
                     producer = with_workers("producer: read + pipeline", n)
-                    keep(name, producer, *timed(time_pipeline, tok, corpus.examples(), token, n)[:3])
+                    keep(name, producer, *timed(time_pipeline, tok, corpus, token, n)[:3])
                 made = built_batches(tok, examples, token)
                 for model_name, model in models.items():
                     keep(name, f"consumer alone, {model_name}", *timed(time_consumer, model, token, made)[:3])

@@ -13,9 +13,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,7 +60,9 @@ from .workers import ChunkWorkers
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
 WORKER_CHUNK = 4 * TOKENIZE_CHUNK  # sequences a worker process takes at a time (a task costs ~0.1 ms to send)
+FIRST_WORKER_CHUNK = 32  # the first chunks are smaller, so that every worker has one soon after the start
 Forward = Callable[[nn.Module, Batch], Any]
+T = TypeVar("T")
 _RECORDED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others are recorded as float32
 
 
@@ -361,7 +364,7 @@ def _windows(
     sent: collections.deque[list[Example]] = collections.deque()
 
     def send() -> Iterator[list[Example]]:
-        for group in take(examples, WORKER_CHUNK):
+        for group in _growing_chunks(examples):
             sent.append(group)
             yield group
 
@@ -401,6 +404,16 @@ def _packed_chunk_windows(
     return work
 
 
+def _growing_chunks(items: Iterable[T]) -> Iterator[list[T]]:
+    """Consecutive lists of :data:`FIRST_WORKER_CHUNK` items, then twice as many, and so on up to
+    :data:`WORKER_CHUNK`: the model's first batch needs a pool of windows sorted by length, and
+    small first chunks spread that pool over all the workers."""
+    iterator, size = iter(items), FIRST_WORKER_CHUNK
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+        size = min(2 * size, WORKER_CHUNK)
+
+
 def _split_chunk_windows(
     corpus: Corpus, features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
 ) -> Callable[[list[Record]], tuple[list[list[str]], PackedWindows]]:
@@ -433,7 +446,7 @@ def _split_windows(
     sent: collections.deque[list[tuple[int, Record]]] = collections.deque()
 
     def send() -> Iterator[list[Record]]:
-        for group in take(corpus.positioned_records(), WORKER_CHUNK):
+        for group in _growing_chunks(corpus.positioned_records()):
             sent.append(group)
             yield [record for _, record in group]
 
