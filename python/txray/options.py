@@ -90,12 +90,13 @@ class RecordOptions:
     context_window:
         Words of a context's text on either side of its word (default 8).
     workers:
-        Worker processes that build the model's inputs (tokenizing, windows, feature
-        ids) and count the vocabulary pass, ahead of the model. ``0`` (default): one
-        background thread of this process builds them. The chunks of the corpus go to
-        the workers in turn and come back in corpus order, so the profiles are the same
-        for any number of workers. Worth it when that thread cannot keep up with the
-        model (a fast GPU, a slow tokenizer, many cores); see the performance page.
+        Worker processes that build the model's inputs ahead of the model: they split
+        the records into words, tokenize them, cut the windows and look up the feature
+        ids. ``0`` (default): one background thread of this process builds them. The
+        chunks of the corpus go to the workers in turn and come back in corpus order,
+        so the profiles are the same for any number of workers. Worth it when that
+        thread cannot keep up with the model (a fast GPU, a Hugging Face tokenizer,
+        cores to spare); see the performance page.
     record_on:
         Where the statistics are kept. ``None`` (default): where the captured
         activations are when the device can keep them all, so a model on a

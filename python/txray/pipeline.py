@@ -138,13 +138,13 @@ def record_model(
             elif shard is None and not any(f.tagger is not None for f in resolved):
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
-                work = _split_chunk_windows(corpus, resolved, word_tokenizer, special_names)
-                workers = stack.enter_context(ChunkWorkers(work, opts.workers))  # forked before the thread starts
-                windows_ = _split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, workers, bar)
+                split = _split_chunk_windows(corpus, resolved, word_tokenizer, special_names)
+                splitters = stack.enter_context(ChunkWorkers(split, opts.workers))  # forked before the thread starts
+                windows_ = _split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, splitters, bar)
             else:  # a shard keeps its sequences by number, a tagger tags words: both need the words here first
-                work = _packed_chunk_windows(resolved, word_tokenizer, special_names)
-                workers = stack.enter_context(ChunkWorkers(work, opts.workers))
-                windows_ = _windows(examples, resolved, word_tokenizer, special_names, workers)
+                cut = _packed_chunk_windows(resolved, word_tokenizer, special_names)
+                cutters = stack.enter_context(ChunkWorkers(cut, opts.workers))
+                windows_ = _windows(examples, resolved, word_tokenizer, special_names, cutters)
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the
             # model runs this one.

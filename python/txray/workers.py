@@ -229,7 +229,7 @@ class ChunkWorkers(Generic[C, R]):
         answer = pickle.loads(data)
         if isinstance(answer, _Failure):
             raise answer.error from WorkerTraceback(answer.trace)
-        return answer  # type: ignore[no-any-return]
+        return answer
 
     def _died(self) -> RuntimeError:
         return RuntimeError(
