@@ -208,6 +208,25 @@ def test_an_error_in_a_worker_is_raised_by_record_model_naming_its_cause():
     assert no_processes_left()
 
 
+def test_a_record_without_the_text_column_is_the_same_error_with_workers():
+    corpus = records(400)
+    del corpus[300]["text"]
+    with pytest.raises(KeyError, match="has no column 'text'") as thread:
+        record(corpus)
+    with pytest.raises(KeyError, match="has no column 'text'") as workers:
+        record(corpus, workers=2)
+    assert str(workers.value) == str(thread.value)
+    assert no_processes_left()
+
+
+def test_a_record_that_cannot_be_sent_to_a_worker_says_so():
+    corpus = records(100)
+    corpus[50]["topic"] = lambda: None  # a column value that does not pickle
+    with pytest.raises(TypeError, match="cannot be sent to a txray worker process"):
+        record(corpus, workers=1)
+    assert no_processes_left()
+
+
 def test_ctrl_c_in_the_model_stops_the_workers():
     calls = []
 

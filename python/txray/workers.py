@@ -212,7 +212,10 @@ class ChunkWorkers(Generic[C, R]):
             yield self._receive()
 
     def _send(self, chunk: C) -> None:
-        data = pickle.dumps(chunk, protocol=_PROTOCOL)
+        try:
+            data = pickle.dumps(chunk, protocol=_PROTOCOL)
+        except Exception as error:  # noqa: BLE001 - pickle raises several kinds
+            raise TypeError(f"a chunk cannot be sent to a txray worker process (it must pickle): {error}") from error
         try:
             self._tasks[self._sent % self.workers].send_bytes(data)
         except OSError:
