@@ -219,6 +219,16 @@ def test_a_record_without_the_text_column_is_the_same_error_with_workers():
     assert no_processes_left()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_table_without_the_text_column_is_an_error_naming_it_with_or_without_workers(tmp_path, workers):
+    path = tmp_path / "corpus.csv"
+    path.write_text("sentence,topic\nword1 and word2,t0\n", encoding="utf-8")
+    token = txray.Token(vocabulary=["<unk>", "word1", "and", "word2"])  # no vocabulary pass: the recording reads first
+    with pytest.raises(KeyError, match=f"{path} has no column 'text'"):
+        record(str(path), features=[token], workers=workers)
+    assert no_processes_left()
+
+
 def test_a_record_that_cannot_be_sent_to_a_worker_says_so():
     corpus = records(100)
     corpus[50]["topic"] = lambda: None  # a column value that does not pickle

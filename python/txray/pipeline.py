@@ -55,7 +55,7 @@ from .words import (
     pool,
     windows_of_arrays,
 )
-from .workers import ChunkWorkers
+from .workers import ChunkWorkers, WorkerTraceback
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
@@ -458,11 +458,12 @@ def _split_windows(
         except Exception as error:
             failure = error
         if failure is not None:
-            # The failed chunk is numbered and done again on this thread, so that its error names
-            # the sequence as it would without workers; an error of the worker's own is raised as is.
-            failed = [numbering.example(p, r, corpus.words_of(r)) for p, r in sent.popleft()]
-            _chunk_windows([e for e in failed if e is not None], features, tokenizer, special_names)
-            raise failure
+            if isinstance(failure.__cause__, WorkerTraceback):
+                # Raised in a worker: the chunk is numbered and done again on this thread, so that
+                # its error names the sequence as it would without workers.
+                failed = [numbering.example(p, r, corpus.words_of(r)) for p, r in sent.popleft()]
+                _chunk_windows([e for e in failed if e is not None], features, tokenizer, special_names)
+            raise failure  # raised here (reading the corpus, sending a chunk), or not again here
         if result is None:
             return
         words, packed = result
