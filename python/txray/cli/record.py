@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         default=0,
         metavar="N",
-        help="worker processes that tokenize and batch ahead of the model (default: 0, a thread of this process)",
+        help="worker processes that split, tokenize and cut windows ahead of the model (default: 0, a thread of this process)",
     )
     parser.add_argument("--include-special", action="store_true", help="also record [CLS], [SEP], ...")
     parser.add_argument(
