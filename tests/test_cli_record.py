@@ -127,6 +127,11 @@ def test_record_with_worker_processes_writes_the_same_profiles(model_path, tmp_p
         main(["record", "m", "c.txt", "--layer", "x", "--out", "o", "--workers", "-1"])
     assert exit_info.value.code == 2
     assert "--workers: must be a non-negative integer, not '-1'" in capsys.readouterr().err
+    too_many = 4 * (os.cpu_count() or 1) + 1  # refused by the parser, before the model or the corpus is read
+    with pytest.raises(SystemExit) as exit_info:
+        main(["record", "m", "c.txt", "--layer", "x", "--out", "o", "--workers", str(too_many)])
+    assert exit_info.value.code == 2
+    assert f"argument --workers: {too_many} is more than 4 processes per core" in capsys.readouterr().err
 
 
 def test_record_context_options(capsys):

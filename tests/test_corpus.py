@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -192,3 +193,14 @@ def test_dataset_names_and_an_iterable_dataset_of_known_size(hf):
     stream.info.splits = hf.SplitDict({"train": hf.SplitInfo(name="train", num_examples=3)})
     corpus = txray.Corpus(stream)
     assert corpus.size() == (3, "seq") and [e.position for e in corpus.examples()] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("ragged.csv", b"text,label\na b,x\nc\n"), ("broken.parquet", b"not a parquet file")],
+)
+def test_a_table_that_does_not_parse_is_an_error_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: "):
+        list(txray.Corpus(path).examples())

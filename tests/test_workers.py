@@ -127,6 +127,8 @@ def test_bad_worker_counts_are_refused():
     too_many = 4 * (os.cpu_count() or 1) + 1
     with pytest.raises(ValueError, match=f"workers={too_many} is more than 4 processes per core"):
         ChunkWorkers(len, workers=too_many)
+    with pytest.raises(ValueError, match=f"workers={too_many} is more than 4 processes per core"):
+        txray.RecordOptions(workers=too_many)  # before any work, not once the workers start
     with pytest.raises(ValueError, match="workers must be 0"):
         txray.RecordOptions(workers=-1)
     with pytest.raises(ValueError, match="workers must be 0"):

@@ -394,7 +394,15 @@ def take(iterable: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 def _read_table_batches(path: Path, kind: str) -> Iterator[tuple[pa.RecordBatch, Iterable[int]]]:
     """Record batches, each with the reader's position after each of its rows: rows
-    read of a Parquet file, bytes read of a CSV/TSV file (to the batch's end)."""
+    read of a Parquet file, bytes read of a CSV/TSV file (to the batch's end). A file
+    that does not parse is a ValueError that names it (pyarrow's message does not)."""
+    try:
+        yield from _table_batches(path, kind)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _table_batches(path: Path, kind: str) -> Iterator[tuple[pa.RecordBatch, Iterable[int]]]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 

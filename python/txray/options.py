@@ -13,6 +13,7 @@ from .corpus import Shard
 from .features import Feature
 from .profile import Profile
 from .recorder import DEFAULT_CONTEXTS, DEFAULT_DENSE_LIMIT
+from .workers import check_worker_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,7 @@ class RecordOptions:
         object.__setattr__(self, "features", tuple(features))
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be 0 (a thread of this process) or more processes, not {self.workers!r}")
+        check_worker_count(self.workers)
         if self.record_on not in (None, "cpu"):
             raise ValueError(f"record_on must be None (where the activations are) or 'cpu', not {self.record_on!r}")
 

@@ -106,6 +106,19 @@ def _widen(connection: Connection) -> None:
             fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
+def check_worker_count(workers: int) -> None:
+    """Refuse more than :data:`MAX_WORKERS_PER_CORE` worker processes per core, naming the
+    machine's limit: a typo such as 1000 would fork a thousand processes, each with a copy of
+    the tokenizer. Checked by :class:`txray.RecordOptions` and ``txray record --workers``
+    before any work, and by :class:`ChunkWorkers`."""
+    cores = os.cpu_count() or 1
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise ValueError(
+            f"workers={workers} is more than {MAX_WORKERS_PER_CORE} processes per core "
+            f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
+        )
+
+
 class ChunkWorkers(Generic[C, R]):
     """``work(chunk)`` for every chunk, in ``workers`` processes; a context manager.
 
@@ -123,13 +136,7 @@ class ChunkWorkers(Generic[C, R]):
     def __init__(self, work: Callable[[C], R], workers: int, depth: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more processes, not {workers}")
-        cores = os.cpu_count() or 1
-        if workers > MAX_WORKERS_PER_CORE * cores:
-            # A typo such as 1000 would fork a thousand processes, each with a copy of the tokenizer.
-            raise ValueError(
-                f"workers={workers} is more than {MAX_WORKERS_PER_CORE} processes per core "
-                f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
-            )
+        check_worker_count(workers)
         if "fork" not in multiprocessing.get_all_start_methods():
             raise RuntimeError("worker processes need the 'fork' start method (Linux, macOS); use workers=0")
         self.workers = workers

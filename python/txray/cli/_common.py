@@ -180,6 +180,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def worker_count(text: str) -> int:
+    """argparse type: a number of worker processes (an integer >= 0, at most 4 per core)."""
+    import argparse
+
+    from ..workers import check_worker_count
+
+    value = non_negative_int(text)
+    try:
+        check_worker_count(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("workers=")) from None
+    return value
+
+
 def check_record_args(args: argparse.Namespace) -> None:
     """What ``txray record`` can check before loading a model: the output
     folder, the device, the columns that --feature reads, the --tagger."""

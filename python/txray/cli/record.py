@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, check_record_args, non_negative_int
+from ._common import UsageError, check_record_args, non_negative_int, worker_count
 
 if TYPE_CHECKING:
     from txray.capture import Layer
@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=non_negative_int,
+        type=worker_count,
         default=0,
         metavar="N",
         help="worker processes that split, tokenize and cut windows ahead of the model (default: 0, a thread of this process)",
