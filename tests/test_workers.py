@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from corpora_data import wiki_extracts
@@ -37,10 +39,13 @@ def test_results_come_in_chunk_order_from_several_workers():
     assert no_processes_left()
 
 
-def test_work_can_be_a_closure_and_runs_in_other_processes():
+def test_work_can_be_a_closure_and_runs_in_other_processes_named_for_ps():
     here = os.getpid()
     with ChunkWorkers(lambda _: os.getpid(), workers=2) as pool:
         pids = set(pool.map(range(20)))
+        if sys.platform.startswith("linux"):  # the name ps, top and pgrep show
+            names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids}
+            assert names <= {"txray-worker-0", "txray-worker-1"}, names
     assert here not in pids and 1 <= len(pids) <= 2
     assert no_processes_left()
 

@@ -25,12 +25,14 @@ leaving the ``with`` block, however it is left, stops and joins every one of the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import multiprocessing
 import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import traceback
 import warnings
@@ -52,6 +54,7 @@ PIPE_BYTES = 1 << 20
 """The size asked for each pipe to and from a worker (where the system allows it)."""
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+PR_SET_NAME = 15  # prctl(2): the calling thread's name, which ps shows for a process
 
 
 class WorkerTraceback(Exception):
@@ -68,6 +71,7 @@ class _Failure:
 def _serve(work: Callable[[Any], Any], tasks: Connection, results: Connection, inherited: list[Connection]) -> None:
     """A worker's life: ``work`` on every chunk that arrives, each result sent back in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _name_process(multiprocessing.current_process().name)
     for connection in inherited:  # the parent's pipe ends, copied by the fork
         connection.close()
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -117,6 +121,16 @@ def check_worker_count(workers: int) -> None:
             f"workers={workers} is more than {MAX_WORKERS_PER_CORE} processes per core "
             f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
         )
+
+
+def _name_process(name: str) -> None:
+    """Show the worker as ``name`` (``txray-worker-0``) in ``ps``, ``top`` and ``pgrep`` (Linux;
+    elsewhere it keeps the parent's name): its command line is the parent's."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 class ChunkWorkers(Generic[C, R]):
