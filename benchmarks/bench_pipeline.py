@@ -435,16 +435,25 @@ def main() -> None:
                 f"{best_here[name, producer]:.2f} CPU-s ({words / best_here[name, producer] / 1e6:.2f} M words per "
                 f"CPU-s; on the thread the producer costs {best_cpu[name, 'producer: read + pipeline']:.2f} CPU-s)"
             )
-        producer = best[name, "producer: read + pipeline"]
+        cores = os.cpu_count() or 1
         for model_name in ("negligible model", "device-like model"):
-            consumer = best[name, f"consumer alone, {model_name}"]
+            consumer = f"consumer alone, {model_name}"
             for n in counts:
+                producer = with_workers("producer: read + pipeline", n)  # the producer of this configuration
                 run = best[name, with_workers(f"record_model, {model_name}", n)]
-                ideal, total = vocab_pass + max(producer, consumer), vocab_pass + producer + consumer
+                ideal = vocab_pass + max(best[name, producer], best[name, consumer])
+                total = vocab_pass + best[name, producer] + best[name, consumer]
+                # No run can beat its parts' CPU time shared over the cores either.
+                cpu_bound = (
+                    best_cpu["-", "vocabulary pass (token)"] + best_cpu[name, producer] + best_cpu[name, consumer]
+                ) / cores
+                floor = max(ideal, cpu_bound)
                 notes.append(
                     f"{name}, {with_workers(f'record_model, {model_name}', n)}: {run:.2f} s against {ideal:.2f} s "
-                    f"for the vocabulary pass + the larger of producer and consumer ({run / ideal:.2f} x) and "
-                    f"{total:.2f} s for their sum ({run / total:.2f} x) (wall time)"
+                    f"for the vocabulary pass + the larger of producer and consumer ({run / ideal:.2f} x), "
+                    f"{total:.2f} s for their sum ({run / total:.2f} x) and {floor:.2f} s for the floor on this "
+                    f"machine, the larger of that and the parts' CPU time over {cores} cores ({run / floor:.2f} x) "
+                    "(wall time)"
                 )
         seconds, size = pickling[name]
         notes.append(
