@@ -21,16 +21,11 @@
 
 #include "kernels.hpp"
 #include "recorder.hpp"
+#include "thread_clock.hpp"
 
 using namespace txray;
 
 namespace {
-
-double thread_cpu() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
 
 uint64_t mix(uint64_t x) {
   x ^= x >> 33;
@@ -185,13 +180,13 @@ int main(int argc, char** argv) {
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
         cpu = double(t1.tv_sec - t0.tv_sec) + 1e-9 * double(t1.tv_nsec - t0.tv_nsec);
       } else if (p == 9) {
-        const double t0 = thread_cpu();
+        const double t0 = thread_cpu_seconds();
         FeatureRows fresh[2] = {FeatureRows(N, 33278), FeatureRows(N, 45)};
         for (int64_t i = 0; i < T; ++i) {
           fresh[0].row_for(token[size_t(i)]);
           fresh[1].row_for(pos[size_t(i)]);
         }
-        cpu = thread_cpu() - t0;
+        cpu = thread_cpu_seconds() - t0;
       } else {
 #pragma omp parallel reduction(+ : cpu) reduction(+ : sink)
         {
@@ -201,7 +196,7 @@ int main(int argc, char** argv) {
           std::vector<uint8_t> candidate(static_cast<size_t>(B));
           std::vector<float> threshold(static_cast<size_t>(N), 3.0f);
           std::vector<double> sums(2 * 1504, 0.0);
-          const double t0 = thread_cpu();
+          const double t0 = thread_cpu_seconds();
           for (int64_t b = 0; b < n_batches; ++b) {
             const int64_t first = b * B, n = std::min(B, T - first);
             const int64_t rlo = first + n * me / 2, rhi = first + n * (me + 1) / 2;
@@ -226,7 +221,7 @@ int main(int argc, char** argv) {
                            x.data(), nullptr, nullptr);
             }
           }
-          cpu += thread_cpu() - t0;
+          cpu += thread_cpu_seconds() - t0;
         }
       }
       best[p] = std::min(best[p], cpu);

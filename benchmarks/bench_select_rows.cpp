@@ -21,21 +21,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <random>
 #include <vector>
 
 #include "select.hpp"
+#include "thread_clock.hpp"
 
 using namespace txray;
 
 namespace {
-
-double thread_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
 
 void run(int64_t rows, int reps, int64_t n, int k) {
   std::vector<float> acts(size_t(rows * n));
@@ -48,7 +42,7 @@ void run(int64_t rows, int reps, int64_t n, int k) {
   double best[3] = {1e30, 1e30, 1e30};
   for (int round = 0; round < 9; ++round) {
     for (int probe = 0; probe < 3; ++probe) {
-      const double t0 = thread_seconds();
+      const double t0 = thread_cpu_seconds();
       for (int rep = 0; rep < reps; ++rep) {
         for (int64_t i = 0; i < rows; ++i) {
           const float* row = acts.data() + i * n;
@@ -63,7 +57,7 @@ void run(int64_t rows, int reps, int64_t n, int k) {
           }
         }
       }
-      best[probe] = std::min(best[probe], (thread_seconds() - t0) / double(reps) / double(rows) * 1e9);
+      best[probe] = std::min(best[probe], (thread_cpu_seconds() - t0) / double(reps) / double(rows) * 1e9);
     }
   }
   std::printf("%ld rows of %ld float32 (%s):", long(rows), long(n), rows * n * 4 < (1 << 20) ? "in cache" : "memory");

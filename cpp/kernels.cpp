@@ -92,14 +92,11 @@ TXRAY_INLINE int64_t select_rows(const ActivationView& a, const int64_t* kept, i
 template <class E, bool kThreshold>
 TXRAY_INLINE bool check_row(const typename E::storage* row, int64_t n, const float* threshold, bool* reaches) {
   using namespace simd;
-  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as sum_row
-  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
   f32x8 z0 = {}, z1 = {}, z2 = {}, z3 = {};
   i32x8 hit = {};
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    __builtin_prefetch(row + i + kAhead, 0, 2);
-    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    prefetch_ahead<E>(row + i);
     const f32x8 x0 = load8(E{}, row + i), x1 = load8(E{}, row + i + 8);
     const f32x8 x2 = load8(E{}, row + i + 16), x3 = load8(E{}, row + i + 24);
     z0 += x0 - x0;
@@ -322,8 +319,6 @@ template <class E>
 __attribute__((target(TXRAY_AVX512_TARGET), noinline)) bool argmax_row_avx512(const typename E::storage* row, int64_t n,
                                                                               Winner* out) {
   using namespace simd;
-  constexpr int64_t kAhead = 4096 / sizeof(typename E::storage);  // as argmax_row
-  constexpr int64_t kLine = 64 / sizeof(typename E::storage);
   __m256 max[4], sum0 = _mm256_setzero_ps(), sum1 = sum0;
   __m256i at[4], block = _mm256_setzero_si256();
   for (int j = 0; j < 4; ++j) {
@@ -332,8 +327,7 @@ __attribute__((target(TXRAY_AVX512_TARGET), noinline)) bool argmax_row_avx512(co
   }
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    __builtin_prefetch(row + i + kAhead, 0, 2);
-    if (kLine < 32) __builtin_prefetch(row + i + kAhead + kLine, 0, 2);
+    prefetch_ahead<E>(row + i);
     const __m256 x0 = (__m256)load8(E{}, row + i), x1 = (__m256)load8(E{}, row + i + 8);
     const __m256 x2 = (__m256)load8(E{}, row + i + 16), x3 = (__m256)load8(E{}, row + i + 24);
     const __mmask8 g0 = _mm256_cmp_ps_mask(x0, max[0], _CMP_GT_OQ), g1 = _mm256_cmp_ps_mask(x1, max[1], _CMP_GT_OQ);

@@ -265,6 +265,17 @@ def expected_topk(acts, k):
     return order, np.take_along_axis(acts, order, 1)
 
 
+def assert_topk_as_expected(acts, k, variant):
+    """The native top-k of float32 ``acts`` with instruction set ``variant`` equals
+    :func:`expected_topk`, neurons and values; returns (values, expected values)."""
+    with using(variant, threads=2):
+        neuron, value = _native.select_winners(acts, "float32", k)
+    order, top = expected_topk(acts, k)
+    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
+    np.testing.assert_array_equal(value.reshape(-1, k), top)
+    return value.reshape(-1, k), top
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("neurons", WIDTHS)
 @pytest.mark.parametrize("k", [2, 5, 16, 17])
@@ -281,11 +292,7 @@ def test_topk_ties_in_any_block_go_to_the_lowest_index(variant, neurons, k, layo
     acts = {"contiguous": np.ascontiguousarray(wide[:, :neurons]), "gaps": wide[:, :neurons]}.get(
         layout, wide[:, : 2 * neurons : 2]
     )
-    with using(variant, threads=2):
-        neuron, value = _native.select_winners(acts, "float32", k)
-    order, top = expected_topk(acts, k)
-    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
-    np.testing.assert_array_equal(value.reshape(-1, k), top)
+    assert_topk_as_expected(acts, k, variant)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -304,11 +311,7 @@ def test_topk_with_many_values_tied_at_the_top(variant, k, at_top, neurons):
         acts[t, rng.choice(neurons, size=at_top, replace=False)] = 4.0
     acts[1, -at_top:] = 5.0  # the top in the last blocks and the tail only
     acts[2, :at_top] = 5.0  # in the first blocks only
-    with using(variant, threads=2):
-        neuron, value = _native.select_winners(acts, "float32", k)
-    order, top = expected_topk(acts, k)
-    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
-    np.testing.assert_array_equal(value.reshape(-1, k), top)
+    assert_topk_as_expected(acts, k, variant)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -322,12 +325,8 @@ def test_topk_with_fewer_distinct_values_than_k(variant, neurons, k):
     acts[:20] -= 1.0  # 0 and -1: the bound is 0, half the row ties it
     acts[40:, rng.integers(0, neurons)] = 2.0  # one value above the rest
     acts[50:] = np.where(acts[50:] == 1.0, -0.0, acts[50:])  # -0.0 ties 0.0, as in topk_row
-    with using(variant, threads=2):
-        neuron, value = _native.select_winners(acts, "float32", k)
-    order, top = expected_topk(acts, k)
-    np.testing.assert_array_equal(neuron.reshape(-1, k), order)
-    np.testing.assert_array_equal(value.reshape(-1, k), top)
-    np.testing.assert_array_equal(np.signbit(value.reshape(-1, k)), np.signbit(top))  # the row's own zeros
+    value, top = assert_topk_as_expected(acts, k, variant)
+    np.testing.assert_array_equal(np.signbit(value), np.signbit(top))  # the row's own zeros
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
