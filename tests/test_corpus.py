@@ -11,7 +11,7 @@ import pytest
 from corpora_data import TWEETS, wiki_extracts
 
 import txray
-from txray.corpus import split_words
+from txray.corpus import Numbering, split_words
 
 
 def words_of(corpus, **kw):
@@ -204,3 +204,30 @@ def test_a_table_that_does_not_parse_is_an_error_naming_the_file(tmp_path, name,
     path.write_bytes(content)
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: "):
         list(txray.Corpus(path).examples())
+
+
+def test_words_of_a_record_and_positioned_records():
+    corpus = txray.Corpus(["It's here.", ["two", "words"], {"text": None}, {"text": "", "x": 1}])
+    assert [corpus.words_of(r) for _, r in corpus.positioned_records()] == [
+        ["It's", "here", "."],
+        ["two", "words"],
+        [],
+        [],
+    ]
+    assert [p for p, _ in corpus.positioned_records()] == [1, 2, 3, 4]  # records read so far
+    with pytest.raises(KeyError, match="has no column 'text'"):
+        corpus.words_of({"body": "x"})
+    with pytest.raises(TypeError, match="must hold a text or a list of words, not int"):
+        corpus.words_of({"text": 5})
+
+
+def test_numbering_skips_records_without_words_and_cuts_at_limit_tokens():
+    numbering = Numbering(limit_tokens=5)
+    made = [numbering.example(p, {"text": ""}, w) for p, w in [(10, ["a", "b"]), (20, []), (30, ["c", "d", "e", "f"])]]
+    assert made[1] is None and numbering.done
+    first, last = made[0], made[2]
+    assert (first.index, first.words, first.first_word, first.position) == (0, ["a", "b"], 0, 10)
+    assert (last.index, last.words, last.first_word, last.position) == (1, ["c", "d", "e"], 2, 30)  # cut short
+    assert numbering.example(40, {}, ["g"]) is None  # nothing after the limit
+    with pytest.raises(ValueError, match="limit_tokens must be a positive number of words, not 0"):
+        Numbering(0)
