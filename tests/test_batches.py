@@ -11,7 +11,7 @@ import pytest
 
 from txray.corpus import Example
 from txray.features import Token, build_vocabularies, chunk_feature_ids, word_feature_ids
-from txray.words import VocabTokenizer, batches, make_batch, piece_arrays, windows
+from txray.words import VocabTokenizer, batches, chunk_windows, make_batch, piece_arrays, windows
 
 
 class RandomPieces:
@@ -102,6 +102,17 @@ def test_windows_and_batches_equal_the_per_window_code(max_length, include_speci
         assert [(w.start, w.stop, w.input_ids.tolist(), w.word_of_piece.tolist()) for w in got] == want
         ws += got
     assert ws
+    # The whole chunk at once gives the same windows, in the same order.
+    ids, counts = piece_arrays(tok, [e.words for e in examples])
+    features = chunk_feature_ids([token], examples)
+    per_example = [specials] * len(examples) if specials else None
+    chunk = chunk_windows(examples, ids, counts, tok, features, per_example)
+    assert [(w.example.index, w.start, w.stop) for w in chunk] == [(w.example.index, w.start, w.stop) for w in ws]
+    for got, want in zip(chunk, ws):
+        np.testing.assert_array_equal(got.input_ids, want.input_ids)
+        np.testing.assert_array_equal(got.word_of_piece, want.word_of_piece)
+        np.testing.assert_array_equal(got.features["token"], want.features["token"])
+        assert got.special_features == want.special_features
     for group in batches(ws, max_tokens=40, pool=2):
         batch = make_batch(group, tok, include_special)
         ids, unit, n_units, feats, per_window, unit_word = reference_make_batch(group, tok, include_special)
@@ -184,3 +195,11 @@ def test_piece_arrays_that_do_not_match_the_words_are_an_error():
 
     with pytest.raises(ValueError, match="'random'.*1 piece counts.*for 2 words"):
         piece_arrays(Broken(None), [["w1", "w2"]])
+
+
+def test_chunk_windows_of_nothing_and_of_no_room():
+    tok = RandomPieces(2)
+    assert chunk_windows([], np.zeros(0, np.int64), np.zeros(0, np.int64), tok, []) == []
+    example = Example(0, ["w1"], {})
+    with pytest.raises(ValueError, match="max_length 2 leaves no room beside 2 special tokens"):
+        chunk_windows([example], np.array([107]), np.array([1]), tok, [{}])

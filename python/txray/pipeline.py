@@ -50,10 +50,10 @@ from .words import (
     WordTokenizer,
     as_word_tokenizer,
     batches,
+    chunk_windows,
     make_batch,
     piece_arrays,
     pool,
-    windows_of_arrays,
 )
 from .workers import ChunkWorkers, WorkerTraceback
 
@@ -380,16 +380,9 @@ def _chunk_windows(
 ) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
     """The windows of a chunk of examples (one tokenizer call for all), and the examples' word feature ids."""
     ids, counts = piece_arrays(tokenizer, [e.words for e in group])
-    # Each example's words and pieces are a slice of the chunk's arrays.
-    word_at = np.cumsum([0] + [len(e.words) for e in group])
-    piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
-    out: list[Window] = []
     feature_ids = chunk_feature_ids(features, group)
-    for i, (example, example_ids) in enumerate(zip(group, feature_ids)):
-        words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
-        specials = _special_feature_ids(features, example, special_names) if special_names else None
-        out.extend(windows_of_arrays(example, ids[pieces], counts[words], tokenizer, example_ids, specials))
-    return out, feature_ids
+    specials = [_special_feature_ids(features, e, special_names) for e in group] if special_names else None
+    return chunk_windows(group, ids, counts, tokenizer, feature_ids, specials), feature_ids
 
 
 def _packed_chunk_windows(

@@ -343,6 +343,73 @@ def windows_of_arrays(
         start = stop
 
 
+def chunk_windows(
+    examples: Sequence[Example],
+    ids: np.ndarray,
+    counts: np.ndarray,
+    tokenizer: WordTokenizer,
+    features: Sequence[dict[str, np.ndarray]],
+    special_features: Sequence[dict[str, dict[int, int]] | None] | None = None,
+) -> list[Window]:
+    """:func:`windows_of_arrays` of every example of a chunk, in order, from the chunk's
+    pieces as flat arrays (:func:`piece_arrays` of all its examples' words).
+
+    ``features`` (and ``special_features`` when given) hold one dict per example. An
+    example that fits in one window (the usual case) is a view into two arrays built
+    for the whole chunk at once; only longer examples are cut one by one."""
+    if not examples:
+        return []
+    prefix, suffix = tokenizer.prefix, tokenizer.suffix
+    n_specials = len(prefix) + len(suffix)
+    budget = None if tokenizer.max_length is None else tokenizer.max_length - n_specials
+    if budget is not None and budget < 1:
+        raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {n_specials} special tokens")
+    n_words = np.fromiter((len(e.words) for e in examples), dtype=np.int64, count=len(examples))
+    word_at = np.concatenate([[0], np.cumsum(n_words)])
+    piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
+    n_pieces = np.diff(piece_at)
+    whole = n_pieces > 0 if budget is None else (n_pieces > 0) & (n_pieces <= budget)
+    # The windows of the whole examples, one after the other: prefix, pieces, suffix.
+    lengths = np.where(whole, n_pieces + n_specials, 0)
+    window_at = np.concatenate([[0], np.cumsum(lengths)])
+    input_ids = np.empty(int(window_at[-1]), dtype=np.int64)
+    word_of_piece = np.full(len(input_ids), -1, dtype=np.int64)
+    starts = window_at[:-1][whole]
+    for offset, token in enumerate(prefix):
+        input_ids[starts + offset] = token
+    for offset, token in enumerate(suffix):
+        input_ids[starts + lengths[whole] - len(suffix) + offset] = token
+    in_whole = np.repeat(whole, n_pieces)  # each piece: of a whole example?
+    example_of_piece = np.repeat(np.arange(len(examples)), n_pieces)[in_whole]
+    # A piece's place: its window's start, the prefix, then its place among its example's pieces.
+    place = window_at[example_of_piece] + len(prefix) + np.flatnonzero(in_whole) - piece_at[example_of_piece]
+    input_ids[place] = ids[in_whole]
+    word_in_example = np.arange(word_at[-1], dtype=np.int64) - np.repeat(word_at[:-1], n_words)
+    word_of_piece[place] = np.repeat(word_in_example, counts)[in_whole]
+    specials = special_features if special_features is not None else itertools.repeat(None)
+    out: list[Window] = []
+    for i, (example, example_features, example_specials) in enumerate(zip(examples, features, specials)):
+        if whole[i]:
+            lo, hi = window_at[i], window_at[i + 1]
+            out.append(
+                Window(
+                    example,
+                    0,
+                    int(n_words[i]),
+                    input_ids[lo:hi],
+                    word_of_piece[lo:hi],
+                    example_features,
+                    example_specials,
+                )
+            )
+        elif n_pieces[i]:
+            words, pieces = slice(word_at[i], word_at[i + 1]), slice(piece_at[i], piece_at[i + 1])
+            out.extend(
+                windows_of_arrays(example, ids[pieces], counts[words], tokenizer, example_features, example_specials)
+            )
+    return out
+
+
 @dataclasses.dataclass
 class Batch:
     """Padded windows, and for every input position the recorded *unit*
