@@ -125,16 +125,20 @@ def record_model(
     shard = opts.shard
     if shard is not None:  # a fresh Shard: it counts the sequences this run reads
         shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
-    examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
     progress = Progress(corpus, limit_tokens, sharded=shard is not None, enabled=opts.progress)
     bar = progress.bar("txray record")
-    examples = bar.read(annotate(examples, resolved, cache, progress))
+
+    def examples_here() -> Iterator[Example]:
+        """The examples, split into words on this side (annotated; the bar reads them)."""
+        examples = corpus.examples(limit_tokens) if shard is None else shard.select(corpus.examples(limit_tokens))
+        return bar.read(annotate(examples, resolved, cache, progress))
+
     was_training = model.training
     model.eval()
     try:
         with contextlib.ExitStack() as stack:
             if not opts.workers:
-                windows_ = _windows(examples, resolved, word_tokenizer, special_names)
+                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names)
             elif shard is None and not any(f.tagger is not None for f in resolved):
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
@@ -144,7 +148,7 @@ def record_model(
             else:  # a shard keeps its sequences by number, a tagger tags words: both need the words here first
                 cut = _packed_chunk_windows(resolved, word_tokenizer, special_names)
                 cutters = stack.enter_context(ChunkWorkers(cut, opts.workers))
-                windows_ = _windows(examples, resolved, word_tokenizer, special_names, cutters)
+                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names, cutters)
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the
             # model runs this one.

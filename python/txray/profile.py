@@ -380,7 +380,7 @@ def check_compatible(
             if kind not in p.kinds:
                 raise ValueError(f"profile {p.name!r} has no feature kind {kind!r} (it has {list(p.kinds)})")
         if not same_ids:
-            _union([a, b], kind)  # raises when they cannot be lined up
+            _names_to_line_up([a, b], kind)  # raises when they cannot be lined up
             continue
         if a.vocab_size(kind) != b.vocab_size(kind):
             raise ValueError(
@@ -417,8 +417,16 @@ def union_vocabulary(vocabularies: Sequence[Sequence[str]]) -> list[str]:
 
 def _union(profiles: Sequence[Profile], kind: str) -> list[str] | None:
     """The vocabulary that :func:`align` puts the profiles' ``kind`` on, or None when they
+    already share one. Raises as :func:`_names_to_line_up` does."""
+    names = _names_to_line_up(profiles, kind)
+    return None if names is None else union_vocabulary(names)
+
+
+def _names_to_line_up(profiles: Sequence[Profile], kind: str) -> list[Sequence[str]] | None:
+    """The profiles' vocabularies of ``kind`` that :func:`align` joins, or None when they
     already share one (the same names, or unnamed features of the same number). Raises
-    :class:`ValueError` when they cannot be lined up (:class:`KeyError` when one lacks ``kind``)."""
+    :class:`ValueError` when they cannot be lined up (:class:`KeyError` when one lacks
+    ``kind``). :func:`check_compatible` checks with it without building the union."""
     vocabularies = [p.cells(kind).names for p in profiles]
     first = vocabularies[0]
     if first is not None and all(v == first for v in vocabularies[1:]):
@@ -452,7 +460,7 @@ def _union(profiles: Sequence[Profile], kind: str) -> list[str] | None:
                         "record both with the same vocabulary"
                     )
                 seen[name] = i
-    return union_vocabulary([v for v in vocabularies if v is not None])
+    return [v for v in vocabularies if v is not None]
 
 
 def align(profiles: Sequence[Profile], kinds: Sequence[str] | None = None) -> list[Profile]:

@@ -110,17 +110,26 @@ def _widen(connection: Connection) -> None:
             fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def check_worker_count(workers: int) -> None:
-    """Refuse more than :data:`MAX_WORKERS_PER_CORE` worker processes per core, naming the
-    machine's limit: a typo such as 1000 would fork a thousand processes, each with a copy of
-    the tokenizer. Checked by :class:`txray.RecordOptions` and ``txray record --workers``
-    before any work, and by :class:`ChunkWorkers`."""
+def too_many_workers(workers: int) -> str | None:
+    """Why ``workers`` worker processes are too many for this machine (more than
+    :data:`MAX_WORKERS_PER_CORE` per core), as the end of a sentence that names the limit,
+    or None. A typo such as 1000 would fork a thousand processes, each with a copy of the
+    tokenizer. :func:`check_worker_count` and ``txray record --workers`` say it each their way."""
     cores = os.cpu_count() or 1
-    if workers > MAX_WORKERS_PER_CORE * cores:
-        raise ValueError(
-            f"workers={workers} is more than {MAX_WORKERS_PER_CORE} processes per core "
-            f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
-        )
+    if workers <= MAX_WORKERS_PER_CORE * cores:
+        return None
+    return (
+        f"is more than {MAX_WORKERS_PER_CORE} processes per core "
+        f"(this machine has {cores} cores): use at most {MAX_WORKERS_PER_CORE * cores}"
+    )
+
+
+def check_worker_count(workers: int) -> None:
+    """Refuse more worker processes than :func:`too_many_workers` allows. Checked by
+    :class:`txray.RecordOptions` before any work, and by :class:`ChunkWorkers`."""
+    reason = too_many_workers(workers)
+    if reason is not None:
+        raise ValueError(f"workers={workers} {reason}")
 
 
 def _name_process(name: str) -> None:

@@ -184,13 +184,12 @@ def worker_count(text: str) -> int:
     """argparse type: a number of worker processes (an integer >= 0, at most 4 per core)."""
     import argparse
 
-    from ..workers import check_worker_count
+    from ..workers import too_many_workers
 
     value = non_negative_int(text)
-    try:
-        check_worker_count(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("workers=")) from None
+    reason = too_many_workers(value)
+    if reason is not None:
+        raise argparse.ArgumentTypeError(f"{value} {reason}")
     return value
 
 
