@@ -13,7 +13,8 @@ from txray.prefetch import Prefetch
 
 
 def prefetch_threads():
-    return [t for t in threading.enumerate() if t.name == "txray-prefetch"]
+    """The prefetch thread and the thread that tokenizes ahead (a tokenizer that releases the GIL)."""
+    return [t for t in threading.enumerate() if t.name == "txray-prefetch" or t.name.startswith("txray-tokenize")]
 
 
 def test_items_come_in_order():
@@ -119,4 +120,90 @@ def test_ctrl_c_in_the_model_stops_the_prefetch_thread():
     with pytest.raises(KeyboardInterrupt):
         record(records(2000), forward=forward)
     assert len(calls) == 3
+    assert not prefetch_threads()
+
+
+# A tokenizer whose call releases the GIL (a Hugging Face fast one) tokenizes the next chunk
+# on a second thread while this one's windows are cut: same results, same guarantees.
+
+
+class AheadTokenizer(txray.VocabTokenizer):
+    releases_gil = True
+
+    def __init__(self, *args, fail_at_call=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.fail_at_call, self.threads = 0, fail_at_call, set()
+
+    def piece_arrays(self, sentences):
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.calls == self.fail_at_call:
+            raise ValueError(f"tokenizer failed on call {self.calls}")
+        return super().piece_arrays(sentences)
+
+
+VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
+
+
+def test_tokenizing_ahead_gives_the_same_profiles_on_a_second_thread():
+    corpus = records(300)
+    plain = txray.VocabTokenizer(VOCAB, pad_id=0, max_length=6)
+    ahead = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
+    want = txray.record_model(Tiny(len(VOCAB)), plain, corpus, ["out"], progress=False, max_tokens=64, mode="all")
+    got = txray.record_model(Tiny(len(VOCAB)), ahead, corpus, ["out"], progress=False, max_tokens=64, mode="all")
+    assert got["out"].table("token").equals(want["out"].table("token"))
+    assert ahead.calls == 5  # 300 sequences, 64 a call
+    assert all(name.startswith("txray-tokenize") for name in ahead.threads)
+    assert not prefetch_threads()
+
+
+def test_windows_before_a_tokenizer_error_come_first_and_no_thread_is_left():
+    from txray.features import Token, build_vocabularies
+
+    examples = list(txray.Corpus(records(300)).examples())
+    token = Token()
+    build_vocabularies([token], examples)
+    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6, fail_at_call=3)
+    seen = []
+    with pytest.raises(ValueError, match="tokenizer failed on call 3"):
+        with txray.pipeline.tokenizing_thread(tok) as ahead:
+            for window in txray.pipeline._windows(iter(examples), [token], tok, None, ahead=ahead):
+                seen.append(window.example.index)
+    assert seen == list(range(2 * txray.pipeline.TOKENIZE_CHUNK))  # the two chunks before it, whole
+    assert not prefetch_threads()
+
+
+def test_the_tokenizing_thread_is_only_for_a_tokenizer_that_releases_the_gil():
+    assert txray.pipeline.tokenizing_thread(txray.VocabTokenizer(VOCAB)) is None
+    with txray.pipeline.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
+        assert ahead is not None
+
+
+def test_an_error_in_the_model_stops_the_tokenizing_thread():
+    def forward(model, batch):
+        raise RuntimeError("the model failed")
+
+    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
+    with pytest.raises(RuntimeError, match="the model failed") as caught:
+        txray.record_model(
+            Tiny(len(VOCAB)), tok, records(2000), ["out"], progress=False, max_tokens=64, forward=forward
+        )
+    assert caught.value.__traceback__ is not None  # the traceback (and record_model's frame) is alive
+    assert not prefetch_threads()
+
+
+def test_ctrl_c_in_the_model_stops_the_tokenizing_thread():
+    calls = []
+
+    def forward(model, batch):
+        calls.append(batch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return model(batch.input_ids)
+
+    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
+    with pytest.raises(KeyboardInterrupt):
+        txray.record_model(
+            Tiny(len(VOCAB)), tok, records(2000), ["out"], progress=False, max_tokens=64, forward=forward
+        )
     assert not prefetch_threads()

@@ -16,6 +16,7 @@ import inspect
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -138,7 +139,10 @@ def record_model(
     try:
         with contextlib.ExitStack() as stack:
             if not opts.workers:
-                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names)
+                ahead = tokenizing_thread(word_tokenizer)
+                if ahead is not None:
+                    stack.enter_context(ahead)  # joined after the prefetch thread
+                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names, ahead=ahead)
             elif shard is None and not any(f.tagger is not None for f in resolved):
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
@@ -357,12 +361,14 @@ def _windows(
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
     workers: ChunkWorkers[list[Example], PackedWindows] | None = None,
+    ahead: Executor | None = None,
 ) -> Iterator[Window]:
-    """The windows of the examples, built a chunk of examples at a time: here, or by
-    ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
+    """The windows of the examples, built a chunk of examples at a time: here (each chunk
+    tokenized on ``ahead`` while the one before is cut, when given: :func:`tokenizing_thread`),
+    or by ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
     if workers is None:
-        for group in take(examples, TOKENIZE_CHUNK):
-            yield from _chunk_windows(group, features, tokenizer, special_names)[0]
+        for group, pieces in _pieces_ahead(take(examples, TOKENIZE_CHUNK), tokenizer, ahead):
+            yield from _chunk_windows(group, features, tokenizer, special_names, pieces)[0]
         return
     # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
     sent: collections.deque[list[Example]] = collections.deque()
@@ -376,14 +382,49 @@ def _windows(
         yield from packed.unpack(sent.popleft())
 
 
+def _pieces_ahead(
+    groups: Iterable[list[Example]], tokenizer: WordTokenizer, ahead: Executor | None = None
+) -> Iterator[tuple[list[Example], tuple[np.ndarray, np.ndarray]]]:
+    """Each chunk of examples with its :func:`piece_arrays`, in order. With ``ahead`` (a thread,
+    for a tokenizer whose call releases the interpreter's lock: a Hugging Face fast one) the
+    next chunk is tokenized there meanwhile, so that its call overlaps the Python work here."""
+    if ahead is None:
+        for group in groups:
+            yield group, piece_arrays(tokenizer, [e.words for e in group])
+        return
+    pending: tuple[list[Example], Future[tuple[np.ndarray, np.ndarray]]] | None = None
+    try:
+        for group in groups:
+            future = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (group, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+            pending = None
+    finally:
+        if pending is not None:  # left early: the call under way is not waited for here
+            pending[1].cancel()
+
+
+def tokenizing_thread(tokenizer: WordTokenizer) -> ThreadPoolExecutor | None:
+    """A thread for :func:`_pieces_ahead` when the tokenizer's call releases the interpreter's
+    lock (``releases_gil``), else None. Use it as a context manager: leaving it joins the thread."""
+    if not getattr(tokenizer, "releases_gil", False):
+        return None
+    return ThreadPoolExecutor(1, thread_name_prefix="txray-tokenize")
+
+
 def _chunk_windows(
     group: list[Example],
     features: list[Feature],
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
+    pieces: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
-    """The windows of a chunk of examples (one tokenizer call for all), and the examples' word feature ids."""
-    ids, counts = piece_arrays(tokenizer, [e.words for e in group])
+    """The windows of a chunk of examples (one tokenizer call for all, or its ``pieces`` when
+    given), and the examples' word feature ids."""
+    ids, counts = pieces if pieces is not None else piece_arrays(tokenizer, [e.words for e in group])
     feature_ids = chunk_feature_ids(features, group)
     specials = [_special_feature_ids(features, e, special_names) for e in group] if special_names else None
     return chunk_windows(group, ids, counts, tokenizer, feature_ids, specials), feature_ids

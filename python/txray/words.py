@@ -56,6 +56,8 @@ class WordTokenizer(Protocol):
 class HFWordTokenizer:
     """A Hugging Face *fast* tokenizer, fed words (``is_split_into_words=True``)."""
 
+    releases_gil = True  # its batch call runs in Rust without the interpreter's lock
+
     def __init__(self, tokenizer: Any, max_length: int | None = None) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
