@@ -32,7 +32,11 @@ POOLING = ("first", "last", "mean", "max")
 
 @runtime_checkable
 class WordTokenizer(Protocol):
-    """What txray needs from a tokenizer to feed a model word by word."""
+    """What txray needs from a tokenizer to feed a model word by word.
+
+    Optional: a ``piece_arrays(sentences)`` method (see :func:`piece_arrays`), and
+    ``releases_gil = True`` when a call runs without the interpreter's lock, so that
+    ``record_model`` may tokenize the next chunk on a second thread."""
 
     name: str
     """Shown in profile metadata."""
