@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tiny_model import Tiny
+from tiny_model import Tiny, interrupted_at
 
 import txray
 import txray.pipeline
@@ -109,14 +109,7 @@ def test_an_error_building_a_late_batch_is_raised_by_record_model():
 
 
 def test_ctrl_c_in_the_model_stops_the_prefetch_thread():
-    calls = []
-
-    def forward(model, batch):
-        calls.append(batch)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return model(batch.input_ids)
-
+    forward, calls = interrupted_at(3)
     with pytest.raises(KeyboardInterrupt):
         record(records(2000), forward=forward)
     assert len(calls) == 3
@@ -193,17 +186,11 @@ def test_an_error_in_the_model_stops_the_tokenizing_thread():
 
 
 def test_ctrl_c_in_the_model_stops_the_tokenizing_thread():
-    calls = []
-
-    def forward(model, batch):
-        calls.append(batch)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return model(batch.input_ids)
-
+    forward, calls = interrupted_at(3)
     tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
     with pytest.raises(KeyboardInterrupt):
         txray.record_model(
             Tiny(len(VOCAB)), tok, records(2000), ["out"], progress=False, max_tokens=64, forward=forward
         )
+    assert len(calls) == 3
     assert not prefetch_threads()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from corpora_data import wiki_extracts
-from tiny_model import Tiny
+from tiny_model import Tiny, interrupted_at
 
 import txray
 from txray.workers import ChunkWorkers
@@ -245,14 +245,7 @@ def test_a_record_that_cannot_be_sent_to_a_worker_says_so():
 
 
 def test_ctrl_c_in_the_model_stops_the_workers():
-    calls = []
-
-    def forward(model, batch):
-        calls.append(batch)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return model(batch.input_ids)
-
+    forward, calls = interrupted_at(3)
     with pytest.raises(KeyboardInterrupt):
         record(records(5000), forward=forward, workers=2)
     assert len(calls) == 3

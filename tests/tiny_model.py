@@ -16,3 +16,17 @@ class Tiny(torch.nn.Module):
 
     def forward(self, input_ids):
         return self.out(self.embed(input_ids))
+
+
+def interrupted_at(call: int):
+    """A ``forward`` for record_model that raises KeyboardInterrupt (Ctrl-C while the model runs)
+    at its ``call``-th batch, and the list of the batches it was given."""
+    calls = []
+
+    def forward(model, batch):
+        calls.append(batch)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return model(batch.input_ids)
+
+    return forward, calls
