@@ -38,7 +38,8 @@ import txray  # noqa: E402
 from txray.capture import Capture  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
 from txray.options import RecordOptions  # noqa: E402
-from txray.pipeline import _Run, _windows, default_forward  # noqa: E402
+from txray.pipeline import _Run, default_forward  # noqa: E402
+from txray.producer import windows_of_examples  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -69,7 +70,7 @@ def prepared_batches(model, tokenizer, texts, max_tokens):
     token = Token()
     build_vocabularies([token], corpus.examples())
     word_tok = as_word_tokenizer(tokenizer)
-    windows = _windows(corpus.examples(), [token], word_tok, None)
+    windows = windows_of_examples(corpus.examples(), [token], word_tok, None)
     return [make_batch(group, word_tok) for group in batches(windows, max_tokens)], token
 
 

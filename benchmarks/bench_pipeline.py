@@ -62,17 +62,17 @@ import txray.pipeline  # noqa: E402
 from txray.capture import Capture  # noqa: E402
 from txray.corpus import take  # noqa: E402
 from txray.features import Token, build_vocabularies  # noqa: E402
-from txray.pipeline import (  # noqa: E402
+from txray.pipeline import _Run  # noqa: E402
+from txray.prefetch import Prefetch  # noqa: E402
+from txray.producer import (  # noqa: E402
     TOKENIZE_CHUNK,
     WORKER_CHUNK,
-    _packed_chunk_windows,
-    _Run,
-    _split_chunk_windows,
-    _split_windows,
-    _windows,
+    split_windows,
     tokenizing_thread,
+    windows_of_examples,
+    worker_cut,
+    worker_split,
 )
-from txray.prefetch import Prefetch  # noqa: E402
 from txray.progress import Progress  # noqa: E402
 from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
 from txray.workers import ChunkWorkers  # noqa: E402
@@ -176,18 +176,18 @@ def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, floa
     units = 0
     with contextlib.ExitStack() as stack:
         if isinstance(source, txray.Corpus) and workers:
-            work = _split_chunk_windows(source, [token], word_tok, None)
+            work = worker_split(source, [token], word_tok, None)
             pool = stack.enter_context(ChunkWorkers(work, workers))
             bar = Progress(source, None, enabled=False).bar("producer")
-            windows = _split_windows(source, None, [token], word_tok, None, pool, bar)
+            windows = split_windows(source, None, [token], word_tok, None, pool, bar)
         else:
             examples = source.examples() if isinstance(source, txray.Corpus) else source
             pool = ahead = None
             if workers:
-                pool = stack.enter_context(ChunkWorkers(_packed_chunk_windows([token], word_tok, None), workers))
+                pool = stack.enter_context(ChunkWorkers(worker_cut([token], word_tok, None), workers))
             elif (ahead := tokenizing_thread(word_tok)) is not None:
                 stack.enter_context(ahead)
-            windows = _windows(examples, [token], word_tok, None, pool, ahead)
+            windows = windows_of_examples(examples, [token], word_tok, None, pool, ahead)
         for group in batches(windows, MAX_TOKENS):
             units += make_batch(group, word_tok).n_units
     return units, inside[0]
@@ -196,7 +196,7 @@ def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, floa
 def pickled_chunks(tokenizer, examples, token) -> tuple[float, int]:
     """What worker processes add: pickling every chunk of examples and its packed windows and
     reading them back (seconds, bytes), done here without the processes."""
-    work = _packed_chunk_windows([token], as_word_tokenizer(tokenizer), None)
+    work = worker_cut([token], as_word_tokenizer(tokenizer), None)
     results = [(chunk, work(chunk)) for chunk in take(examples, WORKER_CHUNK)]
     start, size = now(), 0
     for chunk, packed in results:
@@ -209,7 +209,10 @@ def pickled_chunks(tokenizer, examples, token) -> tuple[float, int]:
 
 def built_batches(tokenizer, examples, token) -> list:
     word_tok = as_word_tokenizer(tokenizer)
-    made = [make_batch(group, word_tok) for group in batches(_windows(examples, [token], word_tok, None), MAX_TOKENS)]
+    made = [
+        make_batch(group, word_tok)
+        for group in batches(windows_of_examples(examples, [token], word_tok, None), MAX_TOKENS)
+    ]
     for batch in made:
         batch.window_of_unit  # noqa: B018 - as the prefetch thread leaves them
     return made

@@ -389,14 +389,14 @@ def test_a_hugging_face_dataset_gives_the_same_contexts_as_its_texts():
 def model_batches(corpus: list[str], tok, max_tokens: int):
     """record_model's batches of ``corpus`` (tokens only), and its examples."""
     from txray.features import Token, build_vocabularies
-    from txray.pipeline import _windows
+    from txray.producer import windows_of_examples
     from txray.words import as_word_tokenizer, batches, make_batch
 
     text = txray.Corpus(corpus)
     token = Token()
     build_vocabularies([token], text.examples())
     word_tok = as_word_tokenizer(tok)
-    windows = _windows(text.examples(), [token], word_tok, None)
+    windows = windows_of_examples(text.examples(), [token], word_tok, None)
     return [make_batch(group, word_tok) for group in batches(windows, max_tokens)], list(text.examples())
 
 

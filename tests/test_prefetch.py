@@ -9,6 +9,7 @@ from tiny_model import Tiny, interrupted_at
 
 import txray
 import txray.pipeline
+import txray.producer
 from txray.prefetch import Prefetch
 
 
@@ -159,16 +160,16 @@ def test_windows_before_a_tokenizer_error_come_first_and_no_thread_is_left():
     tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6, fail_at_call=3)
     seen = []
     with pytest.raises(ValueError, match="tokenizer failed on call 3"):
-        with txray.pipeline.tokenizing_thread(tok) as ahead:
-            for window in txray.pipeline._windows(iter(examples), [token], tok, None, ahead=ahead):
+        with txray.producer.tokenizing_thread(tok) as ahead:
+            for window in txray.producer.windows_of_examples(iter(examples), [token], tok, None, ahead=ahead):
                 seen.append(window.example.index)
-    assert seen == list(range(2 * txray.pipeline.TOKENIZE_CHUNK))  # the two chunks before it, whole
+    assert seen == list(range(2 * txray.producer.TOKENIZE_CHUNK))  # the two chunks before it, whole
     assert not prefetch_threads()
 
 
 def test_the_tokenizing_thread_is_only_for_a_tokenizer_that_releases_the_gil():
-    assert txray.pipeline.tokenizing_thread(txray.VocabTokenizer(VOCAB)) is None
-    with txray.pipeline.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
+    assert txray.producer.tokenizing_thread(txray.VocabTokenizer(VOCAB)) is None
+    with txray.producer.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
         assert ahead is not None
 
 

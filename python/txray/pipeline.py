@@ -10,14 +10,11 @@ budget and the accumulators, never by the corpus.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import inspect
-import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,43 +24,35 @@ from ._inputs import TokenError
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
 from .contexts import ContextTexts, entered_units, live_units, unit_numbers
-from .corpus import Corpus, Example, Numbering, Record, Shard, as_corpus, take
+from .corpus import Corpus, Example, Shard, as_corpus
 from .features import (
     Feature,
     Prediction,
     annotate,
     build_vocabularies,
-    chunk_feature_ids,
     needs_vocabulary_pass,
     resolve_features,
     reuse_vocabularies,
 )
 from .options import RecordOptions
 from .prefetch import Prefetch
+from .producer import split_windows, tokenizing_thread, windows_of_examples, worker_cut, worker_split
 from .profile import Profile
-from .progress import CorpusBar, Progress
+from .progress import Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
 from .words import (
     Batch,
-    PackedWindows,
-    Window,
     WordTokenizer,
     as_word_tokenizer,
     batches,
-    chunk_windows,
     make_batch,
-    piece_arrays,
     pool,
 )
-from .workers import ChunkWorkers, WorkerTraceback
+from .workers import ChunkWorkers
 
-TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)
 PREFETCH_BATCHES = 4  # batches built ahead of the model
-WORKER_CHUNK = 4 * TOKENIZE_CHUNK  # sequences a worker process takes at a time (a task costs ~0.1 ms to send)
-FIRST_WORKER_CHUNK = 32  # the first chunks are smaller, so that every worker has one soon after the start
 Forward = Callable[[nn.Module, Batch], Any]
-T = TypeVar("T")
 _RECORDED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # others are recorded as float32
 
 
@@ -142,17 +131,17 @@ def record_model(
                 ahead = tokenizing_thread(word_tokenizer)
                 if ahead is not None:
                     stack.enter_context(ahead)  # joined after the prefetch thread
-                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names, ahead=ahead)
+                windows_ = windows_of_examples(examples_here(), resolved, word_tokenizer, special_names, ahead=ahead)
             elif shard is None and not any(f.tagger is not None for f in resolved):
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
-                split = _split_chunk_windows(corpus, resolved, word_tokenizer, special_names)
+                split = worker_split(corpus, resolved, word_tokenizer, special_names)
                 splitters = stack.enter_context(ChunkWorkers(split, opts.workers))  # forked before the thread starts
-                windows_ = _split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, splitters, bar)
+                windows_ = split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, splitters, bar)
             else:  # a shard keeps its sequences by number, a tagger tags words: both need the words here first
-                cut = _packed_chunk_windows(resolved, word_tokenizer, special_names)
+                cut = worker_cut(resolved, word_tokenizer, special_names)
                 cutters = stack.enter_context(ChunkWorkers(cut, opts.workers))
-                windows_ = _windows(examples_here(), resolved, word_tokenizer, special_names, cutters)
+                windows_ = windows_of_examples(examples_here(), resolved, word_tokenizer, special_names, cutters)
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the
             # model runs this one.
@@ -353,180 +342,6 @@ def _prepare_vocabularies(
         if not isinstance(feature, Prediction):
             feature.vocabulary = feature._vocab().extend(names.values())
     return names
-
-
-def _windows(
-    examples: Iterable[Example],
-    features: list[Feature],
-    tokenizer: WordTokenizer,
-    special_names: Mapping[int, str] | None,
-    workers: ChunkWorkers[list[Example], PackedWindows] | None = None,
-    ahead: Executor | None = None,
-) -> Iterator[Window]:
-    """The windows of the examples, built a chunk of examples at a time: here (each chunk
-    tokenized on ``ahead`` while the one before is cut, when given: :func:`tokenizing_thread`),
-    or by ``workers`` (made with :func:`_chunk_windows`), read back in chunk order."""
-    if workers is None:
-        for group, pieces in _pieces_ahead(take(examples, TOKENIZE_CHUNK), tokenizer, ahead):
-            yield from _chunk_windows(group, features, tokenizer, special_names, pieces)[0]
-        return
-    # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
-    sent: collections.deque[list[Example]] = collections.deque()
-
-    def send() -> Iterator[list[Example]]:
-        for group in _growing_chunks(examples):
-            sent.append(group)
-            yield group
-
-    for packed in workers.map(send()):
-        yield from packed.unpack(sent.popleft())
-
-
-def _pieces_ahead(
-    groups: Iterable[list[Example]], tokenizer: WordTokenizer, ahead: Executor | None = None
-) -> Iterator[tuple[list[Example], tuple[np.ndarray, np.ndarray]]]:
-    """Each chunk of examples with its :func:`piece_arrays`, in order. With ``ahead`` (a thread,
-    for a tokenizer whose call releases the interpreter's lock: a Hugging Face fast one) the
-    next chunk is tokenized there meanwhile, so that its call overlaps the Python work here."""
-    if ahead is None:
-        for group in groups:
-            yield group, piece_arrays(tokenizer, [e.words for e in group])
-        return
-    pending: tuple[list[Example], Future[tuple[np.ndarray, np.ndarray]]] | None = None
-    try:
-        for group in groups:
-            future = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (group, future)
-        if pending is not None:
-            yield pending[0], pending[1].result()
-            pending = None
-    finally:
-        if pending is not None:  # left early: the call under way is not waited for here
-            pending[1].cancel()
-
-
-def tokenizing_thread(tokenizer: WordTokenizer) -> ThreadPoolExecutor | None:
-    """A thread for :func:`_pieces_ahead` when the tokenizer's call releases the interpreter's
-    lock (``releases_gil``), else None. Use it as a context manager: leaving it joins the thread."""
-    if not getattr(tokenizer, "releases_gil", False):
-        return None
-    return ThreadPoolExecutor(1, thread_name_prefix="txray-tokenize")
-
-
-def _chunk_windows(
-    group: list[Example],
-    features: list[Feature],
-    tokenizer: WordTokenizer,
-    special_names: Mapping[int, str] | None,
-    pieces: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
-    """The windows of a chunk of examples (one tokenizer call for all, or its ``pieces`` when
-    given), and the examples' word feature ids."""
-    ids, counts = pieces if pieces is not None else piece_arrays(tokenizer, [e.words for e in group])
-    feature_ids = chunk_feature_ids(features, group)
-    specials = [_special_feature_ids(features, e, special_names) for e in group] if special_names else None
-    return chunk_windows(group, ids, counts, tokenizer, feature_ids, specials), feature_ids
-
-
-def _packed_chunk_windows(
-    features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
-) -> Callable[[list[Example]], PackedWindows]:
-    """What a worker does with a chunk of examples: :func:`_chunk_windows`, packed to send back."""
-
-    def work(group: list[Example]) -> PackedWindows:
-        windows_, feature_ids = _chunk_windows(group, features, tokenizer, special_names)
-        return PackedWindows.pack(windows_, group, feature_ids)
-
-    return work
-
-
-def _growing_chunks(items: Iterable[T]) -> Iterator[list[T]]:
-    """Consecutive lists of :data:`FIRST_WORKER_CHUNK` items, then twice as many, and so on up to
-    :data:`WORKER_CHUNK`: the model's first batch needs a pool of windows sorted by length, and
-    small first chunks spread that pool over all the workers."""
-    iterator, size = iter(items), FIRST_WORKER_CHUNK
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-        size = min(2 * size, WORKER_CHUNK)
-
-
-def _split_chunk_windows(
-    corpus: Corpus, features: list[Feature], tokenizer: WordTokenizer, special_names: Mapping[int, str] | None
-) -> Callable[[list[Record]], tuple[list[list[str]], PackedWindows]]:
-    """What a worker does with a chunk of records: their words (empty for a record without
-    any), and the windows of those with words, packed to send back."""
-
-    def work(records: list[Record]) -> tuple[list[list[str]], PackedWindows]:
-        words = [corpus.words_of(record) for record in records]
-        # Numbered in the parent (the numbers depend on every chunk before); only errors name them.
-        group = [Example(0, w, record) for w, record in zip(words, records) if w]
-        windows_, feature_ids = _chunk_windows(group, features, tokenizer, special_names)
-        return words, PackedWindows.pack(windows_, group, feature_ids)
-
-    return work
-
-
-def _split_windows(
-    corpus: Corpus,
-    limit_tokens: int | None,
-    features: list[Feature],
-    tokenizer: WordTokenizer,
-    special_names: Mapping[int, str] | None,
-    workers: ChunkWorkers[list[Record], tuple[list[list[str]], PackedWindows]],
-    bar: CorpusBar,
-) -> Iterator[Window]:
-    """The windows of the corpus, its records split into words and windows by ``workers``
-    (made with :func:`_split_chunk_windows`); the examples are numbered here, in corpus
-    order (``limit_tokens`` too), and ``bar`` reads them."""
-    numbering = Numbering(limit_tokens)
-    sent: collections.deque[list[tuple[int, Record]]] = collections.deque()
-
-    def send() -> Iterator[list[Record]]:
-        for group in _growing_chunks(corpus.positioned_records()):
-            sent.append(group)
-            yield [record for _, record in group]
-
-    results = workers.map(send())
-    while not numbering.done:
-        failure = None
-        try:
-            result = next(results, None)
-        except Exception as error:
-            failure = error
-        if failure is not None:
-            if isinstance(failure.__cause__, WorkerTraceback):
-                # Raised in a worker: the chunk is numbered and done again on this thread, so that
-                # its error names the sequence as it would without workers.
-                failed = [numbering.example(p, r, corpus.words_of(r)) for p, r in sent.popleft()]
-                _chunk_windows([e for e in failed if e is not None], features, tokenizer, special_names)
-            raise failure  # raised here (reading the corpus, sending a chunk), or not again here
-        if result is None:
-            return
-        words, packed = result
-        group = sent.popleft()
-        examples = []
-        for (position, record), record_words in zip(group, words):
-            example = numbering.example(position, record, record_words)
-            if example is not None:
-                examples.append(example)
-        for _ in bar.read(examples):  # the bar learns where each example ends
-            pass
-        if numbering.done:  # the limit cut this chunk short: its windows are cut again here
-            yield from _chunk_windows(examples, features, tokenizer, special_names)[0]
-        else:
-            yield from packed.unpack(examples)
-
-
-def _special_feature_ids(
-    features: list[Feature], example: Example, special_names: Mapping[int, str]
-) -> dict[str, dict[int, int]]:
-    return {
-        f.kind: {token: f._vocab().id(f.special_string(example, name)) for token, name in special_names.items()}
-        for f in features
-        if not isinstance(f, Prediction)
-    }
 
 
 def _cuda_device(rows: torch.Tensor) -> str | None:
