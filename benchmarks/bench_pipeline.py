@@ -67,6 +67,7 @@ from txray.prefetch import Prefetch  # noqa: E402
 from txray.producer import (  # noqa: E402
     TOKENIZE_CHUNK,
     WORKER_CHUNK,
+    one_core_tokenizer,
     split_windows,
     tokenizing_thread,
     windows_of_examples,
@@ -177,14 +178,15 @@ def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, floa
     with contextlib.ExitStack() as stack:
         if isinstance(source, txray.Corpus) and workers:
             work = worker_split(source, [token], word_tok, None)
-            pool = stack.enter_context(ChunkWorkers(work, workers))
+            pool = stack.enter_context(ChunkWorkers(work, workers, initializer=one_core_tokenizer))
             bar = Progress(source, None, enabled=False).bar("producer")
             windows = split_windows(source, None, [token], word_tok, None, pool, bar)
         else:
             examples = source.examples() if isinstance(source, txray.Corpus) else source
             pool = ahead = None
             if workers:
-                pool = stack.enter_context(ChunkWorkers(worker_cut([token], word_tok, None), workers))
+                work = worker_cut([token], word_tok, None)
+                pool = stack.enter_context(ChunkWorkers(work, workers, initializer=one_core_tokenizer))
             elif (ahead := tokenizing_thread(word_tok)) is not None:
                 stack.enter_context(ahead)
             windows = windows_of_examples(examples, [token], word_tok, None, pool, ahead)

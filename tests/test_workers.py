@@ -126,6 +126,30 @@ def test_a_result_that_cannot_be_pickled_is_an_error_that_says_so():
     assert no_processes_left()
 
 
+def parallelism(_chunk) -> str | None:
+    return os.environ.get("TOKENIZERS_PARALLELISM")
+
+
+def test_the_initializer_runs_in_each_worker_and_its_error_is_raised_by_map(monkeypatch):
+    from txray.producer import one_core_tokenizer
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    with ChunkWorkers(parallelism, workers=2, initializer=one_core_tokenizer) as pool:
+        assert list(pool.map(range(4))) == ["false"] * 4  # a Hugging Face tokenizer on one core each
+    assert "TOKENIZERS_PARALLELISM" not in os.environ  # set in the workers only
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    with ChunkWorkers(parallelism, workers=1, initializer=one_core_tokenizer) as pool:
+        assert list(pool.map(range(2))) == ["true"] * 2  # the user's choice stays
+
+    def broken() -> None:
+        raise OSError("no such resource")
+
+    with pytest.raises(OSError, match="no such resource"):
+        with ChunkWorkers(parallelism, workers=2, initializer=broken) as pool:
+            list(pool.map(range(4)))
+    assert no_processes_left()
+
+
 def test_bad_worker_counts_are_refused():
     with pytest.raises(ValueError, match="workers must be 1 or more"):
         ChunkWorkers(len, workers=0)

@@ -36,7 +36,14 @@ from .features import (
 )
 from .options import RecordOptions
 from .prefetch import Prefetch
-from .producer import split_windows, tokenizing_thread, windows_of_examples, worker_cut, worker_split
+from .producer import (
+    one_core_tokenizer,
+    split_windows,
+    tokenizing_thread,
+    windows_of_examples,
+    worker_cut,
+    worker_split,
+)
 from .profile import Profile
 from .progress import Progress
 from .recording import LayerRecorders, profile_name
@@ -136,11 +143,12 @@ def record_model(
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
                 split = worker_split(corpus, resolved, word_tokenizer, special_names)
-                splitters = stack.enter_context(ChunkWorkers(split, opts.workers))  # forked before the thread starts
+                # Forked before the prefetch thread starts.
+                splitters = stack.enter_context(ChunkWorkers(split, opts.workers, initializer=one_core_tokenizer))
                 windows_ = split_windows(corpus, limit_tokens, resolved, word_tokenizer, special_names, splitters, bar)
             else:  # a shard keeps its sequences by number, a tagger tags words: both need the words here first
                 cut = worker_cut(resolved, word_tokenizer, special_names)
-                cutters = stack.enter_context(ChunkWorkers(cut, opts.workers))
+                cutters = stack.enter_context(ChunkWorkers(cut, opts.workers, initializer=one_core_tokenizer))
                 windows_ = windows_of_examples(examples_here(), resolved, word_tokenizer, special_names, cutters)
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the

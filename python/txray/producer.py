@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -125,6 +126,14 @@ def worker_cut(
         return PackedWindows.pack(windows_, group, feature_ids)
 
     return work
+
+
+def one_core_tokenizer() -> None:
+    """Each worker process's initializer: a Hugging Face tokenizer there runs on one core
+    (``TOKENIZERS_PARALLELISM=false``, unless it is set), so that N workers use N cores. In a
+    worker forked from a process that has not used the tokenizer's threads yet, each worker
+    would start a thread per core of the machine: N times as many threads as cores."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _growing_chunks(items: Iterable[T]) -> Iterator[list[T]]:

@@ -68,12 +68,25 @@ class _Failure:
         self.error, self.trace = error, trace
 
 
-def _serve(work: Callable[[Any], Any], tasks: Connection, results: Connection, inherited: list[Connection]) -> None:
-    """A worker's life: ``work`` on every chunk that arrives, each result sent back in order."""
+def _serve(
+    work: Callable[[Any], Any],
+    initializer: Callable[[], None] | None,
+    tasks: Connection,
+    results: Connection,
+    inherited: list[Connection],
+) -> None:
+    """A worker's life: ``initializer()``, then ``work`` on every chunk that arrives, each
+    result sent back in order (an error of ``initializer`` answers every chunk)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _name_process(multiprocessing.current_process().name)
     for connection in inherited:  # the parent's pipe ends, copied by the fork
         connection.close()
+    failed = None
+    if initializer is not None:
+        try:
+            initializer()
+        except BaseException as error:  # noqa: BLE001 - sent to the parent with the first result
+            failed = _Failure(error, traceback.format_exc())
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
     def receive() -> None:
@@ -86,7 +99,7 @@ def _serve(work: Callable[[Any], Any], tasks: Connection, results: Connection, i
     threading.Thread(target=receive, name="txray-worker-inbox", daemon=True).start()
     while (task := inbox.get()) is not None:
         try:
-            answer: Any = work(pickle.loads(task))
+            answer: Any = failed if failed is not None else work(pickle.loads(task))
         except BaseException as error:  # noqa: BLE001 - sent to the parent, which raises it
             answer = _Failure(error, traceback.format_exc())
         try:
@@ -149,14 +162,21 @@ class ChunkWorkers(Generic[C, R]):
     inherited, never pickled; the chunks and the results are pickled. Errors raised
     by ``work`` are raised again by :meth:`map` (their traceback in the worker as
     their ``__cause__``, a :class:`WorkerTraceback`); a worker that dies (killed, out
-    of memory) is a :class:`RuntimeError` that says so.
+    of memory) is a :class:`RuntimeError` that says so. ``initializer()`` runs once in
+    each worker before its first chunk (an error there is raised by :meth:`map`).
 
     >>> with ChunkWorkers(len, workers=2) as pool:
     ...     list(pool.map([[1, 2], [3], []]))
     [2, 1, 0]
     """
 
-    def __init__(self, work: Callable[[C], R], workers: int, depth: int | None = None) -> None:
+    def __init__(
+        self,
+        work: Callable[[C], R],
+        workers: int,
+        depth: int | None = None,
+        initializer: Callable[[], None] | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more processes, not {workers}")
         check_worker_count(workers)
@@ -166,7 +186,7 @@ class ChunkWorkers(Generic[C, R]):
         self.depth = depth if depth is not None else 2 * workers
         if self.depth < 1:
             raise ValueError(f"depth must be positive, not {self.depth}")
-        self._work = work
+        self._work, self._initializer = work, initializer
         self._processes: list[Any] = []  # multiprocessing's fork Process
         self._tasks: list[Connection] = []  # this process's end of each worker's task pipe
         self._results: list[Connection] = []  # and of its result pipe
@@ -189,7 +209,7 @@ class ChunkWorkers(Generic[C, R]):
                     inherited = [*self._tasks, *self._results, task_in, result_out]
                     process = context.Process(
                         target=_serve,
-                        args=(self._work, task_out, result_in, inherited),
+                        args=(self._work, self._initializer, task_out, result_in, inherited),
                         name=f"txray-worker-{number}",
                         daemon=True,
                     )
