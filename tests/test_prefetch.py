@@ -136,6 +136,10 @@ class AheadTokenizer(txray.VocabTokenizer):
         return super().piece_arrays(sentences)
 
 
+class FailingTokenizer(AheadTokenizer):
+    releases_gil = False  # the same failures, without the tokenizing thread
+
+
 VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
 
 
@@ -164,6 +168,29 @@ def test_windows_before_a_tokenizer_error_come_first_and_no_thread_is_left():
             for window in txray.producer.windows_of_examples(iter(examples), [token], tok, None, ahead=ahead):
                 seen.append(window.example.index)
     assert seen == list(range(2 * txray.producer.TOKENIZE_CHUNK))  # the two chunks before it, whole
+    assert not prefetch_threads()
+
+
+def broken_stream(n: int, at: int):
+    for i, record in enumerate(records(n)):
+        if i == at:
+            raise OSError(f"the stream broke at record {at}")
+        yield record
+
+
+@pytest.mark.parametrize(
+    ("fail_at_call", "want"),
+    [(1, "tokenizer failed on call 1"), (2, "the stream broke at record 70"), (None, "the stream broke at record 70")],
+)
+def test_errors_come_in_corpus_order_as_without_the_thread(fail_at_call, want):
+    # Record 70 is in the second chunk of 64: the first chunk's tokenizer error comes before it.
+    topic = txray.Column("topic", vocabulary=["t0", "t1", "t2", "t3"])  # a stream: no vocabulary pass
+    for tok in (
+        AheadTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call),
+        FailingTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call),
+    ):
+        with pytest.raises((ValueError, OSError), match=want):
+            txray.record_model(Tiny(len(VOCAB)), tok, broken_stream(300, 70), ["out"], features=[topic], progress=False)
     assert not prefetch_threads()
 
 

@@ -79,15 +79,27 @@ def _pieces_ahead(
             yield group, piece_arrays(tokenizer, [e.words for e in group])
         return
     pending: tuple[list[Example], Future[tuple[np.ndarray, np.ndarray]]] | None = None
+    chunks = iter(groups)
     try:
-        for group in groups:
+        while True:
+            try:
+                group = next(chunks)
+            except StopIteration:
+                break
+            except BaseException:
+                # Reading the next chunk failed: the chunk before comes first (its tokenizer's
+                # error too), as without the thread, which tokenized it before reading on.
+                if pending is not None:
+                    chunk, pending = pending, None
+                    yield chunk[0], chunk[1].result()
+                raise
             future = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (group, future)
         if pending is not None:
-            yield pending[0], pending[1].result()
-            pending = None
+            chunk, pending = pending, None
+            yield chunk[0], chunk[1].result()
     finally:
         if pending is not None:  # left early: the call under way is not waited for here
             pending[1].cancel()
