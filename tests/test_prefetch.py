@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tiny_model import Tiny, interrupted_at
+from tiny_model import VOCAB, AheadTokenizer, FailingTokenizer, Tiny, broken_stream, interrupted_at
 
 import txray
 import txray.pipeline
@@ -121,28 +121,6 @@ def test_ctrl_c_in_the_model_stops_the_prefetch_thread():
 # on a second thread while this one's windows are cut: same results, same guarantees.
 
 
-class AheadTokenizer(txray.VocabTokenizer):
-    releases_gil = True
-
-    def __init__(self, *args, fail_at_call=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.calls, self.fail_at_call, self.threads = 0, fail_at_call, set()
-
-    def piece_arrays(self, sentences):
-        self.calls += 1
-        self.threads.add(threading.current_thread().name)
-        if self.calls == self.fail_at_call:
-            raise ValueError(f"tokenizer failed on call {self.calls}")
-        return super().piece_arrays(sentences)
-
-
-class FailingTokenizer(AheadTokenizer):
-    releases_gil = False  # the same failures, without the tokenizing thread
-
-
-VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
-
-
 def test_tokenizing_ahead_gives_the_same_profiles_on_a_second_thread():
     corpus = records(300)
     plain = txray.VocabTokenizer(VOCAB, pad_id=0, max_length=6)
@@ -169,13 +147,6 @@ def test_windows_before_a_tokenizer_error_come_first_and_no_thread_is_left():
                 seen.append(window.example.index)
     assert seen == list(range(2 * txray.producer.TOKENIZE_CHUNK))  # the two chunks before it, whole
     assert not prefetch_threads()
-
-
-def broken_stream(n: int, at: int):
-    for i, record in enumerate(records(n)):
-        if i == at:
-            raise OSError(f"the stream broke at record {at}")
-        yield record
 
 
 @pytest.mark.parametrize(

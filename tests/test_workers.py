@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from corpora_data import wiki_extracts
-from tiny_model import Tiny, interrupted_at
+from tiny_model import VOCAB, FailingTokenizer, Tiny, broken_stream, interrupted_at
 
 import txray
 from txray.workers import ChunkWorkers
@@ -64,6 +64,23 @@ def test_an_error_in_a_worker_is_raised_by_map_after_the_chunks_before_it():
                 seen.append(x)
     assert seen == list(range(7))
     assert "fail_at" in str(caught.value.__cause__)  # the worker's traceback
+    assert no_processes_left()
+
+
+def broken_source(n: int):
+    yield from range(n)
+    raise OSError(f"the source broke after {n} chunks")
+
+
+@pytest.mark.parametrize(("broken_after", "want"), [(10, "bad chunk 7"), (5, "the source broke after 5 chunks")])
+def test_an_error_reading_the_chunks_comes_after_the_chunks_read_before_it(broken_after, want):
+    # The chunks are read ahead of the results; an error of an earlier chunk still comes first.
+    seen = []
+    with pytest.raises((ValueError, OSError), match=want):
+        with ChunkWorkers(fail_at, workers=2, depth=8) as pool:
+            for x in pool.map(broken_source(broken_after)):
+                seen.append(x)
+    assert seen == list(range(min(broken_after, 7)))
     assert no_processes_left()
 
 
@@ -289,4 +306,23 @@ def test_minilm_with_workers_equals_the_thread():
     thread = txray.record_model(model, tokenizer, texts, layers, **settings)
     workers = txray.record_model(model, tokenizer, texts, layers, workers=2, **settings)
     assert_same_profiles(thread[layers[0]], workers[layers[0]], ["token"])
+    assert no_processes_left()
+
+
+@pytest.mark.parametrize(("fail_at_call", "want"), [(1, "tokenizer failed on call 1"), (None, "broke at record 70")])
+def test_errors_come_in_corpus_order_with_workers_as_on_the_thread(fail_at_call, want):
+    # A stream that breaks at record 70, read ahead of the workers' first results.
+    topic = txray.Column("topic", vocabulary=["t0", "t1", "t2", "t3"])  # a stream: no vocabulary pass
+    for workers in (0, 2):
+        tok = FailingTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call)
+        with pytest.raises((ValueError, OSError), match=want):
+            txray.record_model(
+                Tiny(len(VOCAB)),
+                tok,
+                broken_stream(300, 70),
+                ["out"],
+                features=[topic],
+                progress=False,
+                workers=workers,
+            )
     assert no_processes_left()

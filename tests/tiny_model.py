@@ -1,8 +1,13 @@
-"""A word-level model whose forward pass costs almost nothing, for the pipeline's tests."""
+"""A word-level model whose forward pass costs almost nothing, and tokenizers and corpora
+that fail on purpose, for the pipeline's tests."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
+
+import txray
 
 
 class Tiny(torch.nn.Module):
@@ -30,3 +35,40 @@ def interrupted_at(call: int):
         return model(batch.input_ids)
 
     return forward, calls
+
+
+VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
+"""The words of :func:`broken_stream`'s records."""
+
+
+class AheadTokenizer(txray.VocabTokenizer):
+    """A word-level tokenizer that says its call releases the GIL (so record_model tokenizes
+    ahead on a second thread), counts its calls and their threads, and fails on call
+    ``fail_at_call`` (counted in each process)."""
+
+    releases_gil = True
+
+    def __init__(self, *args, fail_at_call=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.fail_at_call, self.threads = 0, fail_at_call, set()
+
+    def piece_arrays(self, sentences):
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.calls == self.fail_at_call:
+            raise ValueError(f"tokenizer failed on call {self.calls}")
+        return super().piece_arrays(sentences)
+
+
+class FailingTokenizer(AheadTokenizer):
+    """:class:`AheadTokenizer` without the tokenizing thread."""
+
+    releases_gil = False
+
+
+def broken_stream(n: int, at: int):
+    """Records of :data:`VOCAB`'s words (and a ``topic`` column) that raise OSError at record ``at``."""
+    for i in range(n):
+        if i == at:
+            raise OSError(f"the stream broke at record {at}")
+        yield {"text": f"word{i % 7} and word{i % 5} then word{i % 3} .", "topic": f"t{i % 4}"}

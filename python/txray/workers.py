@@ -252,7 +252,14 @@ class ChunkWorkers(Generic[C, R]):
         exhausted = False
         while True:
             while not exhausted and self._sent - self._read < self.depth:
-                chunk = next(source, _END)
+                try:
+                    chunk = next(source, _END)
+                except BaseException:
+                    # Reading failed: the chunks sent before come first (their errors too), as
+                    # they would if each were worked on before the next one was read.
+                    while self._read < self._sent:
+                        yield self._receive()
+                    raise
                 if chunk is _END:
                     exhausted = True
                 else:
