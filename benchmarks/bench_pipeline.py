@@ -187,8 +187,8 @@ def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, floa
             if workers:
                 work = worker_cut([token], word_tok, None)
                 pool = stack.enter_context(ChunkWorkers(work, workers, initializer=one_core_tokenizer))
-            elif (ahead := tokenizing_thread(word_tok)) is not None:
-                stack.enter_context(ahead)
+            else:
+                ahead = stack.enter_context(tokenizing_thread(word_tok))
             windows = windows_of_examples(examples, [token], word_tok, None, pool, ahead)
         for group in batches(windows, MAX_TOKENS):
             units += make_batch(group, word_tok).n_units

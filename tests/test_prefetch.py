@@ -68,6 +68,20 @@ def test_leaving_early_stops_a_producer_blocked_on_a_full_queue():
     assert not prefetch_threads()
 
 
+def test_on_stop_is_called_before_waiting_for_the_thread():
+    stopping = threading.Event()
+
+    def waits_for_work_elsewhere():
+        yield 1
+        stopping.wait(timeout=10)  # e.g. a result from another thread, which on_stop cancels
+        yield 2
+
+    with Prefetch(waits_for_work_elsewhere(), depth=1, on_stop=stopping.set) as items:
+        assert next(items) == 1
+    assert stopping.is_set()
+    assert not prefetch_threads()
+
+
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         Prefetch([], depth=0)
@@ -166,9 +180,68 @@ def test_errors_come_in_corpus_order_as_without_the_thread(fail_at_call, want):
 
 
 def test_the_tokenizing_thread_is_only_for_a_tokenizer_that_releases_the_gil():
-    assert txray.producer.tokenizing_thread(txray.VocabTokenizer(VOCAB)) is None
+    with txray.producer.tokenizing_thread(txray.VocabTokenizer(VOCAB)) as ahead:
+        assert ahead is None
     with txray.producer.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
         assert ahead is not None
+    assert not prefetch_threads()
+
+
+def test_leaving_the_tokenizing_thread_drops_the_queued_chunk_and_waits_for_the_running_one():
+    release = threading.Event()
+    finished = []
+
+    def running():
+        release.wait(timeout=10)  # released when the queued call is dropped
+        finished.append("running")
+
+    with txray.producer.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
+        assert ahead is not None
+        first = ahead.submit(running)
+        queued = ahead.submit(finished.append, "queued")
+        queued.add_done_callback(lambda _: release.set())
+    assert queued.cancelled() and first.done()
+    assert finished == ["running"]
+    assert not prefetch_threads()
+
+
+class BlockingTokenizer(AheadTokenizer):
+    """Its calls after the first wait until ``go`` is set (a long call under way)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.go, self.started = threading.Event(), 0
+
+    def piece_arrays(self, sentences):
+        self.started += 1
+        if self.started > 1:
+            self.go.wait(timeout=10)
+        return super().piece_arrays(sentences)
+
+
+def test_a_refused_chunk_ends_the_windows_after_the_call_under_way():
+    # What record_model does when the model's side stops (an error, Ctrl-C): the call under
+    # way is waited for, and the next chunk is not tokenized.
+    from txray.features import Token, build_vocabularies
+
+    examples = list(txray.Corpus(records(300)).examples())
+    token = Token()
+    build_vocabularies([token], examples)
+    tok = BlockingTokenizer(VOCAB, pad_id=0)
+    with txray.producer.tokenizing_thread(tok) as ahead:
+        windows = txray.producer.windows_of_examples(iter(examples), [token], tok, None, ahead=ahead)
+        first_chunk = [next(windows) for _ in range(txray.producer.TOKENIZE_CHUNK)]
+        for _ in range(1000):  # the second chunk's call starts on the thread
+            if tok.started == 2:
+                break
+            threading.Event().wait(0.01)
+        txray.producer.refuse_chunks(ahead)
+        tok.go.set()
+        with pytest.raises(RuntimeError, match="cannot schedule new futures"):
+            next(windows)  # stopping: the second chunk, tokenized, is not cut
+    assert [w.example.index for w in first_chunk] == list(range(txray.producer.TOKENIZE_CHUNK))
+    assert tok.started == 2  # no third call
+    assert not prefetch_threads()
 
 
 def test_an_error_in_the_model_stops_the_tokenizing_thread():

@@ -21,10 +21,11 @@ of three ways that give the same windows in the same order:
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -78,39 +79,50 @@ def _pieces_ahead(
         for group in groups:
             yield group, piece_arrays(tokenizer, [e.words for e in group])
         return
-    pending: tuple[list[Example], Future[tuple[np.ndarray, np.ndarray]]] | None = None
+    ready: tuple[list[Example], tuple[np.ndarray, np.ndarray]] | None = None  # tokenized, not yet given
     chunks = iter(groups)
-    try:
-        while True:
-            try:
-                group = next(chunks)
-            except StopIteration:
-                break
-            except BaseException:
-                # Reading the next chunk failed: the chunk before comes first (its tokenizer's
-                # error too), as without the thread, which tokenized it before reading on.
-                if pending is not None:
-                    chunk, pending = pending, None
-                    yield chunk[0], chunk[1].result()
-                raise
-            future = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (group, future)
-        if pending is not None:
-            chunk, pending = pending, None
-            yield chunk[0], chunk[1].result()
-    finally:
-        if pending is not None:  # left early: the call under way is not waited for here
-            pending[1].cancel()
+    while True:
+        try:
+            group = next(chunks)
+        except StopIteration:
+            break
+        except BaseException:
+            # Reading failed: the chunk before comes first, as without the thread.
+            if ready is not None:
+                yield ready
+            raise
+        call = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
+        if ready is not None:
+            yield ready  # its windows are cut while this chunk is tokenized
+        # One call at a time: an error comes in chunk order, and stopping waits for one call at most.
+        ready = (group, call.result())
+    if ready is not None:
+        yield ready
 
 
-def tokenizing_thread(tokenizer: WordTokenizer) -> ThreadPoolExecutor | None:
-    """A thread for :func:`_pieces_ahead` when the tokenizer's call releases the interpreter's
-    lock (``releases_gil``), else None. Use it as a context manager: leaving it joins the thread."""
+@contextlib.contextmanager
+def tokenizing_thread(tokenizer: WordTokenizer) -> Iterator[ThreadPoolExecutor | None]:
+    """A thread for :func:`windows_of_examples` (``ahead``) when the tokenizer's call releases
+    the interpreter's lock (``releases_gil``), else None. Leaving the block waits for the call
+    under way (a call cannot be stopped), so that no thread outlives the block. To stop
+    sooner, call :func:`refuse_chunks` first: the windows' next chunk is then refused."""
     if not getattr(tokenizer, "releases_gil", False):
-        return None
-    return ThreadPoolExecutor(1, thread_name_prefix="txray-tokenize")
+        yield None
+        return
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="txray-tokenize")
+    try:
+        yield ahead
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def refuse_chunks(ahead: Executor | None) -> None:
+    """Make ``ahead`` (a :func:`tokenizing_thread`) take no more chunks: :func:`windows_of_examples`
+    then stops with an error at its next chunk instead of tokenizing it (the chunk tokenized
+    before is not cut). ``record_model`` calls this when the model's side stops, so that an
+    error or Ctrl-C waits for the call under way at most."""
+    if ahead is not None:
+        ahead.shutdown(wait=False, cancel_futures=True)
 
 
 def tokenize_chunk(
