@@ -58,3 +58,23 @@ def test_distributed_record_model_takes_its_shards_itself():
 
     with pytest.raises(ValueError, match="one shard per rank"):
         distributed.record_model(None, None, TEXTS, ["1"], options=RecordOptions(shard=(0, 2)))
+
+
+@pytest.mark.parametrize(("given", "kept"), [([0, 2], (0, 2)), ((1, 3), (1, 3)), ("2/3", (2, 3)), (None, None)])
+def test_a_shard_is_a_pair_a_string_or_a_shard(given, kept):
+    assert RecordOptions(shard=given).shard == kept
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ([0, 2, 3], "shard must be \\(index, count\\), 'INDEX/COUNT' or a txray.corpus.Shard, not \\[0, 2, 3\\]"),
+        (1.5, "shard must be .* not 1.5"),
+        (("a", 2), "a shard is INDEX/COUNT in whole numbers, not 'a'/2"),
+        ((2, 2), "0 <= INDEX < COUNT, not 2/2"),
+        ("2 of 3", "a shard is written INDEX/COUNT"),
+    ],
+)
+def test_a_bad_shard_is_refused_before_any_work(given, message):
+    with pytest.raises(ValueError, match=message):
+        RecordOptions(shard=given)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import numbers
 import os
 import re
 import sys
@@ -356,6 +357,8 @@ class Shard:
     """
 
     def __init__(self, index: int, count: int) -> None:
+        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in (index, count)):
+            raise ValueError(f"a shard is INDEX/COUNT in whole numbers, not {index!r}/{count!r}")
         if count < 1 or not 0 <= index < count:
             raise ValueError(f"a shard is INDEX/COUNT with 0 <= INDEX < COUNT, not {index}/{count}")
         self.index, self.count = int(index), int(count)

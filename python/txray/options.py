@@ -73,7 +73,7 @@ class RecordOptions:
         ``{layer}`` appends ``:{layer}``, so that each layer's profile has its own name.
         Default ``"{corpus}:{layer}"`` (``"{layer}"`` for an unnamed in-memory corpus).
     shard:
-        ``(index, count)`` or a :class:`txray.corpus.Shard`: record only the
+        ``(index, count)``, ``"INDEX/COUNT"`` or a :class:`txray.corpus.Shard`: record only the
         sequences ``i`` with ``i % count == index`` (counted after
         ``limit_tokens``). Vocabularies are still built from the whole corpus,
         so the parts of all shards merge (:func:`txray.merge_profiles`,
@@ -121,7 +121,7 @@ class RecordOptions:
     progress: bool = True
     name: str | None = None
     dense_limit_bytes: int = DEFAULT_DENSE_LIMIT
-    shard: Shard | tuple[int, int] | None = None
+    shard: Shard | tuple[int, int] | str | None = None
     vocab_from: Profile | str | os.PathLike[str] | None = None
     profile_name: str | None = None
     contexts: int = DEFAULT_CONTEXTS
@@ -137,8 +137,19 @@ class RecordOptions:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be 0 (a thread of this process) or more processes, not {self.workers!r}")
         check_worker_count(self.workers)
+        object.__setattr__(self, "shard", _checked_shard(self.shard))
         if self.record_on not in (None, "cpu"):
             raise ValueError(f"record_on must be None (where the activations are) or 'cpu', not {self.record_on!r}")
+
+    def fresh_shard(self) -> Shard | None:
+        """A new :class:`txray.corpus.Shard` for :attr:`shard` (each run counts the sequences
+        it reads in its own), or None."""
+        shard = self.shard
+        if shard is None:
+            return None
+        if isinstance(shard, Shard):
+            return Shard(shard.index, shard.count)
+        return Shard.parse(shard) if isinstance(shard, str) else Shard(*shard)
 
     def replace(self, **changes: Any) -> RecordOptions:
         """A copy with some fields changed; an unknown name is a :class:`TypeError` that names it."""
@@ -162,3 +173,17 @@ class RecordOptions:
 
 
 _FIELD_NAMES = [field.name for field in dataclasses.fields(RecordOptions)]
+
+
+def _checked_shard(shard: object) -> Shard | tuple[int, int] | None:
+    """``shard`` as :class:`RecordOptions` keeps it: a Shard, or ``(index, count)`` (from a
+    list or tuple of two, or ``"INDEX/COUNT"``), checked; anything else is a ValueError."""
+    if shard is None or isinstance(shard, Shard):
+        return shard
+    if isinstance(shard, str):
+        parsed = Shard.parse(shard)
+        return (parsed.index, parsed.count)
+    if isinstance(shard, (list, tuple)) and len(shard) == 2:
+        Shard(*shard)  # raises unless 0 <= index < count, in whole numbers
+        return (int(shard[0]), int(shard[1]))
+    raise ValueError(f"shard must be (index, count), 'INDEX/COUNT' or a txray.corpus.Shard, not {shard!r}")

@@ -25,7 +25,7 @@ from ._inputs import TokenError
 from ._version import __version__
 from .capture import Capture, Layer, check_shape
 from .contexts import ContextTexts, entered_units, live_units, unit_numbers
-from .corpus import Corpus, Example, Shard, as_corpus
+from .corpus import Corpus, Example, as_corpus
 from .features import (
     Feature,
     Prediction,
@@ -121,9 +121,7 @@ def record_model(
     forward = opts.forward or default_forward(model)
     run = _Run(model, capture, resolved, opts, forward)
 
-    shard = opts.shard
-    if shard is not None:  # a fresh Shard: it counts the sequences this run reads
-        shard = Shard(*shard) if isinstance(shard, tuple) else Shard(shard.index, shard.count)
+    shard = opts.fresh_shard()
     progress = Progress(corpus, limit_tokens, sharded=shard is not None, enabled=opts.progress)
     bar = progress.bar("txray record")
 

@@ -78,6 +78,12 @@ class HFWordTokenizer:
         wrapped = tokenizer.build_inputs_with_special_tokens([sentinel])
         at = wrapped.index(sentinel)
         self.prefix, self.suffix = list(wrapped[:at]), list(wrapped[at + 1 :])
+        try:  # here, before any pass over a corpus: e.g. GPT-2 needs add_prefix_space=True
+            self._encode([["a"]])
+        except Exception as err:  # noqa: BLE001 - transformers raises ValueError or AssertionError
+            raise ValueError(
+                f"tokenizer {self.name!r} cannot take pre-split words ({type(err).__name__}: {err})"
+            ) from err
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         encoded = self._encode(sentences)
@@ -117,16 +123,13 @@ class HFWordTokenizer:
         return ids, np.bincount(owner, minlength=int(n_words.sum())).astype(np.int64)
 
     def _encode(self, sentences: Sequence[Sequence[str]]) -> Any:
-        try:
-            return self._tok(
-                [list(s) for s in sentences],
-                is_split_into_words=True,
-                add_special_tokens=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-        except ValueError as err:  # e.g. GPT-2 needs add_prefix_space=True for pre-split words
-            raise ValueError(f"tokenizer {self.name!r} cannot take pre-split words: {err}") from None
+        return self._tok(
+            [list(s) for s in sentences],
+            is_split_into_words=True,
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
 
     def token_names(self, ids: Sequence[int]) -> list[str]:
         return list(self._tok.convert_ids_to_tokens(list(ids)))
