@@ -79,25 +79,26 @@ def _pieces_ahead(
         for group in groups:
             yield group, piece_arrays(tokenizer, [e.words for e in group])
         return
-    ready: tuple[list[Example], tuple[np.ndarray, np.ndarray]] | None = None  # tokenized, not yet given
     chunks = iter(groups)
-    while True:
+    current = next(chunks, None)
+    if current is None:
+        return
+    call = ahead.submit(piece_arrays, tokenizer, [e.words for e in current])
+    while True:  # one call at a time: stopping waits for one call at most
         try:
-            group = next(chunks)
-        except StopIteration:
-            break
+            following = next(chunks, None)  # read while the call runs
         except BaseException:
-            # Reading failed: the chunk before comes first, as without the thread.
-            if ready is not None:
-                yield ready
+            # Reading failed: the chunk before comes first (its tokenizer's error too), as
+            # without the thread, which tokenized it before reading on.
+            yield current, call.result()
             raise
-        call = ahead.submit(piece_arrays, tokenizer, [e.words for e in group])
-        if ready is not None:
-            yield ready  # its windows are cut while this chunk is tokenized
-        # One call at a time: an error comes in chunk order, and stopping waits for one call at most.
-        ready = (group, call.result())
-    if ready is not None:
-        yield ready
+        pieces = call.result()
+        if following is None:
+            yield current, pieces
+            return
+        following_call = ahead.submit(piece_arrays, tokenizer, [e.words for e in following])
+        yield current, pieces  # its windows are cut while the following chunk is tokenized
+        current, call = following, following_call
 
 
 @contextlib.contextmanager
