@@ -149,7 +149,8 @@ class RecordOptions:
             return None
         if isinstance(shard, Shard):
             return Shard(shard.index, shard.count)
-        return Shard.parse(shard) if isinstance(shard, str) else Shard(*shard)
+        assert not isinstance(shard, str)  # __post_init__ keeps a pair
+        return Shard(*shard)
 
     def replace(self, **changes: Any) -> RecordOptions:
         """A copy with some fields changed; an unknown name is a :class:`TypeError` that names it."""

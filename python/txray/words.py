@@ -299,6 +299,17 @@ def windows(
     return windows_of_arrays(example, ids, counts, tokenizer, features, special_features)
 
 
+def _piece_budget(tokenizer: WordTokenizer) -> int | None:
+    """The pieces a window holds beside its special tokens (None: no limit); a ValueError
+    when ``max_length`` leaves no room for any."""
+    specials = len(tokenizer.prefix) + len(tokenizer.suffix)
+    if tokenizer.max_length is None:
+        return None
+    if tokenizer.max_length - specials < 1:
+        raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
+    return tokenizer.max_length - specials
+
+
 def windows_of_arrays(
     example: Example,
     ids: np.ndarray,
@@ -309,10 +320,7 @@ def windows_of_arrays(
 ) -> Iterator[Window]:
     """:func:`windows` from the example's pieces as flat arrays (:func:`piece_arrays`)."""
     prefix, suffix = tokenizer.prefix, tokenizer.suffix
-    specials = len(prefix) + len(suffix)
-    budget = None if tokenizer.max_length is None else tokenizer.max_length - specials
-    if budget is not None and budget < 1:
-        raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {specials} special tokens")
+    budget = _piece_budget(tokenizer)
     n = len(counts)
     head, tail = np.array(prefix, dtype=np.int64), np.array(suffix, dtype=np.int64)
     no_head, no_tail = np.full(len(prefix), -1, dtype=np.int64), np.full(len(suffix), -1, dtype=np.int64)
@@ -370,9 +378,7 @@ def chunk_windows(
         return []
     prefix, suffix = tokenizer.prefix, tokenizer.suffix
     n_specials = len(prefix) + len(suffix)
-    budget = None if tokenizer.max_length is None else tokenizer.max_length - n_specials
-    if budget is not None and budget < 1:
-        raise ValueError(f"max_length {tokenizer.max_length} leaves no room beside {n_specials} special tokens")
+    budget = _piece_budget(tokenizer)
     n_words = np.fromiter((len(e.words) for e in examples), dtype=np.int64, count=len(examples))
     word_at = np.concatenate([[0], np.cumsum(n_words)])
     piece_at = np.concatenate([[0], np.cumsum(counts)])[word_at]
