@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tiny_model import VOCAB, AheadTokenizer, FailingTokenizer, Tiny, broken_stream, interrupted_at
+from tiny_model import VOCAB, AheadTokenizer, FailingTokenizer, Tiny, broken_stream, interrupted_at, records
 
 import txray
 import txray.pipeline
@@ -90,17 +90,9 @@ def test_depth_must_be_positive():
 # record_model builds its batches on a Prefetch thread: the same guarantees end to end.
 
 
-def records(n: int, broken_at: int | None = None) -> list[dict]:
-    out = [{"text": f"word{i % 7} and word{i % 5} then word{i % 3} .", "topic": f"t{i % 4}"} for i in range(n)]
-    if broken_at is not None:
-        del out[broken_at]["topic"]
-    return out
-
-
 def record(corpus, **settings):
-    vocab = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
-    tok = txray.VocabTokenizer(vocab, pad_id=0, max_length=6)
-    return txray.record_model(Tiny(len(vocab)), tok, corpus, ["out"], progress=False, max_tokens=64, **settings)
+    tok = txray.VocabTokenizer(VOCAB, pad_id=0, max_length=6)
+    return txray.record_model(Tiny(len(VOCAB)), tok, corpus, ["out"], progress=False, max_tokens=64, **settings)
 
 
 def test_record_model_gives_the_same_profiles_whatever_the_prefetch_depth(monkeypatch):

@@ -38,7 +38,7 @@ def interrupted_at(call: int):
 
 
 VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
-"""The words of :func:`broken_stream`'s records."""
+"""The words of :func:`records`."""
 
 
 class AheadTokenizer(txray.VocabTokenizer):
@@ -66,9 +66,18 @@ class FailingTokenizer(AheadTokenizer):
     releases_gil = False
 
 
+def records(n: int, broken_at: int | None = None) -> list[dict]:
+    """``n`` records of six of :data:`VOCAB`'s words and a ``topic`` column (missing in record
+    ``broken_at``)."""
+    out = [{"text": f"word{i % 7} and word{i % 5} then word{i % 3} .", "topic": f"t{i % 4}"} for i in range(n)]
+    if broken_at is not None:
+        del out[broken_at]["topic"]
+    return out
+
+
 def broken_stream(n: int, at: int):
-    """Records of :data:`VOCAB`'s words (and a ``topic`` column) that raise OSError at record ``at``."""
-    for i in range(n):
+    """:func:`records` as a stream that raises OSError at record ``at``."""
+    for i, record in enumerate(records(n)):
         if i == at:
             raise OSError(f"the stream broke at record {at}")
-        yield {"text": f"word{i % 7} and word{i % 5} then word{i % 3} .", "topic": f"t{i % 4}"}
+        yield record
