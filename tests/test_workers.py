@@ -195,9 +195,8 @@ def records(n: int, broken_at: int | None = None) -> list[dict]:
 
 
 def record(corpus, **settings):
-    vocab = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
-    tok = txray.VocabTokenizer(vocab, pad_id=0, max_length=6)  # several windows per long record
-    return txray.record_model(Tiny(len(vocab)), tok, corpus, ["out"], progress=False, max_tokens=64, **settings)
+    tok = txray.VocabTokenizer(VOCAB, pad_id=0, max_length=6)  # several windows per long record
+    return txray.record_model(Tiny(len(VOCAB)), tok, corpus, ["out"], progress=False, max_tokens=64, **settings)
 
 
 def assert_same_profiles(a: txray.Profile, b: txray.Profile, kinds) -> None:
