@@ -78,3 +78,16 @@ def test_a_shard_is_a_pair_a_string_or_a_shard(given, kept):
 def test_a_bad_shard_is_refused_before_any_work(given, message):
     with pytest.raises(ValueError, match=message):
         RecordOptions(shard=given)
+
+
+def test_each_run_gets_a_fresh_shard():
+    from txray.corpus import Shard
+
+    opts = RecordOptions(shard="1/3")
+    first, second = opts.fresh_shard(), opts.fresh_shard()
+    assert (first.index, first.count) == (1, 3) and first is not second and first.seen == 0
+    used = Shard(0, 2)
+    used.seen = 5  # counted by an earlier run
+    fresh = RecordOptions(shard=used).fresh_shard()
+    assert (fresh.index, fresh.count, fresh.seen) == (0, 2, 0) and fresh is not used
+    assert RecordOptions().fresh_shard() is None
