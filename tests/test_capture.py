@@ -9,11 +9,14 @@ shapes of the matrix products, hence the tolerance)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import reference
 import torch
 from corpora_data import wiki_extracts
+from tiny_model import VOCAB, Tiny, records
 from torch import nn
 
 import txray
@@ -442,3 +445,30 @@ def test_a_non_finite_activation_names_its_word_and_sequence(monkeypatch, pooled
         ValueError, match=r"layer '': activation of the word 'bad' \(word 5 of sequence 2\) at neuron 0"
     ):
         txray.record_model(model, tok, texts, [""], progress=False, max_tokens=64)
+
+
+def test_one_capture_at_a_time_per_model():
+    # Hooks fire for every forward pass of the model, from any thread: two captures would mix.
+    model = Tiny(len(VOCAB))
+    tok = txray.VocabTokenizer(VOCAB, pad_id=0)
+    with txray.Capture(model, ["out"]):
+        with pytest.raises(RuntimeError, match=r"already being recorded .*copy\.deepcopy"):
+            with txray.Capture(model, ["embed"]):
+                pass
+        errors = []
+
+        def record_elsewhere():
+            try:
+                txray.record_model(model, tok, records(50), ["out"], progress=False)
+            except RuntimeError as error:
+                errors.append(str(error))
+
+        thread = threading.Thread(target=record_elsewhere)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1 and "already being recorded" in errors[0]
+        assert len(model.out._forward_hooks) == 1  # only the first capture's
+        with txray.Capture(Tiny(len(VOCAB)), ["out"]):  # another model is free
+            pass
+    assert not model.out._forward_hooks
+    assert txray.record_model(model, tok, records(50), ["out"], progress=False)["out"].tokens == 300  # free again

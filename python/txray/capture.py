@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,6 +113,10 @@ def hidden_states(module: nn.Module | None, output: Any) -> torch.Tensor:
     return output
 
 
+_CAPTURED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models a Capture hooks at the moment
+_CAPTURED_LOCK = threading.Lock()
+
+
 class Capture:
     """Forward hooks on several layers at once; a context manager.
 
@@ -118,7 +124,12 @@ class Capture:
     (detached, no copy); :meth:`collect` returns them and clears the store.
     With a ``consumer``, the hook hands each tensor to ``consumer(name,
     tensor)`` at once and keeps nothing, so the model can reuse the memory of
-    layers already recorded (what makes recording many layers cheap)."""
+    layers already recorded (what makes recording many layers cheap).
+
+    One Capture at a time per model: hooks fire for every forward pass of the
+    model, whichever thread runs it, so a second Capture (another
+    ``record_model`` on the same model in another thread, say) would mix both
+    runs' activations. It is refused with a RuntimeError."""
 
     def __init__(
         self,
@@ -132,8 +143,18 @@ class Capture:
         self._store: dict[str, torch.Tensor] = {}
         self._consumed: set[str] = set()
         self._handles: list[Any] = []
+        self._holds_model = False
 
     def __enter__(self) -> Capture:
+        with _CAPTURED_LOCK:
+            if self.model in _CAPTURED:
+                raise RuntimeError(
+                    f"model {type(self.model).__name__} is already being recorded (a record_model or Capture on "
+                    "it is under way, in another thread?): both would record each other's forward passes; "
+                    "give each its own model (copy.deepcopy(model))"
+                )
+            _CAPTURED.add(self.model)
+            self._holds_model = True
         try:
             for layer in self.layers:
                 if layer.module is not None:
@@ -154,6 +175,10 @@ class Capture:
         self._handles.clear()
         self._store.clear()
         self._consumed.clear()
+        if self._holds_model:
+            with _CAPTURED_LOCK:
+                _CAPTURED.discard(self.model)
+            self._holds_model = False
 
     def _hook(self, layer: Layer, module: nn.Module) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
