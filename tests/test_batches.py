@@ -171,7 +171,7 @@ def test_hf_piece_arrays_drop_pieces_of_no_word_and_keep_word_order():
         def word_ids(self, row):
             return self.encodings[row].word_ids
 
-    tok = HFWordTokenizer(transformers.AutoTokenizer.from_pretrained(gt.get_model_path()))
+    tok = HFWordTokenizer(transformers.AutoTokenizer.from_pretrained(gt.get_model_path()), word_cache=0)
     # a piece of no word (None) in the first sentence; pieces out of word order in the second
     tok._encode = lambda sentences: Encoded([[7, 100, 8, 9], [20, 21, 22]], [[0, None, 1, 1], [1, 0, 1]])
     ids, counts = piece_arrays(tok, [["a", "b"], ["c", "d"]])

