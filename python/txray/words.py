@@ -151,13 +151,29 @@ def _cuts_words_alone(cut: Callable[[Sequence[Sequence[str]]], tuple[np.ndarray,
 
 
 class HFWordTokenizer:
-    """A Hugging Face *fast* tokenizer, fed words (``is_split_into_words=True``)."""
+    """A Hugging Face *fast* tokenizer, fed words (``is_split_into_words=True``).
+
+    ``record_model`` wraps a Hugging Face tokenizer in one of these; make one
+    yourself to set its options:
+
+    - ``max_length``: the longest window, special tokens included (default:
+      the tokenizer's ``model_max_length``, or no limit where it has none);
+    - ``word_cache``: how many distinct words' pieces to keep (default
+      262,144; 0 turns the cache off). The tokenizer is then called only for
+      words it has not cut before: a word's pieces depend on its text alone
+      (see :class:`WordPieces`), which is checked on a probe sentence here,
+      and where it does not hold the cache is not used. Kept across
+      ``record_model`` calls that get this same object.
+
+    Raises ``TypeError`` for a slow (Python) tokenizer, and ``ValueError``
+    for one that cannot take pre-split words (GPT-2's without
+    ``add_prefix_space=True``)."""
 
     releases_gil = True  # its batch call runs in Rust without the interpreter's lock
 
     def __init__(self, tokenizer: Any, max_length: int | None = None, word_cache: int = 1 << 18) -> None:
-        """``word_cache``: how many words' pieces :meth:`piece_arrays` keeps (0: none), so that
-        a word is tokenized once, not at each of its occurrences (see :class:`WordPieces`)."""
+        if word_cache < 0:
+            raise ValueError(f"word_cache must be >= 0, not {word_cache}")
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(tokenizer).__name__} is not a fast tokenizer; txray needs word_ids() "
@@ -179,8 +195,6 @@ class HFWordTokenizer:
             raise ValueError(
                 f"tokenizer {self.name!r} cannot take pre-split words ({type(err).__name__}: {err})"
             ) from err
-        if word_cache < 0:
-            raise ValueError(f"word_cache must be >= 0, not {word_cache}")
         # The Rust tokenizer cuts each pre-split word alone; a Python subclass might not:
         # one sentence is checked against its words cut one by one before trusting a cache.
         alone = word_cache > 0 and _cuts_words_alone(self._direct_piece_arrays)
