@@ -74,7 +74,6 @@ from txray.producer import (  # noqa: E402
     WORKER_CHUNK,
     one_core_tokenizer,
     split_windows,
-    tokenizing_thread,
     windows_of_examples,
     worker_cut,
     worker_split,
@@ -160,8 +159,7 @@ def time_tokenizer(tokenizer, sentences) -> float:
 
 
 def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, float]:
-    """Sentences to padded batches (unit maps, feature ids), on this thread (a Hugging Face
-    tokenizer on a second thread one chunk ahead, as record_model does) or with ``workers``
+    """Sentences to padded batches (unit maps, feature ids), on this thread or with ``workers``
     worker processes (started and stopped inside): the units made, and without workers the
     seconds spent inside the tokenizer's own calls (the Hugging Face batch call;
     ``VocabTokenizer.piece_arrays``). ``source`` is a list of examples (already read) or a
@@ -188,13 +186,11 @@ def time_pipeline(tokenizer, source, token, workers: int = 0) -> tuple[int, floa
             windows = split_windows(source, None, [token], word_tok, None, pool, bar)
         else:
             examples = source.examples() if isinstance(source, txray.Corpus) else source
-            pool = ahead = None
+            pool = None
             if workers:
                 work = worker_cut([token], word_tok, None)
                 pool = stack.enter_context(ChunkWorkers(work, workers, initializer=one_core_tokenizer))
-            else:
-                ahead = stack.enter_context(tokenizing_thread(word_tok))
-            windows = windows_of_examples(examples, [token], word_tok, None, pool, ahead)
+            windows = windows_of_examples(examples, [token], word_tok, None, pool)
         for group in batches(windows, MAX_TOKENS):
             units += make_batch(group, word_tok).n_units
     return units, inside[0]

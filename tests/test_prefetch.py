@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tiny_model import VOCAB, AheadTokenizer, FailingTokenizer, Tiny, broken_stream, interrupted_at, records
+from tiny_model import VOCAB, FailingTokenizer, Tiny, broken_stream, interrupted_at, records
 
 import txray
 import txray.pipeline
@@ -14,8 +14,8 @@ from txray.prefetch import Prefetch
 
 
 def prefetch_threads():
-    """The prefetch thread and the thread that tokenizes ahead (a tokenizer that releases the GIL)."""
-    return [t for t in threading.enumerate() if t.name == "txray-prefetch" or t.name.startswith("txray-tokenize")]
+    """The prefetch threads."""
+    return [t for t in threading.enumerate() if t.name == "txray-prefetch"]
 
 
 def test_items_come_in_order():
@@ -68,20 +68,6 @@ def test_leaving_early_stops_a_producer_blocked_on_a_full_queue():
     assert not prefetch_threads()
 
 
-def test_on_stop_is_called_before_waiting_for_the_thread():
-    stopping = threading.Event()
-
-    def waits_for_work_elsewhere():
-        yield 1
-        stopping.wait(timeout=10)  # e.g. a result from another thread, which on_stop cancels
-        yield 2
-
-    with Prefetch(waits_for_work_elsewhere(), depth=1, on_stop=stopping.set) as items:
-        assert next(items) == 1
-    assert stopping.is_set()
-    assert not prefetch_threads()
-
-
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         Prefetch([], depth=0)
@@ -123,138 +109,39 @@ def test_ctrl_c_in_the_model_stops_the_prefetch_thread():
     assert not prefetch_threads()
 
 
-# A tokenizer whose call releases the GIL (a Hugging Face fast one) tokenizes the next chunk
-# on a second thread while this one's windows are cut: same results, same guarantees.
-
-
-def test_tokenizing_ahead_gives_the_same_profiles_on_a_second_thread():
-    corpus = records(300)
-    plain = txray.VocabTokenizer(VOCAB, pad_id=0, max_length=6)
-    ahead = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
-    want = txray.record_model(Tiny(len(VOCAB)), plain, corpus, ["out"], progress=False, max_tokens=64, mode="all")
-    got = txray.record_model(Tiny(len(VOCAB)), ahead, corpus, ["out"], progress=False, max_tokens=64, mode="all")
-    assert got["out"].table("token").equals(want["out"].table("token"))
-    assert ahead.calls == 5  # 300 sequences, 64 a call
-    assert all(name.startswith("txray-tokenize") for name in ahead.threads)
-    assert not prefetch_threads()
-
-
-def test_windows_before_a_tokenizer_error_come_first_and_no_thread_is_left():
+def test_windows_before_a_tokenizer_error_come_first():
     from txray.features import Token, build_vocabularies
 
     examples = list(txray.Corpus(records(300)).examples())
     token = Token()
     build_vocabularies([token], examples)
-    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6, fail_at_call=3)
+    tok = FailingTokenizer(VOCAB, pad_id=0, max_length=6, fail_at_call=3)
     seen = []
     with pytest.raises(ValueError, match="tokenizer failed on call 3"):
-        with txray.producer.tokenizing_thread(tok) as ahead:
-            for window in txray.producer.windows_of_examples(iter(examples), [token], tok, None, ahead=ahead):
-                seen.append(window.example.index)
+        for window in txray.producer.windows_of_examples(iter(examples), [token], tok, None):
+            seen.append(window.example.index)
     assert seen == list(range(2 * txray.producer.TOKENIZE_CHUNK))  # the two chunks before it, whole
-    assert not prefetch_threads()
 
 
 @pytest.mark.parametrize(
     ("fail_at_call", "want"),
     [(1, "tokenizer failed on call 1"), (2, "the stream broke at record 70"), (None, "the stream broke at record 70")],
 )
-def test_errors_come_in_corpus_order_as_without_the_thread(fail_at_call, want):
+def test_errors_come_in_corpus_order(fail_at_call, want):
     # Record 70 is in the second chunk of 64: the first chunk's tokenizer error comes before it.
     topic = txray.Column("topic", vocabulary=["t0", "t1", "t2", "t3"])  # a stream: no vocabulary pass
-    for tok in (
-        AheadTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call),
-        FailingTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call),
-    ):
-        with pytest.raises((ValueError, OSError), match=want):
-            txray.record_model(Tiny(len(VOCAB)), tok, broken_stream(300, 70), ["out"], features=[topic], progress=False)
+    tok = FailingTokenizer(VOCAB, pad_id=0, fail_at_call=fail_at_call)
+    with pytest.raises((ValueError, OSError), match=want):
+        txray.record_model(Tiny(len(VOCAB)), tok, broken_stream(300, 70), ["out"], features=[topic], progress=False)
+    assert tok.threads == {"txray-prefetch"}
     assert not prefetch_threads()
 
 
-def test_the_tokenizing_thread_is_only_for_a_tokenizer_that_releases_the_gil():
-    with txray.producer.tokenizing_thread(txray.VocabTokenizer(VOCAB)) as ahead:
-        assert ahead is None
-    with txray.producer.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
-        assert ahead is not None
-    assert not prefetch_threads()
-
-
-def test_leaving_the_tokenizing_thread_drops_the_queued_chunk_and_waits_for_the_running_one():
-    release = threading.Event()
-    finished = []
-
-    def running():
-        release.wait(timeout=10)  # released when the queued call is dropped
-        finished.append("running")
-
-    with txray.producer.tokenizing_thread(AheadTokenizer(VOCAB)) as ahead:
-        assert ahead is not None
-        first = ahead.submit(running)
-        queued = ahead.submit(finished.append, "queued")
-        queued.add_done_callback(lambda _: release.set())
-    assert queued.cancelled() and first.done()
-    assert finished == ["running"]
-    assert not prefetch_threads()
-
-
-class BlockingTokenizer(AheadTokenizer):
-    """Its calls after the first wait until ``go`` is set (a long call under way)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.go, self.started = threading.Event(), 0
-
-    def piece_arrays(self, sentences):
-        self.started += 1
-        if self.started > 1:
-            self.go.wait(timeout=10)
-        return super().piece_arrays(sentences)
-
-
-def test_a_refused_chunk_ends_the_windows_after_the_call_under_way():
-    # What record_model does when the model's side stops (an error, Ctrl-C): the call under
-    # way is waited for, and the next chunk is not tokenized.
-    from txray.features import Token, build_vocabularies
-
-    examples = list(txray.Corpus(records(300)).examples())
-    token = Token()
-    build_vocabularies([token], examples)
-    tok = BlockingTokenizer(VOCAB, pad_id=0)
-    with txray.producer.tokenizing_thread(tok) as ahead:
-        windows = txray.producer.windows_of_examples(iter(examples), [token], tok, None, ahead=ahead)
-        first_chunk = [next(windows) for _ in range(txray.producer.TOKENIZE_CHUNK)]
-        for _ in range(1000):  # the second chunk's call starts on the thread
-            if tok.started == 2:
-                break
-            threading.Event().wait(0.01)
-        txray.producer.refuse_chunks(ahead)
-        tok.go.set()
-        with pytest.raises(RuntimeError, match="cannot schedule new futures"):
-            next(windows)  # stopping: the second chunk, tokenized, is not cut
-    assert [w.example.index for w in first_chunk] == list(range(txray.producer.TOKENIZE_CHUNK))
-    assert tok.started == 2  # no third call
-    assert not prefetch_threads()
-
-
-def test_an_error_in_the_model_stops_the_tokenizing_thread():
+def test_an_error_in_the_model_stops_the_prefetch_thread_while_its_traceback_lives():
     def forward(model, batch):
         raise RuntimeError("the model failed")
 
-    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
     with pytest.raises(RuntimeError, match="the model failed") as caught:
-        txray.record_model(
-            Tiny(len(VOCAB)), tok, records(2000), ["out"], progress=False, max_tokens=64, forward=forward
-        )
+        record(records(2000), forward=forward)
     assert caught.value.__traceback__ is not None  # the traceback (and record_model's frame) is alive
-    assert not prefetch_threads()
-
-
-def test_ctrl_c_in_the_model_stops_the_tokenizing_thread():
-    forward, calls = interrupted_at(3)
-    tok = AheadTokenizer(VOCAB, pad_id=0, max_length=6)
-    with pytest.raises(KeyboardInterrupt):
-        txray.record_model(
-            Tiny(len(VOCAB)), tok, records(2000), ["out"], progress=False, max_tokens=64, forward=forward
-        )
-    assert len(calls) == 3
     assert not prefetch_threads()

@@ -41,12 +41,9 @@ VOCAB = ["<pad>", "<unk>", "and", "then", "."] + [f"word{i}" for i in range(7)]
 """The words of :func:`records`."""
 
 
-class AheadTokenizer(txray.VocabTokenizer):
-    """A word-level tokenizer that says its call releases the GIL (so record_model tokenizes
-    ahead on a second thread), counts its calls and their threads, and fails on call
+class FailingTokenizer(txray.VocabTokenizer):
+    """A word-level tokenizer that counts its calls and their threads, and fails on call
     ``fail_at_call`` (counted in each process)."""
-
-    releases_gil = True
 
     def __init__(self, *args, fail_at_call=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,12 +55,6 @@ class AheadTokenizer(txray.VocabTokenizer):
         if self.calls == self.fail_at_call:
             raise ValueError(f"tokenizer failed on call {self.calls}")
         return super().piece_arrays(sentences)
-
-
-class FailingTokenizer(AheadTokenizer):
-    """:class:`AheadTokenizer` without the tokenizing thread."""
-
-    releases_gil = False
 
 
 def records(n: int, broken_at: int | None = None) -> list[dict]:

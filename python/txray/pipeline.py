@@ -11,7 +11,6 @@ budget and the accumulators, never by the corpus.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,9 +38,7 @@ from .options import RecordOptions
 from .prefetch import Prefetch
 from .producer import (
     one_core_tokenizer,
-    refuse_chunks,
     split_windows,
-    tokenizing_thread,
     windows_of_examples,
     worker_cut,
     worker_split,
@@ -134,10 +131,8 @@ def record_model(
     model.eval()
     try:
         with contextlib.ExitStack() as stack:
-            ahead = None  # the tokenizing thread, where there is one
             if not opts.workers:
-                ahead = stack.enter_context(tokenizing_thread(word_tokenizer))  # ends after the prefetch thread
-                windows_ = windows_of_examples(examples_here(), resolved, word_tokenizer, special_names, ahead=ahead)
+                windows_ = windows_of_examples(examples_here(), resolved, word_tokenizer, special_names)
             elif shard is None and not any(f.tagger is not None for f in resolved):
                 # The workers split the records into words too: this process reads records and
                 # numbers the examples, and does little else for the pipeline.
@@ -152,9 +147,7 @@ def record_model(
             made = (make_batch(group, word_tokenizer, include_special) for group in batches(windows_, opts.max_tokens))
             # The next batches are built on a thread (with workers: gathered from them) while the
             # model runs this one.
-            # Leaving (at the end, on an error, Ctrl-C), the tokenizing thread takes no next chunk.
-            leaving = functools.partial(refuse_chunks, ahead)
-            with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES, on_stop=leaving) as ready:
+            with capture, torch.inference_mode(), Prefetch(made, PREFETCH_BATCHES) as ready:
                 for batch in ready:
                     run.step(batch)
                     bar.done(batch.words)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -32,8 +32,7 @@ class Prefetch(Generic[T]):
 
     Use it as a context manager: leaving the block (at the end, on an error, on
     Ctrl-C, or after a ``break``) stops the thread and waits for it, so it never
-    outlives the block; ``on_stop()`` is called first, to tell the source to stop
-    too (one that waits on work elsewhere, say). An error raised by ``source`` (KeyboardInterrupt too) is
+    outlives the block. An error raised by ``source`` (KeyboardInterrupt too) is
     raised again in the consumer, with its traceback; items read before it come first.
 
     >>> with Prefetch(range(3), depth=2) as items:
@@ -46,12 +45,10 @@ class Prefetch(Generic[T]):
         source: Iterable[T],
         depth: int = 4,
         name: str = "txray-prefetch",
-        on_stop: Callable[[], None] | None = None,
     ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be positive, not {depth}")
         self._source = source
-        self._on_stop = on_stop
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
@@ -64,8 +61,6 @@ class Prefetch(Generic[T]):
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self._stop.set()
-        if self._on_stop is not None:
-            self._on_stop()  # before waiting for the thread: its source can stop early too
         while self._thread.is_alive():
             self._drain()  # a producer blocked on a full queue sees the stop at its next poll
             self._thread.join(_POLL_S)

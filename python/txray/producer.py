@@ -4,9 +4,7 @@ Sequences are tokenized a chunk at a time and cut into windows of whole words
 (:func:`tokenize_chunk`, which ends in :func:`txray.words.chunk_windows`), in one
 of three ways that give the same windows in the same order:
 
-- here, chunk after chunk (:func:`windows_of_examples`); a tokenizer whose call
-  releases the GIL (a Hugging Face fast one) tokenizes the next chunk on a
-  second thread meanwhile (:func:`tokenizing_thread`);
+- here, chunk after chunk (:func:`windows_of_examples`);
 - in worker processes, from sequences split into words here
   (:func:`windows_of_examples` with workers running :func:`worker_cut`): what a
   shard or a tagged feature needs;
@@ -21,11 +19,9 @@ of three ways that give the same windows in the same order:
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -48,14 +44,12 @@ def windows_of_examples(
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
     workers: ChunkWorkers[list[Example], PackedWindows] | None = None,
-    ahead: Executor | None = None,
 ) -> Iterator[Window]:
-    """The windows of the examples, built a chunk of examples at a time: here (each chunk
-    tokenized on ``ahead`` while the one before is cut, when given: :func:`tokenizing_thread`),
-    or by ``workers`` (running :func:`worker_cut`), read back in chunk order."""
+    """The windows of the examples, built a chunk of examples at a time: here, or by
+    ``workers`` (running :func:`worker_cut`), read back in chunk order."""
     if workers is None:
-        for group, pieces in _pieces_ahead(take(examples, TOKENIZE_CHUNK), tokenizer, ahead):
-            yield from tokenize_chunk(group, features, tokenizer, special_names, pieces)[0]
+        for group in take(examples, TOKENIZE_CHUNK):
+            yield from tokenize_chunk(group, features, tokenizer, special_names)[0]
         return
     # Each chunk's examples stay here, for the windows to point to (their text is the contexts').
     sent: collections.deque[list[Example]] = collections.deque()
@@ -69,73 +63,15 @@ def windows_of_examples(
         yield from packed.unpack(sent.popleft())
 
 
-def _pieces_ahead(
-    groups: Iterable[list[Example]], tokenizer: WordTokenizer, ahead: Executor | None = None
-) -> Iterator[tuple[list[Example], tuple[np.ndarray, np.ndarray]]]:
-    """Each chunk of examples with its :func:`piece_arrays`, in order. With ``ahead`` (a thread,
-    for a tokenizer whose call releases the interpreter's lock: a Hugging Face fast one) the
-    next chunk is tokenized there meanwhile, so that its call overlaps the Python work here."""
-    if ahead is None:
-        for group in groups:
-            yield group, piece_arrays(tokenizer, [e.words for e in group])
-        return
-    chunks = iter(groups)
-    current = next(chunks, None)
-    if current is None:
-        return
-    call = ahead.submit(piece_arrays, tokenizer, [e.words for e in current])
-    while True:  # one call at a time: stopping waits for one call at most
-        try:
-            following = next(chunks, None)  # read while the call runs
-        except BaseException:
-            # Reading failed: the chunk before comes first (its tokenizer's error too), as
-            # without the thread, which tokenized it before reading on.
-            yield current, call.result()
-            raise
-        pieces = call.result()
-        if following is None:
-            yield current, pieces
-            return
-        following_call = ahead.submit(piece_arrays, tokenizer, [e.words for e in following])
-        yield current, pieces  # its windows are cut while the following chunk is tokenized
-        current, call = following, following_call
-
-
-@contextlib.contextmanager
-def tokenizing_thread(tokenizer: WordTokenizer) -> Iterator[ThreadPoolExecutor | None]:
-    """A thread for :func:`windows_of_examples` (``ahead``) when the tokenizer's call releases
-    the interpreter's lock (``releases_gil``), else None. Leaving the block waits for the call
-    under way (a call cannot be stopped), so that no thread outlives the block. To stop
-    sooner, call :func:`refuse_chunks` first: the windows' next chunk is then refused."""
-    if not getattr(tokenizer, "releases_gil", False):
-        yield None
-        return
-    ahead = ThreadPoolExecutor(1, thread_name_prefix="txray-tokenize")
-    try:
-        yield ahead
-    finally:
-        ahead.shutdown(wait=True, cancel_futures=True)
-
-
-def refuse_chunks(ahead: Executor | None) -> None:
-    """Make ``ahead`` (a :func:`tokenizing_thread`) take no more chunks: :func:`windows_of_examples`
-    then stops with an error at its next chunk instead of tokenizing it (the chunk tokenized
-    before is not cut). ``record_model`` calls this when the model's side stops, so that an
-    error or Ctrl-C waits for the call under way at most."""
-    if ahead is not None:
-        ahead.shutdown(wait=False, cancel_futures=True)
-
-
 def tokenize_chunk(
     group: list[Example],
     features: list[Feature],
     tokenizer: WordTokenizer,
     special_names: Mapping[int, str] | None,
-    pieces: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Window], list[dict[str, np.ndarray]]]:
-    """The windows of a chunk of examples (one tokenizer call for all, or its ``pieces`` when
-    given), and the examples' word feature ids."""
-    ids, counts = pieces if pieces is not None else piece_arrays(tokenizer, [e.words for e in group])
+    """The windows of a chunk of examples (one tokenizer call for all), and the examples'
+    word feature ids."""
+    ids, counts = piece_arrays(tokenizer, [e.words for e in group])
     feature_ids = chunk_feature_ids(features, group)
     specials = [_special_feature_ids(features, e, special_names) for e in group] if special_names else None
     return chunk_windows(group, ids, counts, tokenizer, feature_ids, specials), feature_ids

@@ -36,9 +36,7 @@ POOLING = ("first", "last", "mean", "max")
 class WordTokenizer(Protocol):
     """What txray needs from a tokenizer to feed a model word by word.
 
-    Optional: a ``piece_arrays(sentences)`` method (see :func:`piece_arrays`), and
-    ``releases_gil = True`` when a call runs without the interpreter's lock, so that
-    ``record_model`` may tokenize the next chunk on a second thread."""
+    Optional: a ``piece_arrays(sentences)`` method (see :func:`piece_arrays`)."""
 
     name: str
     """Shown in profile metadata."""
@@ -168,8 +166,6 @@ class HFWordTokenizer:
     Raises ``TypeError`` for a slow (Python) tokenizer, and ``ValueError``
     for one that cannot take pre-split words (GPT-2's without
     ``add_prefix_space=True``)."""
-
-    releases_gil = True  # its batch call runs in Rust without the interpreter's lock
 
     def __init__(self, tokenizer: Any, max_length: int | None = None, word_cache: int = 1 << 18) -> None:
         if word_cache < 0:
