@@ -40,7 +40,8 @@ from txray.features import Token, build_vocabularies  # noqa: E402
 from txray.options import RecordOptions  # noqa: E402
 from txray.pipeline import _Run, default_forward  # noqa: E402
 from txray.producer import windows_of_examples  # noqa: E402
-from txray.words import as_word_tokenizer, batches, make_batch  # noqa: E402
+from txray.word_tokenizers import as_word_tokenizer  # noqa: E402
+from txray.words import batches, make_batch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from _common import add_results_arguments, now, write_results  # noqa: E402

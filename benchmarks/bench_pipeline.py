@@ -79,7 +79,8 @@ from txray.producer import (  # noqa: E402
     worker_split,
 )
 from txray.progress import Progress  # noqa: E402
-from txray.words import HFWordTokenizer, as_word_tokenizer, batches, make_batch  # noqa: E402
+from txray.word_tokenizers import HFWordTokenizer, as_word_tokenizer  # noqa: E402
+from txray.words import batches, make_batch  # noqa: E402
 from txray.workers import ChunkWorkers  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))

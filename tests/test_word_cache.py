@@ -1,4 +1,4 @@
-"""The word cache of a Hugging Face tokenizer (txray.words.WordPieces) against the
+"""The word cache of a Hugging Face tokenizer (txray.word_tokenizers.WordPieces) against the
 tokenizer's own batch call: the same pieces for every word, whatever the tokenizer's
 kind (WordPiece, byte-level BPE, SentencePiece Unigram), cold or warm, after the cache
 was emptied, across threads, a fork and a pickle."""
@@ -17,7 +17,7 @@ from corpora_data import wiki_extracts
 import txray
 from txray.corpus import take
 from txray.datasets import tweets
-from txray.words import WordPieces, _cuts_words_alone
+from txray.word_tokenizers import WordPieces, _cuts_words_alone
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -75,7 +75,7 @@ def assert_same_pieces(cached, direct, sentences, chunk=64):
 
 
 def test_the_cache_gives_the_tokenizers_own_pieces(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     cached, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
     assert cached._cache is not None and direct._cache is None
@@ -88,7 +88,7 @@ def test_the_cache_gives_the_tokenizers_own_pieces(hf_tokenizer):
 
 
 def test_a_small_cache_is_emptied_and_still_right(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     cached, direct = HFWordTokenizer(hf_tokenizer, word_cache=50), HFWordTokenizer(hf_tokenizer, word_cache=0)
     sentences = corpus_sentences()[:120]
@@ -150,7 +150,7 @@ def test_a_failing_cut_leaves_the_cache_as_it_was():
 
 
 def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     class MarksFirstWord(HFWordTokenizer):
         """As a Python subclass might: the first word of each sentence is cut differently."""
@@ -167,14 +167,14 @@ def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_token
 
 
 def test_word_cache_must_not_be_negative(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     with pytest.raises(ValueError, match="word_cache must be >= 0, not -1"):
         HFWordTokenizer(hf_tokenizer, word_cache=-1)
 
 
 def test_threads_sharing_one_tokenizer_get_their_own_pieces(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     shared, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
     groups = list(take(corpus_sentences(), 16))
@@ -216,7 +216,7 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_hang():
 
 
 def test_a_pickled_tokenizer_comes_back_with_an_empty_cache(hf_tokenizer):
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     tok = HFWordTokenizer(hf_tokenizer, word_cache=1000)
     tok.piece_arrays([["the", "cat"]])

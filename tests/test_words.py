@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from txray.corpus import Example
-from txray.words import VocabTokenizer, batches, make_batch, pool, windows
+from txray.word_tokenizers import VocabTokenizer
+from txray.words import batches, make_batch, pool, windows
 
 
 class PieceTokenizer:
@@ -110,7 +111,7 @@ def test_a_tokenizer_that_cannot_take_pre_split_words_is_refused_at_once(tmp_pat
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2TokenizerFast
 
-    from txray.words import HFWordTokenizer
+    from txray.word_tokenizers import HFWordTokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["the cat sat on the mat", "a dog ran"] * 20, vocab_size=300, show_progress=False)

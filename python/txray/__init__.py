@@ -81,9 +81,9 @@ _TORCH_EXPORTS = {
     "Capture": "capture",
     "Layer": "capture",
     "mlp_layers": "capture",
-    "WordTokenizer": "words",
-    "HFWordTokenizer": "words",
-    "VocabTokenizer": "words",
+    "WordTokenizer": "word_tokenizers",
+    "HFWordTokenizer": "word_tokenizers",
+    "VocabTokenizer": "word_tokenizers",
 }
 
 

@@ -47,14 +47,8 @@ from .profile import Profile
 from .progress import Progress
 from .recording import LayerRecorders, profile_name
 from .taggers import default_cache_dir
-from .words import (
-    Batch,
-    WordTokenizer,
-    as_word_tokenizer,
-    batches,
-    make_batch,
-    pool,
-)
+from .word_tokenizers import WordTokenizer, as_word_tokenizer
+from .words import Batch, batches, make_batch, pool
 from .workers import ChunkWorkers
 
 PREFETCH_BATCHES = 4  # batches built ahead of the model

@@ -29,7 +29,8 @@ import numpy as np
 from .corpus import Corpus, Example, Numbering, Record, take
 from .features import Feature, Prediction, chunk_feature_ids
 from .progress import CorpusBar
-from .words import PackedWindows, Window, WordTokenizer, chunk_windows, piece_arrays
+from .word_tokenizers import WordTokenizer, piece_arrays
+from .words import PackedWindows, Window, chunk_windows
 from .workers import ChunkWorkers, WorkerTraceback
 
 TOKENIZE_CHUNK = 64  # sequences tokenized per call (fast tokenizers batch internally)

@@ -183,7 +183,7 @@ class _Recording:
     """Records a model's ``encoder.rnn`` on the first ``tokens`` words of a corpus."""
 
     def __init__(self, config: DemoConfig, vocab: list[str], features: list[Feature]) -> None:
-        from ..words import VocabTokenizer
+        from ..word_tokenizers import VocabTokenizer
 
         self.config = config
         self.tokenizer = VocabTokenizer(vocab, pad_id=0, max_length=MAX_WINDOW, name="demo-lm-vocab")

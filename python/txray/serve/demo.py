@@ -22,7 +22,7 @@ def demo_live_models(folder: str | os.PathLike) -> tuple[list[Path], list[LiveMo
 
     from ..demo.data import EOS, UNK
     from ..demo.models import read_models
-    from ..words import VocabTokenizer
+    from ..word_tokenizers import VocabTokenizer
 
     found = read_models(folder)
     vocab = found.vocab

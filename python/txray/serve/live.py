@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..corpus import split_words
-from ..words import WordTokenizer, as_word_tokenizer, piece_arrays
+from ..word_tokenizers import WordTokenizer, as_word_tokenizer, piece_arrays
 from .folders import RequestError
 
 MAX_WORDS = 256
