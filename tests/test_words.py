@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from txray.corpus import Example
-from txray.word_tokenizers import VocabTokenizer
 from txray.words import batches, make_batch, pool, windows
 
 
@@ -95,29 +94,3 @@ def test_special_tokens_are_units_only_when_asked():
     np.testing.assert_array_equal(special.features["token"], [100, 0, 1, 101])
     acts = torch.arange(5.0).reshape(1, 5, 1)
     np.testing.assert_allclose(pool(acts, special, "mean").numpy().ravel(), [0, 1.5, 3, 4])
-
-
-def test_vocab_tokenizer():
-    tok = VocabTokenizer({"<unk>": 0, "the": 1, "cat": 2}, lower=True)
-    assert tok.pieces([["The", "dog"]]) == [[[1], [0]]]
-    assert tok.token_names([2, 7]) == ["cat", "7"]
-    with pytest.raises(ValueError, match="unknown-word"):
-        VocabTokenizer(["a", "b"])
-
-
-def test_a_tokenizer_that_cannot_take_pre_split_words_is_refused_at_once(tmp_path):
-    # GPT-2's byte-level BPE takes pre-split words only with add_prefix_space=True.
-    pytest.importorskip("transformers")
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2TokenizerFast
-
-    from txray.word_tokenizers import HFWordTokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["the cat sat on the mat", "a dog ran"] * 20, vocab_size=300, show_progress=False)
-    bpe.save_model(str(tmp_path))
-    files = {"vocab_file": str(tmp_path / "vocab.json"), "merges_file": str(tmp_path / "merges.txt")}
-    with pytest.raises(ValueError, match=r"cannot take pre-split words \(AssertionError: .*add_prefix_space=True"):
-        HFWordTokenizer(GPT2TokenizerFast(**files))
-    ids, counts = HFWordTokenizer(GPT2TokenizerFast(add_prefix_space=True, **files)).piece_arrays([["the", "cat"]])
-    assert len(counts) == 2 and counts.sum() == len(ids)

