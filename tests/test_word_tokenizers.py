@@ -18,7 +18,7 @@ from corpora_data import wiki_extracts
 import txray
 from txray.corpus import take
 from txray.datasets import tweets
-from txray.word_tokenizers import HFWordTokenizer, VocabTokenizer, WordPieces, _cuts_words_alone
+from txray.word_tokenizers import HFWordTokenizer, VocabTokenizer, WordPieces, _cuts_words_alone, as_word_tokenizer
 
 HOSTILE = ["", "\u200b", "[CLS]", "[SEP]x", "New York", "a\tb", "👩\u200d👩\u200d👧", "e\u0301", "ﬁ", "x" * 300]
 
@@ -130,6 +130,15 @@ def test_each_new_word_is_cut_once():
     assert calls == [["w1", "w2", "w3"], ["w4"]]
 
 
+def test_emptying_keeps_the_lock_that_other_threads_wait_on():
+    cache = WordPieces(limit=2)
+    lock = cache._lock
+    cache.lookup(["w1", "w2", "w3"], fake_cut)
+    cache.lookup(["w4"], fake_cut)  # held more than 2: emptied first
+    cache.clear()
+    assert len(cache) == 0 and cache._lock is lock
+
+
 def test_a_failing_cut_leaves_the_cache_as_it_was():
     def cut(words):
         if "w666" in words:
@@ -149,8 +158,8 @@ def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_token
     class MarksFirstWord(HFWordTokenizer):
         """As a Python subclass might: the first word of each sentence is cut differently."""
 
-        def _encode(self, sentences):
-            return super()._encode([[f"@{s[0]}", *s[1:]] if s else [] for s in sentences])
+        def _call(self, sentences):
+            return super()._call([[f"@{s[0]}", *s[1:]] if s else [] for s in sentences])
 
     tok = MarksFirstWord(hf_tokenizer)
     assert tok._cache is None
@@ -160,13 +169,74 @@ def test_a_tokenizer_whose_words_depend_on_their_sentence_gets_no_cache(hf_token
     assert not _cuts_words_alone(lambda s: fake_cut([f"w{len(s[0])}" for s in s for _ in s]))
 
 
-def test_word_cache_must_not_be_negative(hf_tokenizer):
-    with pytest.raises(ValueError, match="word_cache must be >= 0, not -1"):
-        HFWordTokenizer(hf_tokenizer, word_cache=-1)
+def test_a_subclass_that_rewrites_its_input_gets_no_cache(tmp_path):
+    # Its words from the 13th on are cut differently: a probe sentence of 11 words would not see it.
+    base = type(trained("byte-level BPE", tmp_path))
+
+    class ShoutsLateWords(base):
+        def _batch_encode_plus(self, batch_text_or_text_pairs, **kwargs):
+            batch = [[w.upper() if i >= 12 else w for i, w in enumerate(s)] for s in batch_text_or_text_pairs]
+            return super()._batch_encode_plus(batch, **kwargs)
+
+    subclass = ShoutsLateWords.from_pretrained(str(tmp_path), add_prefix_space=True)
+    tok = HFWordTokenizer(subclass)
+    assert tok._cache is None
+    words = [f"w{i}" for i in range(20)]
+    shouted = tok.piece_arrays([words])[0]
+    np.testing.assert_array_equal(shouted, tok._direct_piece_arrays([words])[0])
+    assert not np.array_equal(
+        shouted, HFWordTokenizer(base.from_pretrained(str(tmp_path), add_prefix_space=True)).piece_arrays([words])[0]
+    )
 
 
-def test_threads_sharing_one_tokenizer_get_their_own_pieces(hf_tokenizer):
-    shared, direct = HFWordTokenizer(hf_tokenizer), HFWordTokenizer(hf_tokenizer, word_cache=0)
+@pytest.mark.parametrize("bad", [-1, None, "100", 1.5, True, float("nan")])
+def test_word_cache_must_be_a_whole_number_of_words(hf_tokenizer, bad):
+    with pytest.raises(ValueError, match=r"word_cache must be a whole number of words >= 0 \(0: no cache\), not "):
+        HFWordTokenizer(hf_tokenizer, word_cache=bad)
+
+
+def test_a_changed_tokenizer_empties_the_cache_at_the_next_recording(tmp_path):
+    from tokenizers import normalizers
+
+    hf = trained("byte-level BPE", tmp_path)
+    tok = HFWordTokenizer(hf)
+    sentences = [["The", "cat", "sat", "zebra"], ["zebra", "The"]]
+    tok.piece_arrays(sentences)
+    hf.add_tokens(["zebra"])
+    hf.backend_tokenizer.normalizer = normalizers.Lowercase()
+    assert as_word_tokenizer(tok) is tok  # as record_model does at its start: refresh()
+    want = HFWordTokenizer(hf, word_cache=0).piece_arrays(sentences)
+    for got, expected in zip(tok.piece_arrays(sentences), want):
+        np.testing.assert_array_equal(got, expected)
+    assert len(tok._cache) == 4  # only the words cut since the change
+
+
+def test_a_max_length_for_one_call_leaves_the_callers_tokenizer_as_it_was(hf_tokenizer):
+    tok = HFWordTokenizer(hf_tokenizer, max_length=64)
+    short = as_word_tokenizer(tok, max_length=8)
+    assert short.max_length == 8 and tok.max_length == 64
+    assert short._cache is tok._cache  # the copy shares the words cut so far
+    assert as_word_tokenizer(tok, max_length=64) is tok
+
+
+def test_an_error_names_the_word_the_tokenizer_cannot_take(hf_tokenizer):
+    for cache in (0, 1000):
+        tok = HFWordTokenizer(hf_tokenizer, word_cache=cache)
+        with pytest.raises(ValueError, match=r"cannot tokenize the word '\\ud800' \(TypeError"):
+            tok.piece_arrays([["fine", "words"], ["a", "\ud800", "b"]])
+
+
+def test_long_words_bring_no_warning_about_the_models_length(hf_tokenizer, capfd):
+    tok = HFWordTokenizer(hf_tokenizer)
+    words = ["Pneumonoultramicroscopicsilicovolcanoconiosis" * 3 + str(i) for i in range(40)]
+    tok.piece_arrays([words])
+    tok._direct_piece_arrays([words * 3])
+    assert "sequence length is longer" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("word_cache", [1 << 18, 40])  # 40: emptied again and again meanwhile
+def test_threads_sharing_one_tokenizer_get_their_own_pieces(hf_tokenizer, word_cache):
+    shared, direct = HFWordTokenizer(hf_tokenizer, word_cache=word_cache), HFWordTokenizer(hf_tokenizer, word_cache=0)
     groups = list(take(corpus_sentences(), 16))
     want = [direct.piece_arrays(g) for g in groups]
     got: dict[int, list] = {}

@@ -11,6 +11,7 @@ word-level LSTM, the paper's case).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
@@ -61,15 +62,26 @@ class WordPieces:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._clear()
+        self._lock_pid, self._lock = os.getpid(), threading.Lock()
+        self._empty()
 
-    def _clear(self) -> None:
+    def _empty(self) -> None:
+        # The data only: the lock stays, since a thread may be waiting on it.
         self._slot: dict[str, int] = {}  # word -> its row in the arrays below
         self._start = np.zeros(1024, dtype=np.int64)  # per row: first piece in _pieces
         self._count = np.zeros(1024, dtype=np.int64)  # per row: number of pieces
         self._pieces = np.zeros(4096, dtype=np.int64)
         self._n_pieces = 0
-        self._lock_pid, self._lock = os.getpid(), threading.Lock()
+
+    def _locked(self) -> threading.Lock:
+        if self._lock_pid != os.getpid():  # forked while another thread may have held it
+            self._lock_pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+    def clear(self) -> None:
+        """Forget every word (as when the tokenizer has changed)."""
+        with self._locked():
+            self._empty()
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -78,19 +90,16 @@ class WordPieces:
         return {"limit": self.limit}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.limit = state["limit"]
-        self._clear()
+        self.__init__(state["limit"])  # type: ignore[misc]
 
     def lookup(
         self, words: list[str], cut: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
     ) -> tuple[np.ndarray, np.ndarray]:
         """The pieces of ``words`` as :func:`piece_arrays` gives them; ``cut`` gives those
         of the words not seen before (each once, in one call)."""
-        if self._lock_pid != os.getpid():  # forked while another thread may have held it
-            self._lock_pid, self._lock = os.getpid(), threading.Lock()
-        with self._lock:
+        with self._locked():
             if len(self._slot) > self.limit:
-                self._clear()
+                self._empty()
             rows = np.fromiter(map(self._slot.get, words, itertools.repeat(-1)), dtype=np.int64, count=len(words))
             missing = rows < 0
             if missing.any():
@@ -129,6 +138,13 @@ class WordPieces:
 _PROBE = ["The", "the", "THE", "don't", "Zürich", "1999", ",", "naïve", "ﬁne", "x", "xx"]
 
 
+def _encodes_with_transformers_code(tokenizer: Any) -> bool:
+    """Whether the tokenizer's batch call is transformers' own code, not a subclass's."""
+    methods = ("__call__", "_call_one", "batch_encode_plus", "_batch_encode_plus")
+    cls = type(tokenizer)
+    return all(getattr(getattr(cls, m, None), "__module__", "").startswith("transformers.") for m in methods)
+
+
 def _cuts_words_alone(cut: Callable[[Sequence[Sequence[str]]], tuple[np.ndarray, np.ndarray]]) -> bool:
     """Whether ``cut`` gives each word of a sentence the pieces it gives the word alone."""
     together = cut([_PROBE])
@@ -147,17 +163,20 @@ class HFWordTokenizer:
     - ``word_cache``: how many distinct words' pieces to keep (default
       262,144; 0 turns the cache off). The tokenizer is then called only for
       words it has not cut before: a word's pieces depend on its text alone
-      (see :class:`WordPieces`), which is checked on a probe sentence here,
-      and where it does not hold the cache is not used. Kept across
-      ``record_model`` calls that get this same object.
+      (see :class:`WordPieces`). The cache is used only where the
+      tokenizer's class encodes with transformers' own code (not a subclass
+      of yours that might rewrite its input) and a probe sentence gives each
+      word the pieces it gets alone. It is kept across ``record_model`` calls
+      that get this same object, and emptied when one finds the tokenizer
+      changed (:meth:`refresh`: added tokens, a new normalizer, ...).
 
     Raises ``TypeError`` for a slow (Python) tokenizer, and ``ValueError``
     for one that cannot take pre-split words (GPT-2's without
     ``add_prefix_space=True``)."""
 
     def __init__(self, tokenizer: Any, max_length: int | None = None, word_cache: int = 1 << 18) -> None:
-        if word_cache < 0:
-            raise ValueError(f"word_cache must be >= 0, not {word_cache}")
+        if isinstance(word_cache, bool) or not isinstance(word_cache, (int, np.integer)) or word_cache < 0:
+            raise ValueError(f"word_cache must be a whole number of words >= 0 (0: no cache), not {word_cache!r}")
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(tokenizer).__name__} is not a fast tokenizer; txray needs word_ids() "
@@ -174,15 +193,35 @@ class HFWordTokenizer:
         at = wrapped.index(sentinel)
         self.prefix, self.suffix = list(wrapped[:at]), list(wrapped[at + 1 :])
         try:  # here, before any pass over a corpus: e.g. GPT-2 needs add_prefix_space=True
-            self._encode([["a"]])
+            self._call([["a"]])
         except Exception as err:  # noqa: BLE001 - transformers raises ValueError or AssertionError
             raise ValueError(
                 f"tokenizer {self.name!r} cannot take pre-split words ({type(err).__name__}: {err})"
             ) from err
-        # The Rust tokenizer cuts each pre-split word alone; a Python subclass might not:
-        # one sentence is checked against its words cut one by one before trusting a cache.
-        alone = word_cache > 0 and _cuts_words_alone(self._direct_piece_arrays)
-        self._cache = WordPieces(word_cache) if alone else None
+        # The Rust tokenizer cuts each pre-split word alone; a Python subclass might not.
+        alone = (
+            word_cache > 0
+            and _encodes_with_transformers_code(tokenizer)
+            and type(self)._call is HFWordTokenizer._call
+            and _cuts_words_alone(self._direct_piece_arrays)
+        )
+        self._cache = WordPieces(int(word_cache)) if alone else None
+        self._state = self._tokenizer_state() if alone else None
+
+    def refresh(self) -> None:
+        """Empty the word cache if the tokenizer has changed since it was filled (its
+        vocabulary, added tokens, normalizer, ...: the Rust tokenizer's whole state).
+        ``record_model`` calls this once at its start; call it yourself if you change the
+        tokenizer between your own calls of :meth:`piece_arrays`."""
+        if self._cache is None:
+            return
+        state = self._tokenizer_state()
+        if state != self._state:
+            self._cache.clear()
+            self._state = state
+
+    def _tokenizer_state(self) -> int:
+        return hash(self._tok.backend_tokenizer.to_str())  # a few ms for a 30,000-piece vocabulary
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         encoded = self._encode(sentences)
@@ -203,8 +242,7 @@ class HFWordTokenizer:
         return self._cache.lookup(list(itertools.chain.from_iterable(sentences)), self._cut_words)
 
     def _cut_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # Runs of 16 words as one "sentence" each: one Encoding per run, and short of any
-        # model_max_length (transformers warns about longer inputs).
+        # Runs of 16 words as one "sentence" each: one Encoding per run, not one per word.
         return self._direct_piece_arrays([words[at : at + 16] for at in range(0, len(words), 16)])
 
     def _direct_piece_arrays(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -233,12 +271,32 @@ class HFWordTokenizer:
         return ids, np.bincount(owner, minlength=int(n_words.sum())).astype(np.int64)
 
     def _encode(self, sentences: Sequence[Sequence[str]]) -> Any:
+        """:meth:`_call`, whose error names the first word the tokenizer cannot take."""
+        try:
+            return self._call(sentences)
+        except Exception as err:
+            bad = next((w for s in sentences for w in s if not self._takes(w)), None)
+            if bad is None:
+                raise
+            raise ValueError(
+                f"tokenizer {self.name!r} cannot tokenize the word {bad!r} ({type(err).__name__}: {err})"
+            ) from err
+
+    def _takes(self, word: str) -> bool:
+        try:
+            self._call([[word]])
+        except Exception:  # noqa: BLE001 - any error: this word is one the tokenizer cannot take
+            return False
+        return True
+
+    def _call(self, sentences: Sequence[Sequence[str]]) -> Any:
         return self._tok(
             [list(s) for s in sentences],
             is_split_into_words=True,
             add_special_tokens=False,
             return_attention_mask=False,
             return_token_type_ids=False,
+            verbose=False,  # no warning about inputs longer than the model's: txray cuts windows
         )
 
     def token_names(self, ids: Sequence[int]) -> list[str]:
@@ -293,7 +351,10 @@ def as_word_tokenizer(tokenizer: Any, max_length: int | None = None) -> WordToke
     """Wrap a Hugging Face tokenizer in :class:`HFWordTokenizer`; pass a
     :class:`WordTokenizer` through."""
     if isinstance(tokenizer, WordTokenizer):
-        if max_length is not None:
+        if isinstance(tokenizer, HFWordTokenizer):
+            tokenizer.refresh()
+        if max_length is not None and max_length != tokenizer.max_length:
+            tokenizer = copy.copy(tokenizer)  # the caller's keeps its own (a copy shares the word cache)
             tokenizer.max_length = max_length
         return tokenizer
     if hasattr(tokenizer, "build_inputs_with_special_tokens"):
