@@ -53,8 +53,8 @@ class WordPieces:
     (``encode_single_sequence`` in the ``tokenizers`` crate) normalizes,
     pre-tokenizes and cuts each word of a pre-split sentence on its own, as if
     it were the whole input, and then chains the results; a word's pieces
-    depend on its text alone. :class:`HFWordTokenizer` checks this once on a
-    probe sentence before it uses a cache.
+    depend on its text alone. :class:`HFWordTokenizer` uses a cache only for a
+    tokenizer class whose encoding is transformers' own, after a probe sentence.
 
     Holds at most about ``limit`` words: when it holds more, it is emptied
     before the next call. One call at a time (a lock), from any thread; a forked
