@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import pickle
+import re
 import threading
 
 import numpy as np
@@ -209,6 +210,68 @@ def test_a_changed_tokenizer_empties_the_cache_at_the_next_recording(tmp_path):
     for got, expected in zip(tok.piece_arrays(sentences), want):
         np.testing.assert_array_equal(got, expected)
     assert len(tok._cache) == 4  # only the words cut since the change
+
+
+def test_split_special_tokens_set_later_empties_the_cache_too(hf_tokenizer):
+    tok = HFWordTokenizer(hf_tokenizer)
+    sentences = [["a", "[CLS]", "<s>", "</s>", "b"]]
+    tok.piece_arrays(sentences)
+    hf_tokenizer.split_special_tokens = not hf_tokenizer.split_special_tokens
+    tok.refresh()
+    np.testing.assert_array_equal(tok.piece_arrays(sentences)[0], tok._direct_piece_arrays(sentences)[0])
+
+
+def shout_late_words(sentences):
+    return [[w.upper() if i >= 12 else w for i, w in enumerate(s)] for s in sentences]
+
+
+def test_a_replaced_step_of_the_word_path_means_no_cache(hf_tokenizer):
+    class ShoutingEncode(HFWordTokenizer):
+        def _encode(self, sentences):
+            return super()._encode(shout_late_words(sentences))
+
+    class ShoutingArrays(HFWordTokenizer):
+        def _direct_piece_arrays(self, sentences):
+            return super()._direct_piece_arrays(shout_late_words(sentences))
+
+    words = [["w" * (i + 1) for i in range(20)]]
+    for cls in (ShoutingEncode, ShoutingArrays):
+        tok = cls(hf_tokenizer)
+        assert tok._cache is None
+        np.testing.assert_array_equal(tok.piece_arrays(words)[0], tok._direct_piece_arrays(words)[0])
+
+
+def test_a_batch_call_set_on_the_tokenizer_object_means_no_cache(hf_tokenizer):
+    own = hf_tokenizer._batch_encode_plus
+    hf_tokenizer._batch_encode_plus = lambda batch_text_or_text_pairs, **kw: own(
+        shout_late_words(batch_text_or_text_pairs), **kw
+    )
+    assert HFWordTokenizer(hf_tokenizer)._cache is None
+
+
+@pytest.mark.parametrize("word", [None, ["a", "list"]])
+def test_a_word_that_is_no_string_is_named(hf_tokenizer, word):
+    tok = HFWordTokenizer(hf_tokenizer)
+    with pytest.raises(ValueError, match=r"cannot tokenize the word " + re.escape(repr(word))):
+        tok.piece_arrays([["fine", word]])
+
+
+def test_a_cut_that_does_not_match_its_words_is_an_error_and_keeps_nothing():
+    cache = WordPieces(limit=100)
+    with pytest.raises(ValueError, match="cut gave 1 piece counts .* for 2 words"):
+        cache.lookup(["w1", "w2"], lambda words: (np.array([5]), np.array([1])))
+    assert len(cache) == 0
+
+
+def test_an_object_that_is_almost_a_tokenizer_is_told_what_it_lacks():
+    class PiecesOnly:
+        name, max_length, pad_id, prefix, suffix = "mine", None, 0, [], []
+
+        def piece_arrays(self, sentences):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    with pytest.raises(TypeError, match=r"this one lacks pieces, token_names\)"):
+        as_word_tokenizer(PiecesOnly())
 
 
 def test_a_max_length_for_one_call_leaves_the_callers_tokenizer_as_it_was(hf_tokenizer):

@@ -105,6 +105,11 @@ class WordPieces:
             if missing.any():
                 new = list(dict.fromkeys(itertools.compress(words, missing.tolist())))
                 ids, counts = cut(new)
+                if len(counts) != len(new) or int(np.sum(counts)) != len(ids):
+                    raise ValueError(
+                        f"cut gave {len(counts)} piece counts (summing to {int(np.sum(counts))}) and "
+                        f"{len(ids)} piece ids for {len(new)} words"
+                    )
                 first = len(self._slot)
                 self._add(ids, counts)
                 self._slot.update(zip(new, range(first, first + len(new))))
@@ -139,10 +144,16 @@ _PROBE = ["The", "the", "THE", "don't", "Zürich", "1999", ",", "naïve", "ﬁne
 
 
 def _encodes_with_transformers_code(tokenizer: Any) -> bool:
-    """Whether the tokenizer's batch call is transformers' own code, not a subclass's."""
+    """Whether the tokenizer's batch call is transformers' own code, not a subclass's or a
+    function set on the object."""
     methods = ("__call__", "_call_one", "batch_encode_plus", "_batch_encode_plus")
     cls = type(tokenizer)
-    return all(getattr(getattr(cls, m, None), "__module__", "").startswith("transformers.") for m in methods)
+    own = all(getattr(getattr(cls, m, None), "__module__", "").startswith("transformers.") for m in methods)
+    return own and not any(m in vars(tokenizer) for m in methods)
+
+
+# What HFWordTokenizer's cached path calls: a subclass that replaces one gets no cache.
+_WORD_PATH = ("piece_arrays", "_cut_words", "_direct_piece_arrays", "_encode", "_call")
 
 
 def _cuts_words_alone(cut: Callable[[Sequence[Sequence[str]]], tuple[np.ndarray, np.ndarray]]) -> bool:
@@ -202,7 +213,8 @@ class HFWordTokenizer:
         alone = (
             word_cache > 0
             and _encodes_with_transformers_code(tokenizer)
-            and type(self)._call is HFWordTokenizer._call
+            and all(getattr(type(self), m) is getattr(HFWordTokenizer, m) for m in _WORD_PATH)
+            and not any(m in vars(self) for m in _WORD_PATH)
             and _cuts_words_alone(self._direct_piece_arrays)
         )
         self._cache = WordPieces(int(word_cache)) if alone else None
@@ -221,7 +233,9 @@ class HFWordTokenizer:
             self._state = state
 
     def _tokenizer_state(self) -> int:
-        return hash(self._tok.backend_tokenizer.to_str())  # a few ms for a 30,000-piece vocabulary
+        # The Rust tokenizer's whole state (a few ms for a 30,000-piece vocabulary), and the one
+        # setting transformers passes it at each call.
+        return hash((self._tok.backend_tokenizer.to_str(), getattr(self._tok, "split_special_tokens", None)))
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         encoded = self._encode(sentences)
@@ -239,7 +253,10 @@ class HFWordTokenizer:
         calling the tokenizer only for words it has not cut before (or for all, without a cache)."""
         if self._cache is None:
             return self._direct_piece_arrays(sentences)
-        return self._cache.lookup(list(itertools.chain.from_iterable(sentences)), self._cut_words)
+        try:
+            return self._cache.lookup(list(itertools.chain.from_iterable(sentences)), self._cut_words)
+        except TypeError:  # a word that is no string (a list, say): the tokenizer's call names it
+            return self._direct_piece_arrays(sentences)
 
     def _cut_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # Runs of 16 words as one "sentence" each: one Encoding per run, not one per word.
@@ -275,11 +292,11 @@ class HFWordTokenizer:
         try:
             return self._call(sentences)
         except Exception as err:
-            bad = next((w for s in sentences for w in s if not self._takes(w)), None)
-            if bad is None:
+            failing = [w for w in itertools.chain.from_iterable(sentences) if not self._takes(w)][:1]
+            if not failing:
                 raise
             raise ValueError(
-                f"tokenizer {self.name!r} cannot tokenize the word {bad!r} ({type(err).__name__}: {err})"
+                f"tokenizer {self.name!r} cannot tokenize the word {failing[0]!r} ({type(err).__name__}: {err})"
             ) from err
 
     def _takes(self, word: str) -> bool:
@@ -359,9 +376,15 @@ def as_word_tokenizer(tokenizer: Any, max_length: int | None = None) -> WordToke
         return tokenizer
     if hasattr(tokenizer, "build_inputs_with_special_tokens"):
         return HFWordTokenizer(tokenizer, max_length)
+    missing = [
+        a
+        for a in ("name", "max_length", "pad_id", "prefix", "suffix", "pieces", "token_names")
+        if not hasattr(tokenizer, a)
+    ]
     raise TypeError(
         f"{type(tokenizer).__name__} is not a tokenizer txray knows: pass a Hugging Face fast tokenizer, "
-        "a txray.VocabTokenizer, or an object with the txray.WordTokenizer attributes"
+        "a txray.VocabTokenizer, or an object with the txray.WordTokenizer attributes (this one lacks "
+        f"{', '.join(missing)})"
     )
 
 
