@@ -40,12 +40,7 @@ class Prefetch(Generic[T]):
     [0, 1, 2]
     """
 
-    def __init__(
-        self,
-        source: Iterable[T],
-        depth: int = 4,
-        name: str = "txray-prefetch",
-    ) -> None:
+    def __init__(self, source: Iterable[T], depth: int = 4, name: str = "txray-prefetch") -> None:
         if depth < 1:
             raise ValueError(f"depth must be positive, not {depth}")
         self._source = source

@@ -103,18 +103,14 @@ class WordPieces:
             rows = np.fromiter(map(self._slot.get, words, itertools.repeat(-1)), dtype=np.int64, count=len(words))
             missing = rows < 0
             if missing.any():
-                new = list(dict.fromkeys(itertools.compress(words, missing.tolist())))
+                unseen = list(itertools.compress(words, missing.tolist()))
+                new = list(dict.fromkeys(unseen))
                 ids, counts = cut(new)
-                if len(counts) != len(new) or int(np.sum(counts)) != len(ids):
-                    raise ValueError(
-                        f"cut gave {len(counts)} piece counts (summing to {int(np.sum(counts))}) and "
-                        f"{len(ids)} piece ids for {len(new)} words"
-                    )
+                _check_piece_counts("cut", ids, counts, len(new))
                 first = len(self._slot)
                 self._add(ids, counts)
                 self._slot.update(zip(new, range(first, first + len(new))))
-                get = self._slot.__getitem__
-                rows[missing] = np.fromiter(map(get, itertools.compress(words, missing.tolist())), dtype=np.int64)
+                rows[missing] = np.fromiter(map(self._slot.__getitem__, unseen), dtype=np.int64, count=len(unseen))
             counts = self._count[rows]
             starts = self._start[rows]
             pieces = self._pieces
@@ -179,7 +175,8 @@ class HFWordTokenizer:
       of yours that might rewrite its input) and a probe sentence gives each
       word the pieces it gets alone. It is kept across ``record_model`` calls
       that get this same object, and emptied when one finds the tokenizer
-      changed (:meth:`refresh`: added tokens, a new normalizer, ...).
+      changed (:meth:`refresh`: added tokens, a new normalizer,
+      ``split_special_tokens``, ...).
 
     Raises ``TypeError`` for a slow (Python) tokenizer, and ``ValueError``
     for one that cannot take pre-split words (GPT-2's without
@@ -222,7 +219,8 @@ class HFWordTokenizer:
 
     def refresh(self) -> None:
         """Empty the word cache if the tokenizer has changed since it was filled (its
-        vocabulary, added tokens, normalizer, ...: the Rust tokenizer's whole state).
+        vocabulary, added tokens, normalizer, ...: the Rust tokenizer's whole state; and
+        ``split_special_tokens``).
         ``record_model`` calls this once at its start; call it yourself if you change the
         tokenizer between your own calls of :meth:`piece_arrays`."""
         if self._cache is None:
@@ -397,14 +395,18 @@ def piece_arrays(tokenizer: WordTokenizer, sentences: Sequence[Sequence[str]]) -
     own = getattr(tokenizer, "piece_arrays", None)
     if own is not None:
         ids, counts = (np.asarray(a, dtype=np.int64) for a in own(sentences))
-        n_words = sum(map(len, sentences))
-        if len(counts) != n_words or int(counts.sum()) != len(ids):
-            raise ValueError(
-                f"tokenizer {tokenizer.name!r}: piece_arrays gave {len(counts)} piece counts (summing to "
-                f"{int(counts.sum())}) and {len(ids)} piece ids for {n_words} words"
-            )
+        _check_piece_counts(f"tokenizer {tokenizer.name!r}: piece_arrays", ids, counts, sum(map(len, sentences)))
         return ids, counts
     words = list(itertools.chain.from_iterable(tokenizer.pieces(sentences)))
     counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     ids = np.fromiter(itertools.chain.from_iterable(words), dtype=np.int64, count=int(counts.sum()))
     return ids, counts
+
+
+def _check_piece_counts(source: str, ids: np.ndarray, counts: np.ndarray, n_words: int) -> None:
+    """A ValueError unless ``counts`` has one count per word and they add up to ``ids``."""
+    if len(counts) != n_words or int(np.sum(counts)) != len(ids):
+        raise ValueError(
+            f"{source} gave {len(counts)} piece counts (summing to {int(np.sum(counts))}) and "
+            f"{len(ids)} piece ids for {n_words} words"
+        )
